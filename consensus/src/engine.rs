@@ -1,0 +1,163 @@
+//! The protocol-neutral boundary between an engine and its runtime.
+
+use crate::hotstuff::HsMessage;
+use crate::verifier::CertificateVerifier;
+use quorate_crypto::{BlsKeyPair, Digest};
+use quorate_genesis::{ConsensusParams, ValidatorSet};
+use quorate_ledger::{BlockHeader, QuorumCert, View};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A validator's position in its epoch's validator set.
+pub type ValidatorIndex = usize;
+
+/// A message between validators. One variant per protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    HotStuff(HsMessage),
+}
+
+/// Names a timer; a timer that fires for a view the engine has left is ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TimerId {
+    /// The pacemaker's timer for a view.
+    View(View),
+}
+
+/// What the runtime hands a leader for its next block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadProposal {
+    pub payload_digest: Digest,
+    /// State root after executing this payload on top of the parent.
+    pub state_root: Digest,
+    pub timestamp_ms: u64,
+    /// Whether the payload carries no transactions.
+    pub empty: bool,
+}
+
+/// Everything an engine reacts to.
+// Inputs are moved one at a time, never stored in bulk: boxing the message would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A message from validator `from` (authenticated by the transport).
+    Message {
+        from: ValidatorIndex,
+        message: Message,
+    },
+    /// A timer set with [`Action::SetTimer`] fired.
+    Timer(TimerId),
+    /// The answer to [`Action::RequestPayload`].
+    PayloadReady {
+        view: View,
+        payload: PayloadProposal,
+    },
+    /// The answer to [`Action::CheckPayload`]: whether the block's payload is available, valid,
+    /// and its execution gives the header's state root.
+    PayloadChecked { block: Digest, valid: bool },
+}
+
+/// The proof that a committed block is final, as stored beside it and checked by `audit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitProof {
+    /// HotStuff: `qc` certifies the block. For a block committed directly by the three-chain
+    /// rule, `three_chain` holds its two certified successors in consecutive views
+    /// (headers of b' and b'', and the QC of b''); an ancestor committed with it has `None` and
+    /// is covered by the hash chain up to that block.
+    HotStuff {
+        qc: QuorumCert,
+        three_chain: Option<ThreeChain>,
+    },
+}
+
+/// The two successors that commit a block under chained HotStuff's rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreeChain {
+    pub child: BlockHeader,
+    pub child_qc: QuorumCert,
+    pub grandchild: BlockHeader,
+    pub grandchild_qc: QuorumCert,
+}
+
+/// Everything an engine asks of its runtime, in the order it must happen.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send to one validator.
+    Send {
+        to: ValidatorIndex,
+        message: Message,
+    },
+    /// Send to every other validator.
+    Broadcast { message: Message },
+    /// Fire `Input::Timer(timer)` after `duration_ms`.
+    SetTimer { timer: TimerId, duration_ms: u64 },
+    /// Write the engine's safety state and SYNC it before any later action is carried out.
+    PersistSafety { bytes: Vec<u8> },
+    /// Keep a block (for recovery and for serving peers); need not be synced.
+    StoreBlock { hash: Digest, bytes: Vec<u8> },
+    /// This validator leads `view`: build a payload on `parent` (answer with
+    /// `Input::PayloadReady`). `urgent` says uncommitted blocks with payload wait on this one, so
+    /// do not hold it for the idle interval.
+    RequestPayload {
+        view: View,
+        parent: BlockHeader,
+        urgent: bool,
+    },
+    /// Check a proposed block's payload (answer with `Input::PayloadChecked`).
+    CheckPayload { header: BlockHeader },
+    /// The block is final. Commits come in height order, each exactly once.
+    Commit {
+        header: BlockHeader,
+        proof: CommitProof,
+    },
+}
+
+/// Fault injection: deliberately broken engines that show the simulator's checker bites.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FaultInjection {
+    #[default]
+    None,
+    /// HotStuff votes without the locked-QC check of the safe-node rule.
+    IgnoreLock,
+}
+
+/// What an engine needs to start.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub chain_id: String,
+    pub genesis_hash: Digest,
+    pub validators: ValidatorSet,
+    pub own_index: ValidatorIndex,
+    pub bls_key: Arc<BlsKeyPair>,
+    pub params: ConsensusParams,
+    /// The committed block the engine starts from: the epoch's first root (genesis, or the last
+    /// block of the previous epoch), or after a restart the last block the ledger committed.
+    pub root: BlockHeader,
+    /// The QC certifying `root`; `None` for an epoch's first root, which needs none.
+    pub root_qc: Option<QuorumCert>,
+    pub verifier: Arc<CertificateVerifier>,
+    pub fault: FaultInjection,
+}
+
+/// A snapshot for status pages and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineStatus {
+    pub view: View,
+    pub leader: ValidatorIndex,
+    pub high_qc_view: View,
+    pub locked_view: View,
+    pub committed_height: u64,
+    pub committed_hash: Digest,
+    pub timeouts: u64,
+}
+
+/// A consensus protocol as the runtime and the simulator see it.
+pub trait Engine {
+    /// Actions to run at start-up (timers, a first proposal).
+    fn start(&mut self) -> Vec<Action>;
+    /// Reacts to one input.
+    fn handle(&mut self, input: Input) -> Vec<Action>;
+    fn status(&self) -> EngineStatus;
+}

@@ -1,0 +1,887 @@
+//! Chained HotStuff (Yin et al., PODC 2019, Algorithms 3-5: event-driven chained HotStuff with a
+//! pacemaker), with a timeout-certificate view synchronizer in the style of LibraBFT/DiemBFT.
+//!
+//! ```text
+//! Every validator, in view v (leader(v) = v mod n):
+//!   on entering v:   set the view timer; if leader(v): propose B = (parent: high_qc.block,
+//!                    justify: high_qc, tc: TC(v-1) if v was entered by timeout)
+//!   on Proposal B:   verify justify (and tc); process_qc(B.justify); if B.view = v and B
+//!                    comes from leader(v): check the payload, then if safe_to_vote(B):
+//!                    persist SafetyData; send Vote(B) to leader(v+1)
+//!   safe_to_vote(B): B.view > last_voted_view
+//!                    and (B extends locked_qc.block or B.justify.view > locked_qc.view)
+//!   on Vote (as leader(v+1)): aggregate; at 2f+1: QC -> process_qc(QC)
+//!   process_qc(QC for b''):
+//!                    high_qc <- max(high_qc, QC); enter view QC.view + 1
+//!                    b' <- b''.justify.block;  locked_qc <- max(locked_qc, b''.justify)
+//!                    b <- b'.justify.block
+//!                    if b''.view = b'.view + 1 and b'.view = b.view + 1:
+//!                        commit b and all its uncommitted ancestors, oldest first
+//!   on view timer:   persist last_voted_view <- v; broadcast Timeout(v, high_qc, last_tc)
+//!   on Timeout(v'):  verify; process its high_qc and last_tc; if v' < v reply SyncInfo;
+//!                    at f+1 timeouts for v join them; at 2f+1: TC(v') -> enter v' + 1
+//! ```
+//! Blocks whose ancestors are missing are fetched from peers (`BlockRequest`) and processed once
+//! the chain connects. Nothing from the network touches state before its certificates verify.
+
+mod aggregator;
+mod block_tree;
+mod messages;
+mod pacemaker;
+mod safety;
+
+pub use messages::{
+    BlockRequest, BlockResponse, HsBlock, HsMessage, Proposal, SyncInfo, Timeout, Vote,
+};
+pub use safety::{SafetyData, VoteRefused};
+
+#[cfg(all(test, feature = "sim"))]
+mod tests;
+
+use crate::engine::ThreeChain;
+use crate::{
+    Action, CommitProof, Engine, EngineConfig, EngineStatus, Input, Message, PayloadProposal,
+    TimerId, ValidatorIndex,
+};
+use aggregator::{TimeoutAggregator, VoteAggregator, FUTURE_VIEWS_MAX};
+use block_tree::BlockTree;
+use pacemaker::Pacemaker;
+use quorate_crypto::{BlsSignature, Digest, SignerBitmap};
+use quorate_ledger::{
+    codec, Block, BlockHeader, QuorumCert, TimeoutCert, TimeoutData, View, VoteData,
+};
+use safety::SafetyRules;
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+use tracing::{debug, warn};
+
+/// Most blocks one `BlockRequest` asks for or one `BlockResponse` carries.
+pub const BLOCKS_PER_REQUEST_MAX: u16 = 64;
+/// Most blocks held while their ancestors are fetched.
+const ORPHANS_MAX: usize = 256;
+/// Most outstanding block requests remembered.
+const REQUESTS_REMEMBERED_MAX: usize = 64;
+
+/// Why an engine could not be built or recovered.
+#[derive(Debug, Error)]
+pub enum RecoveryError {
+    #[error("persisted safety state is unreadable: {0}")]
+    Decode(#[from] quorate_ledger::CodecError),
+    #[error("persisted safety state is for epoch {persisted}, engine is for epoch {engine}")]
+    WrongEpoch { persisted: u64, engine: u64 },
+    #[error("own index {index} is not in a validator set of {len}")]
+    NotAValidator { index: usize, len: usize },
+}
+
+/// The chained HotStuff engine of one validator for one epoch.
+pub struct HotStuff {
+    config: EngineConfig,
+    root_qc: QuorumCert,
+    tree: BlockTree,
+    safety: SafetyRules,
+    pacemaker: Pacemaker,
+    votes: VoteAggregator,
+    timeouts: TimeoutAggregator,
+    /// The view for which this validator (as leader) asked for a payload.
+    requested_payload_view: Option<View>,
+    /// The block of the current view waiting for `PayloadChecked` before a vote.
+    awaiting_check: Option<(View, Digest)>,
+    /// A proposal whose ancestors are being fetched.
+    pending_proposal: Option<(ValidatorIndex, Proposal)>,
+    /// Blocks received whose parent is unknown, by their own hash.
+    orphans: BTreeMap<Digest, HsBlock>,
+    /// Block hashes asked for and not yet received (bounded, oldest forgotten first).
+    requested: BTreeMap<Digest, View>,
+    requested_order: VecDeque<Digest>,
+    /// The view in which this validator has already timed out.
+    timed_out_view: Option<View>,
+    out: Vec<Action>,
+    inbox: VecDeque<Message>,
+}
+
+impl HotStuff {
+    /// A fresh engine at the epoch's root.
+    pub fn new(config: EngineConfig) -> Result<Self, RecoveryError> {
+        Self::recover(config, None, Vec::new())
+    }
+
+    /// An engine resumed from persisted safety state and stored blocks (any order; those that do
+    /// not connect to the root are ignored).
+    pub fn recover(
+        config: EngineConfig,
+        safety_bytes: Option<&[u8]>,
+        stored_blocks: Vec<Vec<u8>>,
+    ) -> Result<Self, RecoveryError> {
+        let n = config.validators.len();
+        if config.own_index >= n {
+            return Err(RecoveryError::NotAValidator {
+                index: config.own_index,
+                len: n,
+            });
+        }
+        let root_hash = config.root.hash()?;
+        let root_qc = match &config.root_qc {
+            Some(qc) => qc.clone(),
+            None => QuorumCert {
+                data: VoteData {
+                    genesis_hash: config.genesis_hash,
+                    epoch: config.root.epoch,
+                    view: config.root.view,
+                    height: config.root.height,
+                    block: root_hash,
+                },
+                signers: SignerBitmap::new(n),
+                signature: BlsSignature([0; 96]),
+            },
+        };
+        let epoch = config.validators.epoch();
+        let data = match safety_bytes {
+            Some(bytes) => {
+                let data: SafetyData = codec::decode(bytes)?;
+                if data.epoch != epoch {
+                    return Err(RecoveryError::WrongEpoch {
+                        persisted: data.epoch.0,
+                        engine: epoch.0,
+                    });
+                }
+                data
+            }
+            None => SafetyData {
+                epoch,
+                last_voted_view: config.root.view,
+                locked_qc: root_qc.clone(),
+                high_qc: root_qc.clone(),
+                last_tc: None,
+                last_vote: None,
+            },
+        };
+        let mut tree = BlockTree::new(
+            root_hash,
+            HsBlock {
+                header: config.root.clone(),
+                justify: root_qc.clone(),
+            },
+        );
+        let mut blocks: Vec<HsBlock> = stored_blocks
+            .iter()
+            .filter_map(|bytes| codec::decode::<HsBlock>(bytes).ok())
+            .collect();
+        blocks.sort_by_key(|b| b.header.height);
+        for block in blocks {
+            if let Ok(hash) = block.hash() {
+                tree.insert(hash, block);
+            }
+        }
+        let start_view = data
+            .high_qc
+            .data
+            .view
+            .max(data.last_tc.as_ref().map_or(View(0), |tc| tc.data.view))
+            .next();
+        let params = &config.params;
+        let pacemaker = Pacemaker::new(
+            start_view,
+            params.view_timeout_ms,
+            params.view_timeout_max_ms,
+            params.idle_interval_ms,
+        );
+        let safety = SafetyRules::new(config.bls_key.clone(), data, config.fault);
+        Ok(HotStuff {
+            config,
+            root_qc,
+            tree,
+            safety,
+            pacemaker,
+            votes: VoteAggregator::default(),
+            timeouts: TimeoutAggregator::default(),
+            requested_payload_view: None,
+            awaiting_check: None,
+            pending_proposal: None,
+            orphans: BTreeMap::new(),
+            requested: BTreeMap::new(),
+            requested_order: VecDeque::new(),
+            timed_out_view: None,
+            out: Vec::new(),
+            inbox: VecDeque::new(),
+        })
+    }
+
+    pub fn safety_data(&self) -> &SafetyData {
+        self.safety.data()
+    }
+
+    fn me(&self) -> ValidatorIndex {
+        self.config.own_index
+    }
+
+    fn n(&self) -> usize {
+        self.config.validators.len()
+    }
+
+    fn leader(&self, view: View) -> ValidatorIndex {
+        self.config.validators.leader(view)
+    }
+
+    fn committee(&self) -> &quorate_crypto::Committee {
+        self.config.validators.committee()
+    }
+
+    fn emit(&mut self, action: Action) {
+        self.out.push(action);
+    }
+
+    fn send(&mut self, to: ValidatorIndex, message: HsMessage) {
+        if to == self.me() {
+            self.inbox.push_back(Message::HotStuff(message));
+        } else {
+            self.emit(Action::Send {
+                to,
+                message: Message::HotStuff(message),
+            });
+        }
+    }
+
+    /// Sends to all others and processes our own copy.
+    fn broadcast(&mut self, message: HsMessage) {
+        self.emit(Action::Broadcast {
+            message: Message::HotStuff(message.clone()),
+        });
+        self.inbox.push_back(Message::HotStuff(message));
+    }
+
+    fn persist_safety(&mut self) {
+        match self.safety.encode() {
+            Ok(bytes) => self.emit(Action::PersistSafety { bytes }),
+            // A fixed set of serde-encodable fields: failure here is a bug, never input.
+            Err(error) => panic!("cannot encode safety data: {error}"),
+        }
+    }
+
+    fn verify_qc(&self, qc: &QuorumCert) -> bool {
+        if qc == &self.root_qc {
+            return true;
+        }
+        if qc.data.genesis_hash != self.config.genesis_hash
+            || qc.data.epoch != self.config.validators.epoch()
+        {
+            return false;
+        }
+        self.config.verifier.verify_qc(qc, self.committee()).is_ok()
+    }
+
+    fn verify_tc(&self, tc: &TimeoutCert) -> bool {
+        tc.data.genesis_hash == self.config.genesis_hash
+            && tc.data.epoch == self.config.validators.epoch()
+            && self.config.verifier.verify_tc(tc, self.committee()).is_ok()
+    }
+
+    // ---- views ------------------------------------------------------------------------------
+
+    fn enter_view(&mut self, view: View, by_timeout: bool) {
+        if !self.pacemaker.advance(view, by_timeout) {
+            return;
+        }
+        debug!(validator = self.me(), %view, by_timeout, "entered view");
+        self.awaiting_check = None;
+        self.timed_out_view = None;
+        self.votes.prune_below(View(view.0.saturating_sub(1)));
+        self.timeouts.prune_below(view);
+        self.emit(Action::SetTimer {
+            timer: TimerId::View(view),
+            duration_ms: self.pacemaker.timer_ms(),
+        });
+        self.try_propose();
+        if let Some((from, proposal)) = self.pending_proposal.take() {
+            if proposal.block.header.view == view {
+                self.on_proposal(from, proposal);
+            }
+        }
+    }
+
+    /// As leader of the current view, ask for a payload once the block to extend is known.
+    fn try_propose(&mut self) {
+        let view = self.pacemaker.view();
+        if self.leader(view) != self.me() || self.requested_payload_view >= Some(view) {
+            return;
+        }
+        let high_qc = self.safety.data().high_qc.clone();
+        let entered_by_qc = high_qc.data.view.next() == view;
+        let entered_by_tc = self
+            .safety
+            .data()
+            .last_tc
+            .as_ref()
+            .is_some_and(|tc| tc.data.view.next() == view);
+        if !entered_by_qc && !entered_by_tc {
+            return;
+        }
+        let Some(parent) = self.tree.get(&high_qc.data.block).cloned() else {
+            self.fetch_from_signers(&high_qc);
+            return;
+        };
+        let empty = Block::payload_digest_of(&[]);
+        let urgent = self
+            .tree
+            .uncommitted_path(&high_qc.data.block)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|hash| self.tree.get(hash))
+            .any(|block| block.header.payload_digest != empty);
+        self.requested_payload_view = Some(view);
+        self.emit(Action::RequestPayload {
+            view,
+            parent: parent.header.clone(),
+            urgent,
+        });
+    }
+
+    fn on_payload_ready(&mut self, view: View, payload: PayloadProposal) {
+        if view != self.pacemaker.view()
+            || self.leader(view) != self.me()
+            || self.requested_payload_view != Some(view)
+        {
+            return;
+        }
+        let high_qc = self.safety.data().high_qc.clone();
+        let Some(parent) = self.tree.get(&high_qc.data.block).cloned() else {
+            return;
+        };
+        let tc = if high_qc.data.view.next() == view {
+            None
+        } else {
+            self.safety.data().last_tc.clone()
+        };
+        let header = BlockHeader {
+            chain_id: self.config.chain_id.clone(),
+            genesis_hash: self.config.genesis_hash,
+            epoch: self.config.validators.epoch(),
+            height: high_qc.data.height.next(),
+            view,
+            parent: high_qc.data.block,
+            payload_digest: payload.payload_digest,
+            state_root: payload.state_root,
+            proposer: self.me() as u16,
+            timestamp_ms: payload.timestamp_ms.max(parent.header.timestamp_ms),
+        };
+        self.broadcast(HsMessage::Proposal(Proposal {
+            block: HsBlock {
+                header,
+                justify: high_qc,
+            },
+            tc,
+        }));
+    }
+
+    // ---- certificates -----------------------------------------------------------------------
+
+    /// A verified QC: update high_qc, move to the next view, apply the lock and commit rules.
+    fn process_qc(&mut self, qc: &QuorumCert) {
+        self.safety.observe_high_qc(qc);
+        self.enter_view(qc.data.view.next(), false);
+        self.apply_chain_rules(qc);
+    }
+
+    fn process_tc(&mut self, tc: &TimeoutCert) {
+        self.safety.observe_tc(tc);
+        self.enter_view(tc.data.view.next(), true);
+    }
+
+    /// The lock and three-chain commit rules for a QC certifying b''.
+    fn apply_chain_rules(&mut self, qc: &QuorumCert) {
+        let Some(b2) = self.tree.get(&qc.data.block).cloned() else {
+            self.fetch_from_signers(qc);
+            return;
+        };
+        if qc.data.block == self.tree.committed().0 {
+            return;
+        }
+        // b' is certified by b''.justify: lock on it if newer.
+        self.safety.observe_lock(&b2.justify);
+        let Some(b1) = self.tree.get(&b2.justify.data.block).cloned() else {
+            return;
+        };
+        let Some(b0) = self.tree.get(&b1.justify.data.block).cloned() else {
+            return;
+        };
+        let consecutive =
+            b2.header.view == b1.header.view.next() && b1.header.view == b0.header.view.next();
+        if !consecutive || b0.header.height <= self.tree.committed().1 {
+            return;
+        }
+        let proof = ThreeChain {
+            child: b1.header.clone(),
+            child_qc: b2.justify.clone(),
+            grandchild: b2.header.clone(),
+            grandchild_qc: qc.clone(),
+        };
+        self.commit(b1.justify.data.block, proof);
+    }
+
+    /// Commits `hash` and its uncommitted ancestors, oldest first.
+    fn commit(&mut self, hash: Digest, proof: ThreeChain) {
+        let Some(path) = self.tree.uncommitted_path(&hash) else {
+            // Only possible if more than f validators are Byzantine.
+            warn!(validator = self.me(), %hash, "three-chain commits a block off the committed chain");
+            return;
+        };
+        for (position, block_hash) in path.iter().enumerate() {
+            let Some(block) = self.tree.get(block_hash).cloned() else {
+                return;
+            };
+            let (qc, three_chain) = match path.get(position + 1) {
+                Some(child) => match self.tree.get(child) {
+                    Some(child) => (child.justify.clone(), None),
+                    None => return,
+                },
+                None => (proof.child_qc.clone(), Some(proof.clone())),
+            };
+            self.emit(Action::Commit {
+                header: block.header.clone(),
+                proof: CommitProof::HotStuff { qc, three_chain },
+            });
+        }
+        self.tree.commit(hash);
+        self.orphans
+            .retain(|_, block| block.header.height > self.tree.committed().1);
+    }
+
+    // ---- messages ---------------------------------------------------------------------------
+
+    fn on_message(&mut self, from: ValidatorIndex, message: HsMessage) {
+        if from >= self.n() {
+            return;
+        }
+        match message {
+            HsMessage::Proposal(proposal) => self.on_proposal(from, proposal),
+            HsMessage::Vote(vote) => self.on_vote(from, vote),
+            HsMessage::Timeout(timeout) => self.on_timeout(from, timeout),
+            HsMessage::SyncInfo(sync) => self.on_sync_info(sync),
+            HsMessage::BlockRequest(request) => self.on_block_request(from, request),
+            HsMessage::BlockResponse(response) => self.on_block_response(from, response),
+        }
+    }
+
+    /// Structural checks a block must pass before its certificates are even verified.
+    fn well_formed(&self, block: &HsBlock) -> bool {
+        let h = &block.header;
+        let j = &block.justify.data;
+        h.chain_id == self.config.chain_id
+            && h.genesis_hash == self.config.genesis_hash
+            && h.epoch == self.config.validators.epoch()
+            && (h.proposer as usize) < self.n()
+            && h.parent == j.block
+            && h.height == j.height.next()
+            && h.view > j.view
+    }
+
+    fn on_proposal(&mut self, from: ValidatorIndex, proposal: Proposal) {
+        let header = proposal.block.header.clone();
+        let view = header.view;
+        if !self.well_formed(&proposal.block)
+            || header.proposer as usize != from
+            || self.leader(view) != from
+        {
+            debug!(validator = self.me(), from, %view, "malformed proposal");
+            return;
+        }
+        if !self.verify_qc(&proposal.block.justify) {
+            debug!(validator = self.me(), from, %view, "proposal with invalid justify QC");
+            return;
+        }
+        let justified_by_tc = match &proposal.tc {
+            Some(tc) => {
+                if tc.data.view.next() != view || !self.verify_tc(tc) {
+                    debug!(validator = self.me(), from, %view, "proposal with invalid TC");
+                    return;
+                }
+                true
+            }
+            None => false,
+        };
+        if !justified_by_tc && proposal.block.justify.data.view.next() != view {
+            return;
+        }
+        self.process_qc(&proposal.block.justify.clone());
+        if let Some(tc) = &proposal.tc {
+            self.process_tc(&tc.clone());
+        }
+        let Ok(hash) = header.hash() else {
+            return;
+        };
+        if !self.tree.contains(&header.parent) {
+            // Hold it and fetch the missing ancestors from the proposer.
+            self.pending_proposal = Some((from, proposal));
+            self.request_blocks(from, header.parent);
+            return;
+        }
+        self.insert_block(hash, proposal.block.clone());
+        if view != self.pacemaker.view() || self.awaiting_check.is_some() {
+            return;
+        }
+        self.awaiting_check = Some((view, hash));
+        self.emit(Action::CheckPayload { header });
+    }
+
+    fn insert_block(&mut self, hash: Digest, block: HsBlock) {
+        if self.tree.contains(&hash) {
+            return;
+        }
+        let bytes = match codec::encode(&block) {
+            Ok(bytes) => bytes,
+            Err(_) => return,
+        };
+        if self.tree.insert(hash, block) {
+            self.emit(Action::StoreBlock { hash, bytes });
+            self.adopt_orphans(hash);
+        }
+    }
+
+    /// Inserts orphans whose parent just arrived, recursively.
+    fn adopt_orphans(&mut self, parent: Digest) {
+        let mut parents = vec![parent];
+        while let Some(parent) = parents.pop() {
+            let children: Vec<Digest> = self
+                .orphans
+                .iter()
+                .filter(|(_, block)| block.header.parent == parent)
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in children {
+                if let Some(block) = self.orphans.remove(&hash) {
+                    if let Ok(bytes) = codec::encode(&block) {
+                        if self.tree.insert(hash, block) {
+                            self.emit(Action::StoreBlock { hash, bytes });
+                            parents.push(hash);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_payload_checked(&mut self, block: Digest, valid: bool) {
+        let view = self.pacemaker.view();
+        if self.awaiting_check != Some((view, block)) {
+            return;
+        }
+        if !valid {
+            warn!(validator = self.me(), %view, %block, "proposal with an invalid payload");
+            return;
+        }
+        let Some(proposed) = self.tree.get(&block).cloned() else {
+            return;
+        };
+        let locked = self.safety.data().locked_qc.data.block;
+        let extends_lock = self.tree.extends(&block, &locked).unwrap_or(false);
+        match self.safety.vote(&proposed, block, extends_lock) {
+            Ok((vote, changed)) => {
+                if changed {
+                    self.persist_safety();
+                }
+                let next_leader = self.leader(view.next());
+                self.send(next_leader, HsMessage::Vote(vote));
+            }
+            Err(refused) => debug!(validator = self.me(), %refused, "vote refused"),
+        }
+    }
+
+    fn in_window(&self, view: View) -> bool {
+        let current = self.pacemaker.view();
+        view.0 + 1 >= current.0 && view.0 <= current.0 + FUTURE_VIEWS_MAX
+    }
+
+    fn on_vote(&mut self, from: ValidatorIndex, vote: Vote) {
+        let data = &vote.data;
+        if data.genesis_hash != self.config.genesis_hash
+            || data.epoch != self.config.validators.epoch()
+            || self.leader(data.view.next()) != self.me()
+            || !self.in_window(data.view)
+        {
+            return;
+        }
+        self.aggregate_vote(from, &vote);
+    }
+
+    fn aggregate_vote(&mut self, from: ValidatorIndex, vote: &Vote) {
+        if let Some(qc) = self
+            .votes
+            .add(from, vote, self.config.validators.committee())
+        {
+            debug!(validator = self.me(), view = %qc.data.view, "formed QC");
+            self.process_qc(&qc);
+        }
+    }
+
+    fn local_timeout(&mut self) {
+        let view = self.pacemaker.view();
+        self.pacemaker.record_timeout();
+        self.timed_out_view = Some(view);
+        let data = TimeoutData {
+            genesis_hash: self.config.genesis_hash,
+            epoch: self.config.validators.epoch(),
+            view,
+        };
+        let (signature, changed) = self.safety.timeout(&data);
+        if changed {
+            self.persist_safety();
+        }
+        let last_vote = self
+            .safety
+            .data()
+            .last_vote
+            .clone()
+            .filter(|vote| vote.data.view.next() == view);
+        let timeout = Timeout {
+            data,
+            high_qc: self.safety.data().high_qc.clone(),
+            last_tc: self.safety.data().last_tc.clone(),
+            last_vote,
+            signature,
+        };
+        self.broadcast(HsMessage::Timeout(timeout));
+    }
+
+    fn on_timer(&mut self, timer: TimerId) {
+        let TimerId::View(view) = timer;
+        if view != self.pacemaker.view() {
+            return;
+        }
+        debug!(validator = self.me(), %view, "view timer fired");
+        // Whatever was fetched and not received may be asked for again.
+        self.requested.clear();
+        self.requested_order.clear();
+        self.local_timeout();
+        // Re-arm: while stuck in this view, keep re-sending the timeout.
+        self.emit(Action::SetTimer {
+            timer,
+            duration_ms: self.pacemaker.timer_ms(),
+        });
+    }
+
+    fn on_timeout(&mut self, from: ValidatorIndex, timeout: Timeout) {
+        let data = timeout.data;
+        if data.genesis_hash != self.config.genesis_hash
+            || data.epoch != self.config.validators.epoch()
+        {
+            return;
+        }
+        if !self.verify_qc(&timeout.high_qc) {
+            return;
+        }
+        if let Some(tc) = &timeout.last_tc {
+            if !self.verify_tc(tc) {
+                return;
+            }
+        }
+        self.process_qc(&timeout.high_qc.clone());
+        if let Some(tc) = &timeout.last_tc {
+            self.process_tc(&tc.clone());
+        }
+        // The vote the sender gave in the view before: it may complete a QC whose leader failed.
+        if let Some(vote) = &timeout.last_vote {
+            if vote.data.view.next() == data.view
+                && vote.data.genesis_hash == self.config.genesis_hash
+                && vote.data.epoch == self.config.validators.epoch()
+                && self.in_window(vote.data.view)
+            {
+                self.aggregate_vote(from, &vote.clone());
+            }
+        }
+        let current = self.pacemaker.view();
+        if data.view < current {
+            if from != self.me() {
+                let sync = SyncInfo {
+                    high_qc: self.safety.data().high_qc.clone(),
+                    last_tc: self.safety.data().last_tc.clone(),
+                };
+                self.send(from, HsMessage::SyncInfo(sync));
+            }
+            return;
+        }
+        if !self.in_window(data.view) {
+            return;
+        }
+        let (power, tc) = self
+            .timeouts
+            .add(from, &timeout, self.config.validators.committee());
+        if let Some(tc) = tc {
+            debug!(validator = self.me(), view = %tc.data.view, "formed TC");
+            self.process_tc(&tc);
+            return;
+        }
+        // Join: f+1 have timed out in our view, so at least one honest validator has.
+        if data.view == self.pacemaker.view()
+            && self.timed_out_view != Some(data.view)
+            && power >= self.config.validators.validity_power()
+        {
+            self.local_timeout();
+        }
+    }
+
+    fn on_sync_info(&mut self, sync: SyncInfo) {
+        if self.verify_qc(&sync.high_qc) {
+            self.process_qc(&sync.high_qc);
+        }
+        if let Some(tc) = &sync.last_tc {
+            if self.verify_tc(tc) {
+                self.process_tc(tc);
+            }
+        }
+    }
+
+    // ---- block sync -------------------------------------------------------------------------
+
+    fn request_blocks(&mut self, to: ValidatorIndex, hash: Digest) {
+        let view = self.pacemaker.view();
+        if to == self.me() || self.tree.contains(&hash) {
+            return;
+        }
+        // At most one request per block per view (a lost answer is retried in a later view).
+        match self.requested.insert(hash, view) {
+            Some(previous) if previous >= view => return,
+            Some(_) => {}
+            None => self.requested_order.push_back(hash),
+        }
+        while self.requested_order.len() > REQUESTS_REMEMBERED_MAX {
+            if let Some(old) = self.requested_order.pop_front() {
+                self.requested.remove(&old);
+            }
+        }
+        self.send(
+            to,
+            HsMessage::BlockRequest(BlockRequest {
+                hash,
+                count: BLOCKS_PER_REQUEST_MAX,
+            }),
+        );
+    }
+
+    /// Fetches a certified block from one of its signers (round-robin by view so retries vary).
+    fn fetch_from_signers(&mut self, qc: &QuorumCert) {
+        let signers: Vec<usize> = qc.signers.signers().filter(|&s| s != self.me()).collect();
+        if signers.is_empty() {
+            return;
+        }
+        let pick = signers[(self.pacemaker.view().0 as usize) % signers.len()];
+        self.request_blocks(pick, qc.data.block);
+    }
+
+    fn on_block_request(&mut self, from: ValidatorIndex, request: BlockRequest) {
+        let count = request.count.clamp(1, BLOCKS_PER_REQUEST_MAX) as usize;
+        // The tree root's justify is a placeholder, not its parent's QC: never serve it or past it.
+        let blocks: Vec<HsBlock> = self
+            .tree
+            .chain(&request.hash, count)
+            .into_iter()
+            .take_while(|b| b.justify.data.block == b.header.parent)
+            .collect();
+        if !blocks.is_empty() {
+            self.send(from, HsMessage::BlockResponse(BlockResponse { blocks }));
+        }
+    }
+
+    fn on_block_response(&mut self, from: ValidatorIndex, response: BlockResponse) {
+        if response.blocks.len() > BLOCKS_PER_REQUEST_MAX as usize {
+            return;
+        }
+        // Walk newest to oldest: each must be well formed, certified by a valid justify, and be
+        // the parent of the one before it.
+        let mut expected_parent: Option<Digest> = None;
+        let mut accepted = Vec::new();
+        for block in response.blocks {
+            let Ok(hash) = block.hash() else { break };
+            if expected_parent.is_some_and(|p| p != hash) {
+                break;
+            }
+            if !self.well_formed(&block) || !self.verify_qc(&block.justify) {
+                break;
+            }
+            expected_parent = Some(block.header.parent);
+            accepted.push((hash, block));
+        }
+        let Some((newest, _)) = accepted.first().cloned() else {
+            return;
+        };
+        // Only answers to our own requests are taken: the newest block is one we asked for by
+        // hash, and the rest are authenticated by the hash chain from it.
+        if self.requested.remove(&newest).is_none() {
+            return;
+        }
+        let oldest_parent = accepted.last().map(|(_, b)| b.header.parent);
+        for (hash, block) in accepted.into_iter().rev() {
+            if self.tree.contains(&block.header.parent) {
+                self.insert_block(hash, block);
+            } else if block.header.height > self.tree.committed().1
+                && self.orphans.len() < ORPHANS_MAX
+            {
+                self.orphans.insert(hash, block);
+            }
+        }
+        if let Some(parent) = oldest_parent {
+            if !self.tree.contains(&parent) {
+                // Still not connected: ask for the next stretch back.
+                self.request_blocks(from, parent);
+                return;
+            }
+        }
+        // The chain connected: re-run the rules that were waiting on it.
+        let high_qc = self.safety.data().high_qc.clone();
+        self.apply_chain_rules(&high_qc);
+        self.try_propose();
+        if let Some((from, proposal)) = self.pending_proposal.take() {
+            self.on_proposal(from, proposal);
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Action> {
+        // Our own messages (our proposal, vote to ourselves as next leader, our timeout) are
+        // processed here, after the input that caused them, in order.
+        let mut steps = 0usize;
+        while let Some(Message::HotStuff(message)) = self.inbox.pop_front() {
+            let me = self.me();
+            self.on_message(me, message);
+            steps += 1;
+            assert!(steps < 10_000, "self-message loop");
+        }
+        std::mem::take(&mut self.out)
+    }
+}
+
+impl Engine for HotStuff {
+    fn start(&mut self) -> Vec<Action> {
+        let view = self.pacemaker.view();
+        self.emit(Action::SetTimer {
+            timer: TimerId::View(view),
+            duration_ms: self.pacemaker.timer_ms(),
+        });
+        self.try_propose();
+        self.drain()
+    }
+
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        match input {
+            Input::Message {
+                from,
+                message: Message::HotStuff(message),
+            } => self.on_message(from, message),
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
+            Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
+        }
+        self.drain()
+    }
+
+    fn status(&self) -> EngineStatus {
+        let (committed_hash, committed_height) = self.tree.committed();
+        let view = self.pacemaker.view();
+        EngineStatus {
+            view,
+            leader: self.leader(view),
+            high_qc_view: self.safety.data().high_qc.data.view,
+            locked_view: self.safety.data().locked_qc.data.view,
+            committed_height: committed_height.0,
+            committed_hash,
+            timeouts: self.pacemaker.timeouts_total(),
+        }
+    }
+}

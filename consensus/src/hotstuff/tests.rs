@@ -1,0 +1,322 @@
+//! Unit tests of the safety rules, the commit rule, and restart from persisted state.
+
+use super::*;
+use crate::sim::Setup;
+use crate::FaultInjection;
+use quorate_crypto::{BlsAggregate, Domain};
+use quorate_ledger::{Epoch, Height, TimeoutData};
+
+struct Chain {
+    setup: Setup,
+}
+
+impl Chain {
+    fn new() -> Self {
+        Chain {
+            setup: Setup::new(4).unwrap(),
+        }
+    }
+
+    fn config(&self, index: usize) -> EngineConfig {
+        self.setup.engine_config(index, FaultInjection::None)
+    }
+
+    fn root(&self) -> (Digest, QuorumCert) {
+        let engine = HotStuff::new(self.config(0)).unwrap();
+        let qc = engine.root_qc.clone();
+        (qc.data.block, qc)
+    }
+
+    /// A block in `view` extending the block certified by `justify`.
+    fn block(&self, view: u64, justify: &QuorumCert, salt: u8) -> (Digest, HsBlock) {
+        let config = self.config(0);
+        let header = BlockHeader {
+            chain_id: config.chain_id.clone(),
+            genesis_hash: config.genesis_hash,
+            epoch: Epoch(0),
+            height: justify.data.height.next(),
+            view: View(view),
+            parent: justify.data.block,
+            payload_digest: quorate_crypto::hash(Domain::Payload, &[salt]),
+            state_root: Digest([salt; 32]),
+            proposer: config.validators.leader(View(view)) as u16,
+            timestamp_ms: view,
+        };
+        let block = HsBlock {
+            header,
+            justify: justify.clone(),
+        };
+        (block.hash().unwrap(), block)
+    }
+
+    /// A QC for `block` signed by validators 0, 1, 2.
+    fn qc(&self, hash: Digest, block: &HsBlock) -> QuorumCert {
+        let config = self.config(0);
+        let data = VoteData {
+            genesis_hash: config.genesis_hash,
+            epoch: Epoch(0),
+            view: block.header.view,
+            height: block.header.height,
+            block: hash,
+        };
+        let bytes = data.signing_bytes().unwrap();
+        let mut aggregate = BlsAggregate::new(4);
+        for i in 0..3 {
+            aggregate
+                .add(i, &self.setup.keys_for_tests(i).sign(Domain::Vote, &bytes))
+                .unwrap();
+        }
+        QuorumCert {
+            data,
+            signers: aggregate.bitmap().clone(),
+            signature: aggregate.signature().unwrap(),
+        }
+    }
+
+    fn tc(&self, view: u64) -> TimeoutCert {
+        let config = self.config(0);
+        let data = TimeoutData {
+            genesis_hash: config.genesis_hash,
+            epoch: Epoch(0),
+            view: View(view),
+        };
+        let bytes = data.signing_bytes().unwrap();
+        let mut aggregate = BlsAggregate::new(4);
+        for i in 0..3 {
+            aggregate
+                .add(
+                    i,
+                    &self.setup.keys_for_tests(i).sign(Domain::Timeout, &bytes),
+                )
+                .unwrap();
+        }
+        TimeoutCert {
+            data,
+            signers: aggregate.bitmap().clone(),
+            signature: aggregate.signature().unwrap(),
+        }
+    }
+}
+
+/// Delivers a proposal and answers its payload check; returns all actions.
+fn deliver(engine: &mut HotStuff, block: &HsBlock, tc: Option<TimeoutCert>) -> Vec<Action> {
+    let from = block.header.proposer as usize;
+    let mut actions = engine.handle(Input::Message {
+        from,
+        message: Message::HotStuff(HsMessage::Proposal(Proposal {
+            block: block.clone(),
+            tc,
+        })),
+    });
+    let checks: Vec<Digest> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CheckPayload { header } => header.hash().ok(),
+            _ => None,
+        })
+        .collect();
+    for hash in checks {
+        actions.extend(engine.handle(Input::PayloadChecked {
+            block: hash,
+            valid: true,
+        }));
+    }
+    actions
+}
+
+fn votes(actions: &[Action]) -> Vec<Vote> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                message: Message::HotStuff(HsMessage::Vote(vote)),
+                ..
+            } => Some(vote.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn commits(actions: &[Action]) -> Vec<(Height, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit {
+                header,
+                proof: CommitProof::HotStuff { three_chain, .. },
+            } => Some((header.height, three_chain.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn votes_once_per_view_and_persists_before_sending() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (_, b1) = chain.block(1, &root_qc, 1);
+    let actions = deliver(&mut engine, &b1, None);
+    let persist_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety { .. }))
+        .expect("safety state persisted");
+    let vote_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Send { .. }))
+        .expect("vote sent");
+    assert!(
+        persist_at < vote_at,
+        "the vote left before its view was durable"
+    );
+    assert_eq!(votes(&actions).len(), 1);
+    // A conflicting block for the same view gets no vote.
+    let (_, b1_conflict) = chain.block(1, &root_qc, 2);
+    assert!(votes(&deliver(&mut engine, &b1_conflict, None)).is_empty());
+}
+
+#[test]
+fn restarted_validator_refuses_a_second_vote_in_its_view() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (_, b1) = chain.block(1, &root_qc, 1);
+    let actions = deliver(&mut engine, &b1, None);
+    let first_vote = votes(&actions).pop().expect("voted");
+    let persisted = actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::PersistSafety { bytes } => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("persisted");
+    drop(engine);
+
+    // Restart from what was persisted, with no stored blocks at all.
+    let mut restarted = HotStuff::recover(chain.config(3), Some(&persisted), Vec::new()).unwrap();
+    restarted.start();
+    let (_, conflicting) = chain.block(1, &root_qc, 9);
+    assert!(
+        votes(&deliver(&mut restarted, &conflicting, None)).is_empty(),
+        "restarted validator signed a second vote in view 1"
+    );
+    // Asked again for the very block it voted for, it returns the same vote (idempotent).
+    let mut again = HotStuff::recover(chain.config(3), Some(&persisted), Vec::new()).unwrap();
+    again.start();
+    let repeated = votes(&deliver(&mut again, &b1, None));
+    assert_eq!(repeated, vec![first_vote]);
+}
+
+#[test]
+fn three_chain_with_consecutive_views_commits() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let qc1 = chain.qc(h1, &b1);
+    let (h2, b2) = chain.block(2, &qc1, 2);
+    let qc2 = chain.qc(h2, &b2);
+    let (h3, b3) = chain.block(3, &qc2, 3);
+    let qc3 = chain.qc(h3, &b3);
+    let (_, b4) = chain.block(4, &qc3, 4);
+    assert!(commits(&deliver(&mut engine, &b1, None)).is_empty());
+    assert!(commits(&deliver(&mut engine, &b2, None)).is_empty());
+    assert!(commits(&deliver(&mut engine, &b3, None)).is_empty());
+    assert_eq!(engine.safety_data().locked_qc.data.view, View(1));
+    assert_eq!(
+        commits(&deliver(&mut engine, &b4, None)),
+        vec![(Height(1), true)]
+    );
+    assert_eq!(engine.safety_data().locked_qc.data.view, View(2));
+}
+
+#[test]
+fn a_gap_in_views_delays_the_commit_until_a_consecutive_three_chain() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let qc1 = chain.qc(h1, &b1);
+    // View 2 timed out; b2 is in view 3, justified by TC(2).
+    let (h2, b2) = chain.block(3, &qc1, 2);
+    let qc2 = chain.qc(h2, &b2);
+    let (h3, b3) = chain.block(4, &qc2, 3);
+    let qc3 = chain.qc(h3, &b3);
+    let (h4, b4) = chain.block(5, &qc3, 4);
+    let qc4 = chain.qc(h4, &b4);
+    let (_, b5) = chain.block(6, &qc4, 5);
+    assert!(commits(&deliver(&mut engine, &b1, None)).is_empty());
+    assert!(commits(&deliver(&mut engine, &b2, Some(chain.tc(2)))).is_empty());
+    assert!(commits(&deliver(&mut engine, &b3, None)).is_empty());
+    // QC(b3): b1 <- b2 <- b3 has views 1, 3, 4: not consecutive, nothing commits.
+    assert!(commits(&deliver(&mut engine, &b4, None)).is_empty());
+    // QC(b4): b2 <- b3 <- b4 has views 3, 4, 5: commits b1 (ancestor) then b2 (direct).
+    assert_eq!(
+        commits(&deliver(&mut engine, &b5, None)),
+        vec![(Height(1), false), (Height(2), true)]
+    );
+}
+
+#[test]
+fn forged_certificates_are_rejected_before_touching_state() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let mut qc1 = chain.qc(h1, &b1);
+    // Claim validator 3 signed too, without its signature.
+    qc1.signers.insert(3);
+    let (_, b2) = chain.block(2, &qc1, 2);
+    let actions = deliver(&mut engine, &b2, None);
+    assert!(votes(&actions).is_empty());
+    assert_eq!(engine.status().high_qc_view, View(0));
+    assert_eq!(engine.status().view, View(1));
+    // A proposal from a validator that does not lead the view is ignored.
+    let (_, mut wrong_leader) = chain.block(1, &root_qc, 3);
+    wrong_leader.header.proposer = 2;
+    assert!(votes(&deliver(&mut engine, &wrong_leader, None)).is_empty());
+}
+
+#[test]
+fn safe_node_rule_refuses_a_fork_of_the_lock_unless_justified_by_a_newer_qc() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let key = std::sync::Arc::new(quorate_crypto::BlsKeyPair::from_seed_insecure(3));
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let qc1 = chain.qc(h1, &b1);
+    let (h2, b2) = chain.block(2, &qc1, 2);
+    let qc2 = chain.qc(h2, &b2);
+    let data = SafetyData {
+        epoch: Epoch(0),
+        last_voted_view: View(2),
+        locked_qc: qc2.clone(),
+        high_qc: qc2.clone(),
+        last_tc: None,
+        last_vote: None,
+    };
+    let rules = SafetyRules::new(key.clone(), data.clone(), FaultInjection::None);
+    // A fork from b1 in view 3, justified by QC(b1) (older than the lock): refused.
+    let (_, fork) = chain.block(3, &qc1, 7);
+    assert!(matches!(
+        rules.safe_to_vote(&fork, false),
+        Err(VoteRefused::NotSafeNode { .. })
+    ));
+    // Extending the lock: accepted.
+    let (_, extension) = chain.block(3, &qc2, 8);
+    assert!(rules.safe_to_vote(&extension, true).is_ok());
+    // Stale view: refused.
+    let (_, stale) = chain.block(2, &qc1, 9);
+    assert!(matches!(
+        rules.safe_to_vote(&stale, true),
+        Err(VoteRefused::StaleView { .. })
+    ));
+    // The fault-injected engine skips the lock check.
+    let broken = SafetyRules::new(key, data, FaultInjection::IgnoreLock);
+    assert!(broken.safe_to_vote(&fork, false).is_ok());
+}

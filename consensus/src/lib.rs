@@ -1,0 +1,26 @@
+//! Sans-IO consensus engines and the deterministic simulator.
+//!
+//! An engine is a pure state machine: [`Input`]s in (a message from a validator, a timer firing, a
+//! payload ready or checked), [`Action`]s out (send, broadcast, set a timer, persist safety state,
+//! store a block, ask for or check a payload, commit). No runtime, socket, clock or randomness
+//! lives here: time and entropy arrive as inputs, which is what lets [`sim`] run thousands of
+//! Byzantine schedules deterministically with the very code the node runs.
+//!
+//! The runtime MUST carry out actions in the order given, and MUST finish a
+//! [`Action::PersistSafety`] (synced to disk) before carrying out any action after it: the votes and
+//! timeouts that follow depend on it being durable.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod engine;
+pub mod hotstuff;
+mod verifier;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use engine::{
+    Action, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection, Input, Message,
+    PayloadProposal, TimerId, ValidatorIndex,
+};
+pub use verifier::CertificateVerifier;

@@ -1,0 +1,971 @@
+//! The deterministic network simulator.
+//!
+//! Runs the real engines (the code the node runs) on a simulated network where the seed is the
+//! only entropy: random delays, drops, partitions that heal at a global stabilisation time (GST),
+//! crashes and restarts from persisted state (what was not synced is lost), and Byzantine
+//! validators (`silent`, `equivocate`, `twins`, or a `random` mix). Time is simulated
+//! milliseconds, so thousands of schedules run per minute.
+//!
+//! Checked across all honest validators: no two commit different blocks at one height (safety),
+//! and every one of them commits again after GST (liveness). The same seed always gives the same
+//! trace, whose hash [`SeedReport::trace_hash`] lets a test compare two runs.
+
+mod rng;
+
+pub use rng::Rng;
+
+use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Vote};
+use crate::{
+    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, FaultInjection, Input, Message,
+    PayloadProposal, TimerId,
+};
+use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, SigningKey};
+use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
+use quorate_ledger::{codec, Block, BlockHeader, Epoch, Height, QuorumCert, View, VoteData};
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+
+/// What the Byzantine validators do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Behaviour {
+    /// Never send anything.
+    Silent,
+    /// Propose conflicting blocks to different halves of the network and vote for every block.
+    Equivocate,
+    /// Two honest instances with one key, in different partitions before GST.
+    Twins,
+    /// Each Byzantine validator picks one of the above per seed.
+    Random,
+}
+
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "silent" => Ok(Behaviour::Silent),
+            "equivocate" => Ok(Behaviour::Equivocate),
+            "twins" => Ok(Behaviour::Twins),
+            "random" => Ok(Behaviour::Random),
+            other => Err(format!(
+                "unknown behaviour {other:?} (expected silent, equivocate, twins or random)"
+            )),
+        }
+    }
+}
+
+/// One simulation configuration; each seed is one schedule of it.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub validators: usize,
+    pub byzantine: usize,
+    pub behaviour: Behaviour,
+    /// Probability that any one message is lost before GST.
+    pub drop_probability: f64,
+    /// Before GST: long delays, partitions and crash-restarts. Off: a synchronous network.
+    pub asynchrony: bool,
+    pub fault: FaultInjection,
+    /// GST is drawn uniformly from `0..=gst_max_ms` (0 without asynchrony).
+    pub gst_max_ms: u64,
+    /// How long the run continues after GST.
+    pub after_gst_ms: u64,
+}
+
+impl SimConfig {
+    pub fn new(validators: usize, byzantine: usize, behaviour: Behaviour) -> Self {
+        SimConfig {
+            validators,
+            byzantine,
+            behaviour,
+            drop_probability: 0.0,
+            asynchrony: true,
+            fault: FaultInjection::None,
+            gst_max_ms: 2_000,
+            after_gst_ms: 8_000,
+        }
+    }
+}
+
+/// Keys, validator set and genesis shared by every seed of a configuration.
+pub struct Setup {
+    validators: ValidatorSet,
+    keys: Vec<Arc<BlsKeyPair>>,
+    genesis_hash: Digest,
+    root: BlockHeader,
+    params: ConsensusParams,
+    verifier: Arc<CertificateVerifier>,
+}
+
+const CHAIN_ID: &str = "quorate-sim";
+
+impl Setup {
+    /// Deterministic keys for `n` validators (PoPs are checked, as on a real chain).
+    pub fn new(n: usize) -> Result<Self, quorate_genesis::GenesisError> {
+        let keys: Vec<Arc<BlsKeyPair>> = (0..n as u64)
+            .map(|i| Arc::new(BlsKeyPair::from_seed_insecure(i)))
+            .collect();
+        let infos = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| ValidatorInfo {
+                name: format!("v{i}"),
+                identity_key: SigningKey::from_seed_insecure(i as u64).public(),
+                bls_key: key.public(),
+                bls_pop: key.proof_of_possession(),
+                p2p_address: format!("/memory/{i}"),
+                voting_power: 1,
+            })
+            .collect();
+        let validators = ValidatorSet::new(Epoch(0), infos)?;
+        let genesis_hash = quorate_crypto::hash(Domain::Genesis, format!("sim-{n}").as_bytes());
+        let root = BlockHeader {
+            chain_id: CHAIN_ID.into(),
+            genesis_hash,
+            epoch: Epoch(0),
+            height: Height(0),
+            view: View(0),
+            parent: Digest::ZERO,
+            payload_digest: Block::payload_digest_of(&[]),
+            state_root: quorate_crypto::hash(Domain::StateLeaf, b"genesis state"),
+            proposer: 0,
+            timestamp_ms: 0,
+        };
+        let params = ConsensusParams {
+            // Post-GST delays are at most 50 ms, so a view needs about 100 ms.
+            view_timeout_ms: 200,
+            view_timeout_max_ms: 1_000,
+            idle_interval_ms: 0,
+            ..ConsensusParams::default()
+        };
+        Ok(Setup {
+            validators,
+            keys,
+            genesis_hash,
+            root,
+            params,
+            verifier: Arc::new(CertificateVerifier::new()),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn keys_for_tests(&self, index: usize) -> &BlsKeyPair {
+        &self.keys[index]
+    }
+
+    pub(crate) fn engine_config(&self, index: usize, fault: FaultInjection) -> EngineConfig {
+        EngineConfig {
+            chain_id: CHAIN_ID.into(),
+            genesis_hash: self.genesis_hash,
+            validators: self.validators.clone(),
+            own_index: index,
+            bls_key: self.keys[index].clone(),
+            params: self.params.clone(),
+            root: self.root.clone(),
+            root_qc: None,
+            verifier: self.verifier.clone(),
+            fault,
+        }
+    }
+}
+
+/// What one seed gave.
+#[derive(Clone, Debug)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub violation: Option<String>,
+    /// Every honest validator committed after GST.
+    pub live: bool,
+    /// Blocks committed by each honest validator.
+    pub committed: Vec<u64>,
+    pub messages: u64,
+    pub bytes: u64,
+    pub timeouts: u64,
+    pub trace_hash: Digest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Honest,
+    Silent,
+    Equivocator,
+    Twin,
+}
+
+struct Node {
+    index: usize,
+    role: Role,
+    engine: Option<HotStuff>,
+    incarnation: u64,
+    durable_safety: Option<Vec<u8>>,
+    durable_blocks: BTreeMap<Digest, Vec<u8>>,
+    volatile_blocks: Vec<(Digest, Vec<u8>)>,
+    /// Header of every block this node stored (the sim application's view of payloads).
+    headers: HashMap<Digest, BlockHeader>,
+    /// The justify QC of every block this node stored (equivocators fork from them).
+    justifies: HashMap<Digest, QuorumCert>,
+    last_committed: (BlockHeader, Option<QuorumCert>),
+    committed: u64,
+    committed_after_gst: u64,
+    /// Equivocators: blocks seen per view, to vote for all of them.
+    seen: BTreeMap<View, Vec<(Digest, BlockHeader)>>,
+}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+        bytes: Digest,
+    },
+    Timer {
+        node: usize,
+        incarnation: u64,
+        timer: TimerId,
+    },
+    Local {
+        node: usize,
+        incarnation: u64,
+        input: Input,
+    },
+    Crash {
+        node: usize,
+        restart_at: u64,
+    },
+    Restart {
+        node: usize,
+    },
+    Repartition,
+}
+
+struct Scheduled {
+    time: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Min-heap on (time, seq).
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+struct World<'a> {
+    setup: &'a Setup,
+    config: &'a SimConfig,
+    seed: u64,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    gst: u64,
+    end: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    by_index: Vec<Vec<usize>>,
+    /// Partition side of each node before GST; `None`: no partition.
+    partition: Option<Vec<bool>>,
+    committed_global: BTreeMap<Height, Digest>,
+    violation: Option<String>,
+    messages: u64,
+    bytes: u64,
+    trace: Hasher,
+}
+
+/// Runs one seed.
+pub fn run_seed(setup: &Setup, config: &SimConfig, seed: u64) -> SeedReport {
+    let mut world = World::new(setup, config, seed);
+    world.run();
+    world.report()
+}
+
+impl<'a> World<'a> {
+    fn new(setup: &'a Setup, config: &'a SimConfig, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let n = config.validators;
+        let gst = if config.asynchrony {
+            rng.range(0, config.gst_max_ms)
+        } else {
+            0
+        };
+        let byzantine = rng.choose(n, config.byzantine.min(n));
+        let mut nodes = Vec::new();
+        let mut by_index = vec![Vec::new(); n];
+        for (index, copies_of_index) in by_index.iter_mut().enumerate() {
+            let role = if byzantine.contains(&index) {
+                let behaviour = match config.behaviour {
+                    Behaviour::Random => match rng.range(0, 2) {
+                        0 => Behaviour::Silent,
+                        1 => Behaviour::Equivocate,
+                        _ => Behaviour::Twins,
+                    },
+                    other => other,
+                };
+                match behaviour {
+                    Behaviour::Silent => Role::Silent,
+                    Behaviour::Equivocate => Role::Equivocator,
+                    _ => Role::Twin,
+                }
+            } else {
+                Role::Honest
+            };
+            let copies = if role == Role::Twin { 2 } else { 1 };
+            for _ in 0..copies {
+                copies_of_index.push(nodes.len());
+                nodes.push(Node {
+                    index,
+                    role,
+                    engine: None,
+                    incarnation: 0,
+                    durable_safety: None,
+                    durable_blocks: BTreeMap::new(),
+                    volatile_blocks: Vec::new(),
+                    headers: HashMap::from([(
+                        setup.root.hash().unwrap_or(Digest::ZERO),
+                        setup.root.clone(),
+                    )]),
+                    justifies: HashMap::new(),
+                    last_committed: (setup.root.clone(), None),
+                    committed: 0,
+                    committed_after_gst: 0,
+                    seen: BTreeMap::new(),
+                });
+            }
+        }
+        World {
+            setup,
+            config,
+            seed,
+            rng,
+            now: 0,
+            seq: 0,
+            gst,
+            end: gst + config.after_gst_ms,
+            queue: BinaryHeap::new(),
+            nodes,
+            by_index,
+            partition: None,
+            committed_global: BTreeMap::new(),
+            violation: None,
+            messages: 0,
+            bytes: 0,
+            trace: Hasher::new(Domain::Batch),
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn run(&mut self) {
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].role == Role::Silent {
+                continue;
+            }
+            self.boot(node);
+        }
+        if self.config.asynchrony {
+            self.schedule(0, Event::Repartition);
+            // Crash one honest validator for a while before GST, in half the seeds.
+            if self.gst > 200 && self.rng.chance(0.5) {
+                let honest: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].role == Role::Honest)
+                    .collect();
+                if !honest.is_empty() {
+                    let victim = honest[self.rng.range(0, honest.len() as u64 - 1) as usize];
+                    let at = self.rng.range(0, self.gst - 100);
+                    let restart_at = (at + self.rng.range(100, 1_000)).min(self.gst);
+                    self.schedule(
+                        at,
+                        Event::Crash {
+                            node: victim,
+                            restart_at,
+                        },
+                    );
+                }
+            }
+        }
+        while let Some(next) = self.queue.pop() {
+            if next.time > self.end {
+                break;
+            }
+            self.now = next.time;
+            self.dispatch(next.event);
+        }
+    }
+
+    fn boot(&mut self, node: usize) {
+        let index = self.nodes[node].index;
+        let mut config = self.setup.engine_config(index, self.config.fault);
+        let (root, root_qc) = self.nodes[node].last_committed.clone();
+        if root_qc.is_some() {
+            config.root = root;
+            config.root_qc = root_qc;
+        }
+        let blocks: Vec<Vec<u8>> = self.nodes[node].durable_blocks.values().cloned().collect();
+        let safety = self.nodes[node].durable_safety.clone();
+        let engine = match HotStuff::recover(config, safety.as_deref(), blocks) {
+            Ok(engine) => engine,
+            Err(error) => {
+                self.violation
+                    .get_or_insert(format!("node {node} cannot recover: {error}"));
+                return;
+            }
+        };
+        self.nodes[node].engine = Some(engine);
+        let actions = self.nodes[node]
+            .engine
+            .as_mut()
+            .map(|e| e.start())
+            .unwrap_or_default();
+        self.execute(node, actions);
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        self.trace.update(&self.now.to_le_bytes());
+        match event {
+            Event::Deliver {
+                to,
+                from,
+                message,
+                bytes,
+            } => {
+                self.trace
+                    .update(&[0, to as u8, from as u8])
+                    .update(&bytes.0);
+                if self.nodes[to].role == Role::Equivocator {
+                    self.remember(to, &message);
+                }
+                self.feed(to, Input::Message { from, message });
+            }
+            Event::Timer {
+                node,
+                incarnation,
+                timer,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    let TimerId::View(view) = timer;
+                    self.trace
+                        .update(&[1, node as u8])
+                        .update(&view.0.to_le_bytes());
+                    self.feed(node, Input::Timer(timer));
+                }
+            }
+            Event::Local {
+                node,
+                incarnation,
+                input,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.trace.update(&[2, node as u8]);
+                    self.feed(node, input);
+                }
+            }
+            Event::Crash { node, restart_at } => {
+                self.trace.update(&[3, node as u8]);
+                let n = &mut self.nodes[node];
+                n.engine = None;
+                n.incarnation += 1;
+                n.volatile_blocks.clear();
+                let delay = restart_at.saturating_sub(self.now);
+                self.schedule(delay, Event::Restart { node });
+            }
+            Event::Restart { node } => {
+                self.trace.update(&[4, node as u8]);
+                self.boot(node);
+            }
+            Event::Repartition => {
+                if self.now >= self.gst {
+                    self.partition = None;
+                    return;
+                }
+                let nodes = self.nodes.len();
+                self.partition = match self.rng.range(0, 4) {
+                    // A random split.
+                    0 | 1 => {
+                        let mut sides: Vec<bool> =
+                            (0..nodes).map(|_| self.rng.chance(0.5)).collect();
+                        // Twins always land on opposite sides.
+                        for copies in &self.by_index {
+                            if copies.len() == 2 {
+                                sides[copies[0]] = false;
+                                sides[copies[1]] = true;
+                            }
+                        }
+                        Some(sides)
+                    }
+                    // One node cut off from all others.
+                    2 => {
+                        let alone = self.rng.range(0, nodes as u64 - 1) as usize;
+                        Some((0..nodes).map(|i| i == alone).collect())
+                    }
+                    _ => None,
+                };
+                let next = self.rng.range(100, 600).min(self.gst - self.now);
+                self.schedule(next.max(1), Event::Repartition);
+            }
+        }
+    }
+
+    fn feed(&mut self, node: usize, input: Input) {
+        let Some(engine) = self.nodes[node].engine.as_mut() else {
+            return;
+        };
+        let actions = engine.handle(input);
+        self.execute(node, actions);
+    }
+
+    fn remember(&mut self, node: usize, message: &Message) {
+        let Message::HotStuff(HsMessage::Proposal(proposal)) = message else {
+            return;
+        };
+        if let Ok(hash) = proposal.block.hash() {
+            let seen = self.nodes[node]
+                .seen
+                .entry(proposal.block.header.view)
+                .or_default();
+            if !seen.iter().any(|(h, _)| *h == hash) {
+                seen.push((hash, proposal.block.header.clone()));
+            }
+        }
+    }
+
+    fn execute(&mut self, node: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.send(node, to, message),
+                Action::Broadcast { message } => self.broadcast(node, message),
+                Action::SetTimer { timer, duration_ms } => {
+                    let incarnation = self.nodes[node].incarnation;
+                    self.schedule(
+                        duration_ms,
+                        Event::Timer {
+                            node,
+                            incarnation,
+                            timer,
+                        },
+                    );
+                }
+                Action::PersistSafety { bytes } => {
+                    let n = &mut self.nodes[node];
+                    n.durable_safety = Some(bytes);
+                    // A sync makes everything written before it durable too.
+                    for (hash, block) in n.volatile_blocks.drain(..) {
+                        n.durable_blocks.insert(hash, block);
+                    }
+                }
+                Action::StoreBlock { hash, bytes } => {
+                    if let Ok(block) = codec::decode::<HsBlock>(&bytes) {
+                        self.nodes[node].headers.insert(hash, block.header);
+                        self.nodes[node].justifies.insert(hash, block.justify);
+                    }
+                    self.nodes[node].volatile_blocks.push((hash, bytes));
+                }
+                Action::RequestPayload { view, parent, .. } => {
+                    let payload = self.payload(node, view, &parent, b"");
+                    let incarnation = self.nodes[node].incarnation;
+                    let delay = self.rng.range(0, 2);
+                    self.schedule(
+                        delay,
+                        Event::Local {
+                            node,
+                            incarnation,
+                            input: Input::PayloadReady { view, payload },
+                        },
+                    );
+                }
+                Action::CheckPayload { header } => {
+                    let valid =
+                        self.nodes[node]
+                            .headers
+                            .get(&header.parent)
+                            .is_some_and(|parent| {
+                                state_root(&parent.state_root, &header.payload_digest)
+                                    == header.state_root
+                            });
+                    let block = header.hash().unwrap_or(Digest::ZERO);
+                    let incarnation = self.nodes[node].incarnation;
+                    let delay = self.rng.range(0, 2);
+                    self.schedule(
+                        delay,
+                        Event::Local {
+                            node,
+                            incarnation,
+                            input: Input::PayloadChecked { block, valid },
+                        },
+                    );
+                }
+                Action::Commit { header, proof } => self.commit(node, header, proof),
+            }
+        }
+    }
+
+    fn payload(
+        &mut self,
+        node: usize,
+        view: View,
+        parent: &BlockHeader,
+        salt: &[u8],
+    ) -> PayloadProposal {
+        let mut hasher = Hasher::new(Domain::Payload);
+        hasher
+            .update(&self.seed.to_le_bytes())
+            .update(&(node as u64).to_le_bytes())
+            .update(&view.0.to_le_bytes())
+            .update(salt);
+        let payload_digest = hasher.finalize();
+        PayloadProposal {
+            payload_digest,
+            state_root: state_root(&parent.state_root, &payload_digest),
+            timestamp_ms: self.now,
+            empty: false,
+        }
+    }
+
+    fn commit(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
+        let Ok(hash) = header.hash() else { return };
+        let CommitProof::HotStuff { qc, .. } = proof;
+        let n = &mut self.nodes[node];
+        if header.height <= n.last_committed.0.height {
+            // Already committed before a restart; must be the same block.
+            return;
+        }
+        if header.height != n.last_committed.0.height.next() {
+            self.violation.get_or_insert(format!(
+                "node {node} committed height {} after {}",
+                header.height, n.last_committed.0.height
+            ));
+        }
+        n.last_committed = (header.clone(), Some(qc));
+        n.committed += 1;
+        if self.now > self.gst {
+            n.committed_after_gst += 1;
+        }
+        if n.role != Role::Honest {
+            return;
+        }
+        match self.committed_global.get(&header.height) {
+            Some(existing) if *existing != hash => {
+                self.violation.get_or_insert(format!(
+                    "height {}: node {node} committed {hash}, another honest node committed {existing}",
+                    header.height
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.committed_global.insert(header.height, hash);
+            }
+        }
+    }
+
+    fn delay(&mut self) -> u64 {
+        if self.now < self.gst {
+            self.rng.range(1, 300)
+        } else {
+            self.rng.range(5, 50)
+        }
+    }
+
+    fn deliver(&mut self, from_node: usize, to_node: usize, message: Message) {
+        let Ok(encoded) = codec::encode(&message) else {
+            return;
+        };
+        self.messages += 1;
+        self.bytes += encoded.len() as u64;
+        if let Some(sides) = &self.partition {
+            if sides[from_node] != sides[to_node] {
+                return;
+            }
+        }
+        // Links lose messages until GST; after it the network is healed (eventual synchrony:
+        // every message arrives within the bound), which is when liveness is owed.
+        if self.now < self.gst && self.rng.chance(self.config.drop_probability) {
+            return;
+        }
+        let delay = self.delay();
+        let from = self.nodes[from_node].index;
+        self.schedule(
+            delay,
+            Event::Deliver {
+                to: to_node,
+                from,
+                message,
+                bytes: quorate_crypto::hash(Domain::Batch, &encoded),
+            },
+        );
+    }
+
+    fn send(&mut self, node: usize, to: usize, message: Message) {
+        if self.nodes[node].role == Role::Equivocator {
+            if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
+                self.equivocating_votes(node, to, vote);
+            }
+        }
+        for target in self.by_index[to].clone() {
+            if target != node {
+                self.deliver(node, target, message.clone());
+            }
+        }
+    }
+
+    fn broadcast(&mut self, node: usize, message: Message) {
+        let index = self.nodes[node].index;
+        let targets: Vec<usize> = (0..self.nodes.len())
+            .filter(|&t| self.nodes[t].index != index)
+            .collect();
+        if self.nodes[node].role == Role::Equivocator {
+            if let Message::HotStuff(HsMessage::Proposal(proposal)) = &message {
+                // A conflicting block for the same view, to half of the validators. In a view
+                // entered by timeout (so a TC justifies any older QC) it forks from the parent of
+                // the locked block: exactly what the locking rule exists to refuse.
+                let mut twin = proposal.clone();
+                let locked = self.nodes[node]
+                    .engine
+                    .as_ref()
+                    .map(|e| e.safety_data().locked_qc.data.block);
+                let older = locked
+                    .and_then(|l| self.nodes[node].justifies.get(&l).cloned())
+                    .filter(|qc| {
+                        proposal.tc.is_some() && qc.data.view < proposal.block.justify.data.view
+                    });
+                if let Some(older) = older {
+                    twin.block.header.parent = older.data.block;
+                    twin.block.header.height = older.data.height.next();
+                    twin.block.justify = older;
+                }
+                let parent = self.nodes[node]
+                    .headers
+                    .get(&twin.block.header.parent)
+                    .cloned();
+                if let Some(parent) = parent {
+                    let payload = self.payload(node, twin.block.header.view, &parent, b"evil");
+                    twin.block.header.payload_digest = payload.payload_digest;
+                    twin.block.header.state_root = payload.state_root;
+                    let forked = twin.block.justify != proposal.block.justify;
+                    let twin = Message::HotStuff(HsMessage::Proposal(twin));
+                    self.remember(node, &twin);
+                    for target in targets {
+                        if forked {
+                            // A fork from below the lock goes to everyone: only the lock stops it.
+                            self.deliver(node, target, twin.clone());
+                            continue;
+                        }
+                        let which = if self.rng.chance(0.5) {
+                            &message
+                        } else {
+                            &twin
+                        };
+                        self.deliver(node, target, which.clone());
+                    }
+                    return;
+                }
+            }
+        }
+        for target in targets {
+            self.deliver(node, target, message.clone());
+        }
+    }
+
+    /// An equivocator also votes for every other block it saw in the view.
+    fn equivocating_votes(&mut self, node: usize, to: usize, vote: &Vote) {
+        let index = self.nodes[node].index;
+        let others: Vec<(Digest, BlockHeader)> = self.nodes[node]
+            .seen
+            .get(&vote.data.view)
+            .cloned()
+            .unwrap_or_default();
+        for (hash, header) in others {
+            if hash == vote.data.block {
+                continue;
+            }
+            let data = VoteData {
+                block: hash,
+                height: header.height,
+                ..vote.data
+            };
+            let Ok(bytes) = data.signing_bytes() else {
+                continue;
+            };
+            let signature = self.setup.keys[index].sign(Domain::Vote, &bytes);
+            let extra = Message::HotStuff(HsMessage::Vote(Vote { data, signature }));
+            for target in self.by_index[to].clone() {
+                if target != node {
+                    self.deliver(node, target, extra.clone());
+                }
+            }
+        }
+        // Forget old views.
+        let keep_from = View(vote.data.view.0.saturating_sub(2));
+        let n = &mut self.nodes[node];
+        n.seen = n.seen.split_off(&keep_from);
+    }
+
+    fn report(self) -> SeedReport {
+        let honest: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Honest)
+            .collect();
+        let live = honest.iter().all(|n| n.committed_after_gst > 0);
+        let timeouts = honest
+            .iter()
+            .filter_map(|n| n.engine.as_ref())
+            .map(|e| e.status().timeouts)
+            .sum();
+        SeedReport {
+            seed: self.seed,
+            violation: self.violation,
+            live,
+            committed: honest.iter().map(|n| n.committed).collect(),
+            messages: self.messages,
+            bytes: self.bytes,
+            timeouts,
+            trace_hash: self.trace.finalize(),
+        }
+    }
+}
+
+fn state_root(parent: &Digest, payload: &Digest) -> Digest {
+    let mut hasher = Hasher::new(Domain::StateLeaf);
+    hasher.update(&parent.0).update(&payload.0);
+    hasher.finalize()
+}
+
+/// The summary of many seeds (`quorate sim --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub protocol: &'static str,
+    pub validators: usize,
+    pub byzantine: usize,
+    pub behaviour: Behaviour,
+    pub drop: f64,
+    pub fault_inject: Option<&'static str>,
+    pub seeds: u64,
+    pub first_seed: u64,
+    pub safety_violations: u64,
+    pub first_violating_seed: Option<u64>,
+    pub first_violation: Option<String>,
+    pub liveness_failures: u64,
+    pub first_stalled_seed: Option<u64>,
+    pub min_committed: u64,
+    pub mean_committed: f64,
+    pub msgs_per_block: f64,
+    pub bytes_per_block: f64,
+    pub timeouts_per_seed: f64,
+    pub elapsed_s: f64,
+}
+
+/// Runs seeds `first_seed..first_seed + seeds` on `threads` threads.
+pub fn run_seeds(
+    setup: &Setup,
+    config: &SimConfig,
+    first_seed: u64,
+    seeds: u64,
+    threads: usize,
+) -> Summary {
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(first_seed);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, AtomicOrdering::Relaxed);
+                if seed >= first_seed + seeds {
+                    break;
+                }
+                let report = run_seed(setup, config, seed);
+                if let Ok(mut reports) = reports.lock() {
+                    reports.push(report);
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner().unwrap_or_default();
+    reports.sort_by_key(|r| r.seed);
+    summarize(
+        config,
+        first_seed,
+        &reports,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+fn summarize(
+    config: &SimConfig,
+    first_seed: u64,
+    reports: &[SeedReport],
+    elapsed_s: f64,
+) -> Summary {
+    let violating: Vec<&SeedReport> = reports.iter().filter(|r| r.violation.is_some()).collect();
+    let stalled: Vec<&SeedReport> = reports.iter().filter(|r| !r.live).collect();
+    let all_committed: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| r.committed.iter().copied())
+        .collect();
+    let blocks: u64 = reports
+        .iter()
+        .map(|r| r.committed.iter().copied().max().unwrap_or(0))
+        .sum();
+    let messages: u64 = reports.iter().map(|r| r.messages).sum();
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let per_block = |total: u64| {
+        if blocks == 0 {
+            0.0
+        } else {
+            total as f64 / blocks as f64
+        }
+    };
+    Summary {
+        protocol: "hotstuff",
+        validators: config.validators,
+        byzantine: config.byzantine,
+        behaviour: config.behaviour,
+        drop: config.drop_probability,
+        fault_inject: match config.fault {
+            FaultInjection::None => None,
+            FaultInjection::IgnoreLock => Some("ignore-lock"),
+        },
+        seeds: reports.len() as u64,
+        first_seed,
+        safety_violations: violating.len() as u64,
+        first_violating_seed: violating.first().map(|r| r.seed),
+        first_violation: violating.first().and_then(|r| r.violation.clone()),
+        liveness_failures: stalled.len() as u64,
+        first_stalled_seed: stalled.first().map(|r| r.seed),
+        min_committed: all_committed.iter().copied().min().unwrap_or(0),
+        mean_committed: if all_committed.is_empty() {
+            0.0
+        } else {
+            all_committed.iter().sum::<u64>() as f64 / all_committed.len() as f64
+        },
+        msgs_per_block: per_block(messages),
+        bytes_per_block: per_block(bytes),
+        timeouts_per_seed: if reports.is_empty() {
+            0.0
+        } else {
+            reports.iter().map(|r| r.timeouts).sum::<u64>() as f64 / reports.len() as f64
+        },
+        elapsed_s,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Simulator tests: determinism, and safety and liveness under each Byzantine behaviour.
+//!
+//! `QUORATE_SIM_SEEDS` sets seeds per configuration (default 42: 504 seeds over 12 configs).
+
+use super::*;
+
+fn seeds_per_config() -> u64 {
+    std::env::var("QUORATE_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let setup = Setup::new(4).unwrap();
+    let config = SimConfig::new(4, 1, Behaviour::Random);
+    for seed in [1, 7, 42] {
+        let a = run_seed(&setup, &config, seed);
+        let b = run_seed(&setup, &config, seed);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} is not deterministic"
+        );
+        assert_eq!(a.committed, b.committed);
+    }
+    let a = run_seed(&setup, &config, 1);
+    let c = run_seed(&setup, &config, 2);
+    assert_ne!(a.trace_hash, c.trace_hash);
+}
+
+#[test]
+fn fault_free_network_commits_without_timeouts() {
+    let setup = Setup::new(4).unwrap();
+    let mut config = SimConfig::new(4, 0, Behaviour::Silent);
+    config.asynchrony = false;
+    let report = run_seed(&setup, &config, 3);
+    assert!(report.violation.is_none());
+    assert!(report.live);
+    assert!(
+        report.committed.iter().all(|&c| c > 20),
+        "{:?}",
+        report.committed
+    );
+    assert_eq!(report.timeouts, 0, "a fault-free run must not time out");
+}
+
+fn check(n: usize, f: usize, behaviour: Behaviour, drop: f64) {
+    let setup = Setup::new(n).unwrap();
+    let mut config = SimConfig::new(n, f, behaviour);
+    config.drop_probability = drop;
+    let summary = run_seeds(&setup, &config, 0, seeds_per_config(), threads());
+    assert_eq!(
+        summary.safety_violations, 0,
+        "n={n} f={f} {behaviour:?}: {:?} (seed {:?})",
+        summary.first_violation, summary.first_violating_seed
+    );
+    assert_eq!(
+        summary.liveness_failures, 0,
+        "n={n} f={f} {behaviour:?}: no progress after GST in seed {:?}",
+        summary.first_stalled_seed
+    );
+    assert!(summary.min_committed > 0);
+}
+
+#[test]
+fn n4_f1_all_behaviours() {
+    for behaviour in [
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::Twins,
+        Behaviour::Random,
+    ] {
+        check(4, 1, behaviour, 0.0);
+    }
+}
+
+#[test]
+fn n7_f2_all_behaviours() {
+    for behaviour in [
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::Twins,
+        Behaviour::Random,
+    ] {
+        check(7, 2, behaviour, 0.05);
+    }
+}
+
+#[test]
+fn n10_f3_all_behaviours() {
+    for behaviour in [
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::Twins,
+        Behaviour::Random,
+    ] {
+        check(10, 3, behaviour, 0.0);
+    }
+}

@@ -1,0 +1,95 @@
+//! Verify once: a bounded memo of certificate checks.
+//!
+//! A QC arrives many times (in a proposal, in timeouts, in sync messages); its pairing check
+//! costs ~1 ms, so each distinct certificate is checked once. Verification is a pure function of
+//! (domain, bytes, signers, signature, committee), so a cache shared by several engines of one
+//! epoch (the simulator's validators) gives every one of them the answer it would compute.
+
+use quorate_crypto::{hash, Committee, CryptoError, Digest, Domain, Hasher};
+use quorate_ledger::{codec, QuorumCert, TimeoutCert};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Most remembered verdicts; the oldest are forgotten first.
+const CACHE_ENTRIES_MAX: usize = 4096;
+
+#[derive(Default)]
+struct Memo {
+    verdicts: HashMap<Digest, bool>,
+    order: VecDeque<Digest>,
+}
+
+/// A bounded, thread-safe memo of certificate verdicts.
+#[derive(Default)]
+pub struct CertificateVerifier {
+    memo: Mutex<Memo>,
+}
+
+impl std::fmt::Debug for CertificateVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertificateVerifier")
+    }
+}
+
+impl CertificateVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn memoized(
+        &self,
+        key: Digest,
+        check: impl FnOnce() -> Result<(), CryptoError>,
+    ) -> Result<(), CryptoError> {
+        if let Ok(memo) = self.memo.lock() {
+            if let Some(&ok) = memo.verdicts.get(&key) {
+                return if ok {
+                    Ok(())
+                } else {
+                    Err(CryptoError::BadBlsSignature)
+                };
+            }
+        }
+        let result = check();
+        if let Ok(mut memo) = self.memo.lock() {
+            if memo.verdicts.insert(key, result.is_ok()).is_none() {
+                memo.order.push_back(key);
+                while memo.order.len() > CACHE_ENTRIES_MAX {
+                    if let Some(old) = memo.order.pop_front() {
+                        memo.verdicts.remove(&old);
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn key(kind: &[u8], committee: &Committee, bytes: &[u8]) -> Digest {
+        let mut hasher = Hasher::new(Domain::Vote);
+        hasher.update(kind);
+        // Committees differ by epoch; bind the verdict to the committee's keys.
+        for index in 0..committee.len() {
+            if let Some(key) = committee.public_key(index) {
+                hasher.update(&key.0);
+            }
+        }
+        hasher.update(&hash(Domain::Vote, bytes).0);
+        hasher.finalize()
+    }
+
+    pub fn verify_qc(&self, qc: &QuorumCert, committee: &Committee) -> Result<(), CryptoError> {
+        let bytes = codec::encode(qc).map_err(|e| CryptoError::Malformed {
+            what: "quorum certificate",
+            reason: e.to_string(),
+        })?;
+        self.memoized(Self::key(b"qc", committee, &bytes), || qc.verify(committee))
+    }
+
+    pub fn verify_tc(&self, tc: &TimeoutCert, committee: &Committee) -> Result<(), CryptoError> {
+        let bytes = codec::encode(tc).map_err(|e| CryptoError::Malformed {
+            what: "timeout certificate",
+            reason: e.to_string(),
+        })?;
+        self.memoized(Self::key(b"tc", committee, &bytes), || tc.verify(committee))
+    }
+}

@@ -1,0 +1,18 @@
+//! The genesis file, validator sets per epoch, key files, node configuration and testnet
+//! generation.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod config;
+mod error;
+mod genesis;
+mod keys;
+mod testnet;
+mod validator_set;
+
+pub use config::{MempoolConfig, NodeConfig};
+pub use error::GenesisError;
+pub use genesis::{AccountBalance, ConsensusParams, EpochRules, Genesis, Protocol, ValidatorInfo};
+pub use keys::{write_secret_file, AccountKeyFile, ValidatorKeyFile, ValidatorKeys};
+pub use testnet::{generate_testnet, TestnetNode, TestnetSpec};
+pub use validator_set::ValidatorSet;

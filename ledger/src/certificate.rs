@@ -1,0 +1,249 @@
+//! Protocol-neutral certificates.
+//!
+//! - HotStuff: a [`QuorumCert`] is 2f+1 BLS votes on [`VoteData`], aggregated into one signature
+//!   with a signer bitmap; a [`TimeoutCert`] is the same over [`TimeoutData`].
+//! - PBFT: a [`CheckpointCert`] is 2f+1 ed25519 signatures (transferable, unlike PBFT's MACs) over
+//!   [`CheckpointData`]: it proves a stable checkpoint to anyone, including an auditor.
+
+use crate::codec::{self, CodecError};
+use crate::{Epoch, Height, SeqNum, View};
+use quorate_crypto::{
+    BlsSignature, Committee, CryptoError, Digest, Domain, PublicKey, Signature, SignerBitmap,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CertificateError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// What a HotStuff vote signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VoteData {
+    pub genesis_hash: Digest,
+    pub epoch: Epoch,
+    pub view: View,
+    pub height: Height,
+    pub block: Digest,
+}
+
+impl VoteData {
+    /// The exact bytes signed (under `Domain::Vote`).
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// A quorum certificate: 2f+1 votes for one block in one view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumCert {
+    pub data: VoteData,
+    pub signers: SignerBitmap,
+    pub signature: BlsSignature,
+}
+
+impl QuorumCert {
+    /// Checks quorum and the aggregate signature against the epoch's committee.
+    pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
+        let bytes = self
+            .data
+            .signing_bytes()
+            .map_err(|e| CryptoError::Malformed {
+                what: "vote data",
+                reason: e.to_string(),
+            })?;
+        committee.verify_quorum(Domain::Vote, &bytes, &self.signers, &self.signature)
+    }
+}
+
+/// What a HotStuff timeout signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimeoutData {
+    pub genesis_hash: Digest,
+    pub epoch: Epoch,
+    pub view: View,
+}
+
+impl TimeoutData {
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// A timeout certificate: 2f+1 validators gave up on one view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutCert {
+    pub data: TimeoutData,
+    pub signers: SignerBitmap,
+    pub signature: BlsSignature,
+}
+
+impl TimeoutCert {
+    pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
+        let bytes = self
+            .data
+            .signing_bytes()
+            .map_err(|e| CryptoError::Malformed {
+                what: "timeout data",
+                reason: e.to_string(),
+            })?;
+        committee.verify_quorum(Domain::Timeout, &bytes, &self.signers, &self.signature)
+    }
+}
+
+/// What a PBFT checkpoint signs: the state after executing everything up to `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CheckpointData {
+    pub genesis_hash: Digest,
+    pub epoch: Epoch,
+    pub seq: SeqNum,
+    pub height: Height,
+    pub block: Digest,
+    pub state_root: Digest,
+}
+
+impl CheckpointData {
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// A stable-checkpoint certificate: ed25519 signatures of a quorum, sorted by validator index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointCert {
+    pub data: CheckpointData,
+    pub signatures: Vec<(u16, Signature)>,
+}
+
+impl CheckpointCert {
+    /// `validators[i]` is validator i's identity key and voting power. Checks indices are strictly
+    /// increasing members, their power reaches `quorum_power`, and every signature (one batch).
+    pub fn verify(
+        &self,
+        validators: &[(PublicKey, u64)],
+        quorum_power: u64,
+    ) -> Result<(), CertificateError> {
+        let mut power: u64 = 0;
+        let mut previous: Option<u16> = None;
+        for (index, _) in &self.signatures {
+            if previous.is_some_and(|p| p >= *index) {
+                return Err(CryptoError::BitmapMalformed {
+                    reason: "checkpoint signers not strictly increasing",
+                }
+                .into());
+            }
+            previous = Some(*index);
+            let (_, member_power) =
+                validators
+                    .get(*index as usize)
+                    .ok_or(CryptoError::BitmapSize {
+                        bitmap_len: *index as usize + 1,
+                        committee_len: validators.len(),
+                    })?;
+            power = power.saturating_add(*member_power);
+        }
+        if power < quorum_power {
+            return Err(CryptoError::BelowQuorum {
+                power,
+                quorum: quorum_power,
+            }
+            .into());
+        }
+        let bytes = self.data.signing_bytes()?;
+        let messages: Vec<&[u8]> = self.signatures.iter().map(|_| bytes.as_slice()).collect();
+        let signatures: Vec<Signature> = self.signatures.iter().map(|(_, s)| *s).collect();
+        let keys: Vec<PublicKey> = self
+            .signatures
+            .iter()
+            .map(|(i, _)| validators[*i as usize].0)
+            .collect();
+        quorate_crypto::verify_batch(Domain::Checkpoint, &messages, &signatures, &keys)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_crypto::{BlsAggregate, BlsKeyPair, SigningKey};
+
+    #[test]
+    fn quorum_cert_verifies_and_rejects_tampering() {
+        let pairs: Vec<BlsKeyPair> = (0..4).map(BlsKeyPair::from_seed_insecure).collect();
+        let members: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.public(), p.proof_of_possession(), 1))
+            .collect();
+        let committee = Committee::new(&members).unwrap();
+        let data = VoteData {
+            genesis_hash: Digest([1; 32]),
+            epoch: Epoch(0),
+            view: View(3),
+            height: Height(2),
+            block: Digest([2; 32]),
+        };
+        let bytes = data.signing_bytes().unwrap();
+        let mut aggregate = BlsAggregate::new(4);
+        for (i, pair) in pairs.iter().enumerate().take(3) {
+            aggregate.add(i, &pair.sign(Domain::Vote, &bytes)).unwrap();
+        }
+        let qc = QuorumCert {
+            data,
+            signers: aggregate.bitmap().clone(),
+            signature: aggregate.signature().unwrap(),
+        };
+        assert!(qc.verify(&committee).is_ok());
+        let decoded: QuorumCert = codec::decode(&codec::encode(&qc).unwrap()).unwrap();
+        assert_eq!(decoded, qc);
+        let mut other_view = qc.clone();
+        other_view.data.view = View(4);
+        assert!(other_view.verify(&committee).is_err());
+    }
+
+    #[test]
+    fn checkpoint_cert_checks_quorum_order_and_signatures() {
+        let keys: Vec<SigningKey> = (0..4).map(SigningKey::from_seed_insecure).collect();
+        let validators: Vec<(PublicKey, u64)> = keys.iter().map(|k| (k.public(), 1)).collect();
+        let data = CheckpointData {
+            genesis_hash: Digest([1; 32]),
+            epoch: Epoch(0),
+            seq: SeqNum(128),
+            height: Height(128),
+            block: Digest([3; 32]),
+            state_root: Digest([4; 32]),
+        };
+        let bytes = data.signing_bytes().unwrap();
+        let sign = |i: usize| (i as u16, keys[i].sign(Domain::Checkpoint, &bytes));
+        let cert = CheckpointCert {
+            data,
+            signatures: vec![sign(0), sign(1), sign(3)],
+        };
+        assert!(cert.verify(&validators, 3).is_ok());
+        let short = CheckpointCert {
+            data,
+            signatures: vec![sign(0), sign(1)],
+        };
+        assert!(short.verify(&validators, 3).is_err());
+        let duplicate = CheckpointCert {
+            data,
+            signatures: vec![sign(0), sign(0), sign(1)],
+        };
+        assert!(duplicate.verify(&validators, 3).is_err());
+        let mut forged = cert.clone();
+        forged.signatures[2].1 = keys[2].sign(Domain::Checkpoint, &bytes);
+        assert!(forged.verify(&validators, 3).is_err());
+        let outsider = CheckpointCert {
+            data,
+            signatures: vec![
+                sign(0),
+                sign(1),
+                (9, keys[2].sign(Domain::Checkpoint, &bytes)),
+            ],
+        };
+        assert!(outsider.verify(&validators, 3).is_err());
+    }
+}

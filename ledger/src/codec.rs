@@ -1,0 +1,56 @@
+//! The canonical binary encoding of everything that is hashed, signed, stored or sent.
+//!
+//! bincode 2 over serde with a fixed configuration: little-endian fixed-width integers (so every
+//! value has exactly one encoding), a hard limit on how much one decode may claim (so a length
+//! prefix from a peer can never make us allocate without bound), and trailing bytes rejected.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+/// The most bytes one decoded value may occupy (and so the most a decode can allocate).
+pub const MAX_DECODE_BYTES: usize = 32 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_DECODE_BYTES>()
+}
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("{trailing} trailing bytes after the value")]
+    TrailingBytes { trailing: usize },
+}
+
+/// Encodes `value` canonically.
+///
+/// Encoding only fails for values larger than [`MAX_DECODE_BYTES`] or types serde cannot express
+/// in this format (a bug in this crate, caught by the round-trip tests).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes exactly one `T` occupying all of `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_DECODE_BYTES {
+        return Err(CodecError::Decode(format!(
+            "input of {} bytes exceeds the {} byte limit",
+            bytes.len(),
+            MAX_DECODE_BYTES
+        )));
+    }
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            trailing: bytes.len() - read,
+        });
+    }
+    Ok(value)
+}

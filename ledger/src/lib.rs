@@ -1,0 +1,22 @@
+//! Quorate's ledger: transactions, blocks and certificates with one canonical binary encoding,
+//! and (with the node) the state machine and its storage.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod block;
+mod certificate;
+pub mod codec;
+mod newtypes;
+mod transaction;
+
+pub use block::{Batch, Block, BlockHeader};
+pub use certificate::{
+    CertificateError, CheckpointCert, CheckpointData, QuorumCert, TimeoutCert, TimeoutData,
+    VoteData,
+};
+pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
+pub use newtypes::{Epoch, Height, SeqNum, View};
+pub use transaction::{
+    SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,
+    MAX_TRANSACTION_BYTES,
+};
