@@ -662,6 +662,11 @@ impl<'a> World<'a> {
         if n.role != Role::Honest {
             return;
         }
+        // An adaptive network adversary (before GST only): now and then cut off a validator that
+        // has just committed, so the others learn of the commit late, if at all.
+        if self.config.asynchrony && self.now < self.gst && self.rng.chance(0.05) {
+            self.partition = Some((0..self.nodes.len()).map(|i| i == node).collect());
+        }
         match self.committed_global.get(&header.height) {
             Some(existing) if *existing != hash => {
                 self.violation.get_or_insert(format!(
@@ -735,13 +740,13 @@ impl<'a> World<'a> {
             if let Message::HotStuff(HsMessage::Proposal(proposal)) = &message {
                 // A conflicting block for the same view, to half of the validators. In a view
                 // entered by timeout (so a TC justifies any older QC) it forks from the parent of
-                // the locked block: exactly what the locking rule exists to refuse.
+                // the last block it saw committed: exactly what the locking rule exists to refuse.
                 let mut twin = proposal.clone();
-                let locked = self.nodes[node]
+                let committed = self.nodes[node]
                     .engine
                     .as_ref()
-                    .map(|e| e.safety_data().locked_qc.data.block);
-                let older = locked
+                    .map(|e| e.status().committed_hash);
+                let older = committed
                     .and_then(|l| self.nodes[node].justifies.get(&l).cloned())
                     .filter(|qc| {
                         proposal.tc.is_some() && qc.data.view < proposal.block.justify.data.view
