@@ -807,6 +807,8 @@ impl HotStuff {
         if self.requested.remove(&newest).is_none() {
             return;
         }
+        // Keep the FIFO in step with the map, so a later re-request is not evicted early.
+        self.requested_order.retain(|hash| *hash != newest);
         let oldest_parent = accepted.last().map(|(_, b)| b.header.parent);
         for (hash, block) in accepted.into_iter().rev() {
             if self.tree.contains(&block.header.parent) {
