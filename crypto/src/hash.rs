@@ -34,6 +34,7 @@ pub enum Domain {
     MacKeyDerivation,
     Mac,
     Address,
+    StateRoot,
 }
 
 impl Domain {
@@ -54,6 +55,7 @@ impl Domain {
             Domain::MacKeyDerivation => b"quorate/v1/mac-key-derivation",
             Domain::Mac => b"quorate/v1/mac",
             Domain::Address => b"quorate/v1/address",
+            Domain::StateRoot => b"quorate/v1/state-root",
         }
     }
 
@@ -73,6 +75,15 @@ pub fn hash(domain: Domain, bytes: &[u8]) -> Digest {
     let mut hasher = Hasher::new(domain);
     hasher.update(bytes);
     hasher.finalize()
+}
+
+/// Fills `out` with BLAKE3's extendable output over `bytes` in `domain`.
+pub fn hash_xof(domain: Domain, bytes: &[u8], out: &mut [u8]) {
+    let mut inner = blake3::Hasher::new();
+    inner.update(domain.tag());
+    inner.update(&[0]);
+    inner.update(bytes);
+    inner.finalize_xof().fill(out);
 }
 
 /// Incremental domain-separated hashing.

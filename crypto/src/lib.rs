@@ -22,7 +22,7 @@ pub use bls::{
 };
 pub use ed25519::{verify_batch, Address, PublicKey, SecretKey, Signature, SigningKey};
 pub use error::CryptoError;
-pub use hash::{hash, Digest, Domain, Hasher};
+pub use hash::{hash, hash_xof, Digest, Domain, Hasher};
 pub use mac::{Authenticator, Mac, MacKey, MAC_LEN};
 
 /// Fills `buf` with bytes from the operating system's CSPRNG.

@@ -25,6 +25,27 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
+    /// The root block (height 0, epoch 0) a chain starts from: no parent, empty payload.
+    pub fn genesis(
+        chain_id: &str,
+        genesis_hash: Digest,
+        state_root: Digest,
+        timestamp_ms: u64,
+    ) -> Self {
+        BlockHeader {
+            chain_id: chain_id.to_string(),
+            genesis_hash,
+            epoch: Epoch(0),
+            height: Height(0),
+            view: View(0),
+            parent: Digest::ZERO,
+            payload_digest: Block::payload_digest_of(&[]),
+            state_root,
+            proposer: 0,
+            timestamp_ms,
+        }
+    }
+
     /// The block hash.
     pub fn hash(&self) -> Result<Digest, CodecError> {
         Ok(quorate_crypto::hash(

@@ -7,6 +7,8 @@ mod block;
 mod certificate;
 pub mod codec;
 mod newtypes;
+pub mod state;
+pub mod store;
 mod transaction;
 
 pub use block::{Batch, Block, BlockHeader};
@@ -16,6 +18,8 @@ pub use certificate::{
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use newtypes::{Epoch, Height, SeqNum, View};
+pub use state::{execute, Account, Execution, Receipt, StateAccumulator, StateView, TxFailure};
+pub use store::{CommittedBlock, Head, Store, StoreError, TxLocation};
 pub use transaction::{
     SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,
     MAX_TRANSACTION_BYTES,

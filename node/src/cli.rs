@@ -1,14 +1,16 @@
 //! Command-line interface (SPEC "CLI").
 
+use crate::client::RpcClient;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use quorate_consensus::sim::{run_seeds, Behaviour, Setup, SimConfig};
 use quorate_consensus::FaultInjection;
-use quorate_crypto::SigningKey;
+use quorate_crypto::{Address, Digest, SigningKey};
 use quorate_genesis::{
     generate_testnet, write_secret_file, AccountKeyFile, ConsensusParams, Protocol, TestnetSpec,
     ValidatorKeyFile, ValidatorKeys,
 };
+use quorate_ledger::{Transaction, TransactionKind};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -31,7 +33,110 @@ enum Command {
     /// Deterministic simulation of many seeds: the real engines on a simulated network with
     /// delays, drops, partitions, crashes and Byzantine validators; checks safety and liveness.
     Sim(SimArgs),
+    /// Run one validator (configuration in HOME/config.toml). Stops cleanly on SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// A local network: a testnet plus every validator as a child process, until Ctrl-C.
+    Localnet(LocalnetArgs),
+    /// Build, sign and submit a transaction.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Ask a node about its chain.
+    #[command(subcommand)]
+    Query(QueryCommand),
 }
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The validator's home directory.
+    #[arg(long)]
+    home: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct LocalnetArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    validators: u16,
+    /// Consensus protocol.
+    #[arg(long, default_value = "hotstuff")]
+    protocol: Protocol,
+    /// Directory of the testnet (created if it holds no genesis.json; reused otherwise).
+    #[arg(long, default_value = "localnet")]
+    dir: PathBuf,
+    /// Node i listens for p2p on 127.0.0.1:P+2i and serves RPC on P+2i+1.
+    #[arg(long, default_value_t = 26600)]
+    base_port: u16,
+    /// Number of funded accounts.
+    #[arg(long, default_value_t = 4)]
+    accounts: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum TxCommand {
+    /// Transfer funds: quorate tx transfer --key FILE --to ADDR --amount N [--wait]
+    Transfer(TransferArgs),
+}
+
+#[derive(Args, Debug)]
+struct TransferArgs {
+    /// The sender's account key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Receiving address (hex).
+    #[arg(long)]
+    to: String,
+    /// Amount to move (> 0).
+    #[arg(long)]
+    amount: u64,
+    /// The node's RPC URL.
+    #[arg(long, default_value = DEFAULT_RPC)]
+    rpc: String,
+    /// Nonce to use (default: the next one, asked of the node).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Wait until the transaction is committed; print its height and block hash.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum QueryCommand {
+    /// Chain id, view, height, head hash, leader, validators, peers.
+    Status(QueryArgs),
+    /// Balance and nonce of an address.
+    Account {
+        address: String,
+        #[command(flatten)]
+        common: QueryArgs,
+    },
+    /// A committed block with its transactions and certificate.
+    Block {
+        height: u64,
+        #[command(flatten)]
+        common: QueryArgs,
+    },
+    /// Where a transaction is: pending, committed (height, block hash) or unknown.
+    Tx {
+        hash: String,
+        #[command(flatten)]
+        common: QueryArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct QueryArgs {
+    /// The node's RPC URL.
+    #[arg(long, default_value = DEFAULT_RPC)]
+    rpc: String,
+    /// Print the node's JSON answer as is.
+    #[arg(long)]
+    json: bool,
+}
+
+const DEFAULT_RPC: &str = "http://127.0.0.1:26601";
 
 #[derive(Args, Debug)]
 struct SimArgs {
@@ -117,7 +222,132 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(args) => keygen(args),
         Command::Testnet(args) => testnet(args),
         Command::Sim(args) => sim(args),
+        Command::Run(args) => run_node(args),
+        Command::Localnet(args) => crate::localnet::localnet(
+            args.validators,
+            args.protocol,
+            &args.dir,
+            args.base_port,
+            args.accounts,
+        ),
+        Command::Tx(TxCommand::Transfer(args)) => transfer(args),
+        Command::Query(query) => self::query(query),
     }
+}
+
+fn run_node(args: RunArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("quorate")
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(crate::node::run(&args.home));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
+}
+
+fn transfer(args: TransferArgs) -> Result<()> {
+    if args.amount == 0 {
+        bail!("--amount must be greater than 0");
+    }
+    let to = Address::from_hex(&args.to).map_err(|e| anyhow::anyhow!("--to {:?}: {e}", args.to))?;
+    let key = AccountKeyFile::load(&args.key)
+        .with_context(|| format!("loading {}", args.key.display()))?;
+    let client = RpcClient::new(&args.rpc)?;
+    let status = client.get_ok("/v1/status")?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("node status has no chain_id")?
+        .to_string();
+    let nonce = match args.nonce {
+        Some(nonce) => nonce,
+        None => {
+            let account = client.get_ok(&format!("/v1/account/{}", key.public().address()))?;
+            account["next_nonce"]
+                .as_u64()
+                .context("node's account answer has no next_nonce")?
+        }
+    };
+    let tx = Transaction {
+        chain_id,
+        sender: key.public(),
+        nonce,
+        kind: TransactionKind::Transfer {
+            to,
+            amount: args.amount,
+        },
+    }
+    .sign(&key)?;
+    let body = serde_json::to_vec(&tx)?;
+    let answer = client.post("/v1/tx", &body)?.ok()?;
+    let hash = tx.id();
+    if answer["hash"].as_str() != Some(hash.to_hex().as_str()) {
+        bail!("node answered with an unexpected hash: {answer}");
+    }
+    if !args.wait {
+        println!("{hash}");
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    loop {
+        let state = client.get_ok(&format!("/v1/tx/{hash}"))?;
+        if state["status"] == "committed" {
+            let height = state["height"].as_u64().unwrap_or_default();
+            let block = state["block_hash"].as_str().unwrap_or_default();
+            if state["result"] != "ok" {
+                bail!(
+                    "transaction {hash} committed at height {height} (block {block}) but failed: {}",
+                    state["error"].as_str().unwrap_or("unknown reason")
+                );
+            }
+            println!("committed {hash} height={height} block={block}");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "transaction {hash} not committed within {} s (status: {})",
+                args.timeout,
+                state["status"]
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn query(command: QueryCommand) -> Result<()> {
+    let (path, common) = match &command {
+        QueryCommand::Status(common) => ("/v1/status".to_string(), common),
+        QueryCommand::Account { address, common } => {
+            Address::from_hex(address).map_err(|e| anyhow::anyhow!("address {address:?}: {e}"))?;
+            (format!("/v1/account/{address}"), common)
+        }
+        QueryCommand::Block { height, common } => (format!("/v1/block/{height}"), common),
+        QueryCommand::Tx { hash, common } => {
+            Digest::from_hex(hash).map_err(|e| anyhow::anyhow!("hash {hash:?}: {e}"))?;
+            (format!("/v1/tx/{hash}"), common)
+        }
+    };
+    let client = RpcClient::new(&common.rpc)?;
+    let value = client.get_ok(&path)?;
+    if common.json {
+        println!("{value}");
+        return Ok(());
+    }
+    match &value {
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                match item {
+                    serde_json::Value::String(text) => println!("{key}: {text}"),
+                    serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                        println!("{key}: {}", serde_json::to_string_pretty(item)?)
+                    }
+                    other => println!("{key}: {other}"),
+                }
+            }
+        }
+        other => println!("{other}"),
+    }
+    Ok(())
 }
 
 fn sim(args: SimArgs) -> Result<()> {

@@ -1,6 +1,16 @@
 //! `quorate`: the Quorate validator node and its command-line tools.
 
 mod cli;
+mod client;
+mod executor;
+mod ingest;
+mod localnet;
+mod mempool;
+mod metrics;
+mod network;
+mod node;
+mod rpc;
+mod wire;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -21,7 +21,7 @@ use crate::{
 };
 use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, SigningKey};
 use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
-use quorate_ledger::{codec, Block, BlockHeader, Epoch, Height, QuorumCert, View, VoteData};
+use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, View, VoteData};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -121,18 +121,12 @@ impl Setup {
             .collect();
         let validators = ValidatorSet::new(Epoch(0), infos)?;
         let genesis_hash = quorate_crypto::hash(Domain::Genesis, format!("sim-{n}").as_bytes());
-        let root = BlockHeader {
-            chain_id: CHAIN_ID.into(),
+        let root = BlockHeader::genesis(
+            CHAIN_ID,
             genesis_hash,
-            epoch: Epoch(0),
-            height: Height(0),
-            view: View(0),
-            parent: Digest::ZERO,
-            payload_digest: Block::payload_digest_of(&[]),
-            state_root: quorate_crypto::hash(Domain::StateLeaf, b"genesis state"),
-            proposer: 0,
-            timestamp_ms: 0,
-        };
+            quorate_crypto::hash(Domain::StateLeaf, b"genesis state"),
+            0,
+        );
         let params = ConsensusParams {
             // Post-GST delays are at most 50 ms, so a view needs about 100 ms.
             view_timeout_ms: 200,

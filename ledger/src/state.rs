@@ -1,0 +1,353 @@
+//! Account state, its incremental commitment, and deterministic execution of transactions.
+//!
+//! The state root is a lattice (multiset) hash (Bellare–Micciancio's AdHash in the LtHash
+//! form, as used by Solana's accounts hash): every account `(address, balance, nonce)` maps to a
+//! vector of 1024 16-bit lanes (BLAKE3 extendable output); the accumulator is their lane-wise
+//! sum modulo 2^16 and the root is the hash of the accumulator. Changing an account subtracts its
+//! old vector and adds the new one, so a block costs O(accounts it touches), never a rescan.
+//! It commits to the whole state but gives no membership proofs (a Merkle tree would).
+
+use crate::{SignedTransaction, TransactionKind};
+use quorate_crypto::{Address, Digest, Domain};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Lanes of the state accumulator.
+pub const ACCUMULATOR_LANES: usize = 1024;
+
+/// One account's state. An account that never received funds is `Account::default()` and is
+/// not part of the state (it contributes nothing to the root).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: u64,
+    /// The nonce its next transaction must carry.
+    pub nonce: u64,
+}
+
+impl Account {
+    pub fn is_empty(&self) -> bool {
+        *self == Account::default()
+    }
+}
+
+/// The lattice-hash accumulator over all accounts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateAccumulator(Box<[u16; ACCUMULATOR_LANES]>);
+
+impl std::fmt::Debug for StateAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateAccumulator({})", self.root())
+    }
+}
+
+impl Default for StateAccumulator {
+    fn default() -> Self {
+        StateAccumulator(Box::new([0; ACCUMULATOR_LANES]))
+    }
+}
+
+fn leaf(address: &Address, account: &Account) -> [u16; ACCUMULATOR_LANES] {
+    let mut input = [0u8; 20 + 16];
+    input[..20].copy_from_slice(&address.0);
+    input[20..28].copy_from_slice(&account.balance.to_le_bytes());
+    input[28..].copy_from_slice(&account.nonce.to_le_bytes());
+    let mut bytes = [0u8; ACCUMULATOR_LANES * 2];
+    quorate_crypto::hash_xof(Domain::StateLeaf, &input, &mut bytes);
+    let mut lanes = [0u16; ACCUMULATOR_LANES];
+    for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+        *lane = u16::from_le_bytes([pair[0], pair[1]]);
+    }
+    lanes
+}
+
+impl StateAccumulator {
+    /// Replaces `old` by `new` for `address` (empty accounts are absent from the state).
+    pub fn update(&mut self, address: &Address, old: &Account, new: &Account) {
+        if old == new {
+            return;
+        }
+        if !old.is_empty() {
+            for (lane, value) in self.0.iter_mut().zip(leaf(address, old)) {
+                *lane = lane.wrapping_sub(value);
+            }
+        }
+        if !new.is_empty() {
+            for (lane, value) in self.0.iter_mut().zip(leaf(address, new)) {
+                *lane = lane.wrapping_add(value);
+            }
+        }
+    }
+
+    /// The state root: a hash of the accumulator.
+    pub fn root(&self) -> Digest {
+        quorate_crypto::hash(Domain::StateRoot, &self.to_bytes())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|lane| lane.to_le_bytes()).collect()
+    }
+
+    /// Parses the encoding of [`StateAccumulator::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != ACCUMULATOR_LANES * 2 {
+            return None;
+        }
+        let mut lanes = Box::new([0u16; ACCUMULATOR_LANES]);
+        for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+            *lane = u16::from_le_bytes([pair[0], pair[1]]);
+        }
+        Some(StateAccumulator(lanes))
+    }
+}
+
+/// Why a transaction in a committed block did not apply. Every node reaches the same verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum TxFailure {
+    /// The nonce is not the sender's next one (stale, replayed, or ahead of a gap).
+    BadNonce {
+        expected: u64,
+        actual: u64,
+    },
+    InsufficientBalance {
+        balance: u64,
+        amount: u64,
+    },
+    /// The transfer would overflow the receiver's balance.
+    Overflow,
+    /// The transaction is for another chain.
+    WrongChain,
+    ZeroAmount,
+}
+
+impl std::fmt::Display for TxFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxFailure::BadNonce { expected, actual } => {
+                write!(f, "nonce {actual}, expected {expected}")
+            }
+            TxFailure::InsufficientBalance { balance, amount } => {
+                write!(f, "balance {balance} is less than amount {amount}")
+            }
+            TxFailure::Overflow => write!(f, "receiver balance would overflow"),
+            TxFailure::WrongChain => write!(f, "wrong chain id"),
+            TxFailure::ZeroAmount => write!(f, "zero amount"),
+        }
+    }
+}
+
+/// The outcome of one transaction in a block.
+pub type Receipt = Result<(), TxFailure>;
+
+/// Reads committed (or speculative) account state.
+pub trait StateView {
+    fn account(&self, address: &Address) -> Account;
+}
+
+/// The result of executing a block's transactions on a state.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    /// The final value of every account the block touched.
+    pub changes: BTreeMap<Address, Account>,
+    /// One per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    pub accumulator: StateAccumulator,
+}
+
+impl Execution {
+    pub fn state_root(&self) -> Digest {
+        self.accumulator.root()
+    }
+}
+
+/// Executes `transactions` in order on `state` whose accumulator is `accumulator`. Signatures
+/// are NOT checked here: the node admits only batches whose signatures it verified. Everything
+/// else is: a transaction that cannot apply changes nothing and gets a failed receipt.
+pub fn execute<'a>(
+    chain_id: &str,
+    state: &dyn StateView,
+    accumulator: &StateAccumulator,
+    transactions: impl IntoIterator<Item = &'a SignedTransaction>,
+) -> Execution {
+    let mut changes: BTreeMap<Address, Account> = BTreeMap::new();
+    let mut receipts = Vec::new();
+    let read = |changes: &BTreeMap<Address, Account>, address: &Address| {
+        changes
+            .get(address)
+            .copied()
+            .unwrap_or_else(|| state.account(address))
+    };
+    for signed in transactions {
+        let tx = signed.transaction();
+        let sender = signed.sender();
+        let receipt = (|| {
+            if tx.chain_id != chain_id {
+                return Err(TxFailure::WrongChain);
+            }
+            let from = read(&changes, &sender);
+            if tx.nonce != from.nonce {
+                return Err(TxFailure::BadNonce {
+                    expected: from.nonce,
+                    actual: tx.nonce,
+                });
+            }
+            match tx.kind {
+                TransactionKind::Transfer { to, amount } => {
+                    if amount == 0 {
+                        return Err(TxFailure::ZeroAmount);
+                    }
+                    if from.balance < amount {
+                        return Err(TxFailure::InsufficientBalance {
+                            balance: from.balance,
+                            amount,
+                        });
+                    }
+                    let mut from = from;
+                    from.balance -= amount;
+                    from.nonce += 1;
+                    if to == sender {
+                        from.balance += amount;
+                        changes.insert(sender, from);
+                        return Ok(());
+                    }
+                    let mut receiver = read(&changes, &to);
+                    receiver.balance = receiver
+                        .balance
+                        .checked_add(amount)
+                        .ok_or(TxFailure::Overflow)?;
+                    changes.insert(sender, from);
+                    changes.insert(to, receiver);
+                    Ok(())
+                }
+            }
+        })();
+        receipts.push(receipt);
+    }
+    let mut accumulator = accumulator.clone();
+    for (address, new) in &changes {
+        accumulator.update(address, &state.account(address), new);
+    }
+    Execution {
+        changes,
+        receipts,
+        accumulator,
+    }
+}
+
+/// The accumulator of an initial state (genesis balances).
+pub fn initial_accumulator<'a>(
+    accounts: impl IntoIterator<Item = (&'a Address, &'a Account)>,
+) -> StateAccumulator {
+    let mut accumulator = StateAccumulator::default();
+    for (address, account) in accounts {
+        accumulator.update(address, &Account::default(), account);
+    }
+    accumulator
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Transaction;
+    use quorate_crypto::SigningKey;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<Address, Account>);
+    impl StateView for Map {
+        fn account(&self, address: &Address) -> Account {
+            self.0.get(address).copied().unwrap_or_default()
+        }
+    }
+
+    fn transfer(key: &SigningKey, nonce: u64, to: Address, amount: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce,
+            kind: TransactionKind::Transfer { to, amount },
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    #[test]
+    fn transfers_move_balances_and_failures_change_nothing() {
+        let alice = SigningKey::from_seed_insecure(1);
+        let bob = SigningKey::from_seed_insecure(2).public().address();
+        let mut map = HashMap::new();
+        map.insert(
+            alice.public().address(),
+            Account {
+                balance: 100,
+                nonce: 0,
+            },
+        );
+        let accumulator = initial_accumulator(map.iter());
+        let state = Map(map.clone());
+        let txs = vec![
+            transfer(&alice, 0, bob, 30),
+            transfer(&alice, 0, bob, 30),  // replay: bad nonce
+            transfer(&alice, 1, bob, 500), // too much
+            transfer(&alice, 1, bob, 70),
+        ];
+        let out = execute("c", &state, &accumulator, &txs);
+        assert_eq!(out.receipts[0], Ok(()));
+        assert_eq!(
+            out.receipts[1],
+            Err(TxFailure::BadNonce {
+                expected: 1,
+                actual: 0
+            })
+        );
+        assert_eq!(
+            out.receipts[2],
+            Err(TxFailure::InsufficientBalance {
+                balance: 70,
+                amount: 500
+            })
+        );
+        assert_eq!(out.receipts[3], Ok(()));
+        assert_eq!(
+            out.changes[&alice.public().address()],
+            Account {
+                balance: 0,
+                nonce: 2
+            }
+        );
+        assert_eq!(
+            out.changes[&bob],
+            Account {
+                balance: 100,
+                nonce: 0
+            }
+        );
+        // The incremental root equals the root computed from scratch over the final state.
+        let mut full = map;
+        full.extend(out.changes.clone());
+        let scratch = initial_accumulator(full.iter().filter(|(_, a)| !a.is_empty()));
+        assert_eq!(out.state_root(), scratch.root());
+        assert_ne!(out.state_root(), accumulator.root());
+    }
+
+    #[test]
+    fn accumulator_is_order_independent_and_round_trips() {
+        let a = SigningKey::from_seed_insecure(3).public().address();
+        let b = SigningKey::from_seed_insecure(4).public().address();
+        let x = Account {
+            balance: 5,
+            nonce: 1,
+        };
+        let y = Account {
+            balance: 7,
+            nonce: 0,
+        };
+        let one = initial_accumulator([(&a, &x), (&b, &y)]);
+        let two = initial_accumulator([(&b, &y), (&a, &x)]);
+        assert_eq!(one.root(), two.root());
+        let mut three = one.clone();
+        three.update(&a, &x, &Account::default());
+        assert_eq!(three.root(), initial_accumulator([(&b, &y)]).root());
+        assert_eq!(StateAccumulator::from_bytes(&one.to_bytes()), Some(one));
+        assert_eq!(StateAccumulator::from_bytes(&[0; 3]), None);
+    }
+}

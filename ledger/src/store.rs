@@ -1,0 +1,447 @@
+//! Durable storage in RocksDB, one column family per kind of record.
+//!
+//! Every committed block is written with ONE synced `WriteBatch` holding the block record, its
+//! commit certificate, the account changes, the new state accumulator, the transaction index and
+//! the new head: after a crash either all of it is there or none of it is. Consensus safety state
+//! is written synced on its own, before anything that depends on it leaves the node.
+
+use crate::codec::{self, CodecError};
+use crate::state::{Account, Execution, Receipt, StateAccumulator, StateView};
+use crate::{Batch, BlockHeader, Height};
+use quorate_crypto::{Address, Digest};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use thiserror::Error;
+
+const CF_SAFETY: &str = "safety";
+const CF_PENDING_BLOCKS: &str = "pending_blocks";
+const CF_BATCHES: &str = "batches";
+const CF_MANIFESTS: &str = "manifests";
+const CF_BLOCKS: &str = "blocks";
+const CF_BLOCK_INDEX: &str = "block_index";
+const CF_ACCOUNTS: &str = "accounts";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 9] = [
+    CF_SAFETY,
+    CF_PENDING_BLOCKS,
+    CF_BATCHES,
+    CF_MANIFESTS,
+    CF_BLOCKS,
+    CF_BLOCK_INDEX,
+    CF_ACCOUNTS,
+    CF_TX_INDEX,
+    CF_META,
+];
+const KEY_SAFETY: &[u8] = b"safety";
+const KEY_HEAD: &[u8] = b"head";
+const KEY_ACCUMULATOR: &[u8] = b"accumulator";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("commit of height {height} does not follow the head at {head}")]
+    OutOfOrder { height: u64, head: u64 },
+}
+
+/// A committed block as stored: the header, the encoded commit certificate (its format belongs
+/// to the consensus protocol), the batches of its payload, and every transaction's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedBlock {
+    pub header: BlockHeader,
+    pub proof: Vec<u8>,
+    pub batches: Vec<Digest>,
+    pub receipts: Vec<Receipt>,
+}
+
+/// Where a committed transaction is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    pub height: Height,
+    pub block_hash: Digest,
+    pub index: u32,
+    pub receipt: Receipt,
+}
+
+/// The last committed block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub height: Height,
+    pub hash: Digest,
+    pub header: BlockHeader,
+}
+
+pub struct Store {
+    db: DB,
+}
+
+fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let families = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        Ok(Store { db })
+    }
+
+    /// Opens an existing store read-only (beside a running node, for audits and queries).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let options = Options::default();
+        let db = DB::open_cf_for_read_only(&options, path, COLUMN_FAMILIES, false)?;
+        Ok(Store { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get_cf(self.cf(cf)?, key)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The consensus engine's safety state.
+    pub fn safety(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SAFETY)?, KEY_SAFETY)?)
+    }
+
+    /// Writes the safety state and syncs it to disk before returning.
+    pub fn put_safety(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.db
+            .put_cf_opt(self.cf(CF_SAFETY)?, KEY_SAFETY, bytes, &synced())?;
+        Ok(())
+    }
+
+    /// Keeps an uncommitted block the engine may need after a restart (not synced: a lost
+    /// block is fetched again).
+    pub fn put_pending_block(&self, hash: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        self.db.put_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0, bytes)?;
+        Ok(())
+    }
+
+    pub fn pending_block(&self, hash: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0)?)
+    }
+
+    /// Every stored uncommitted block, for the engine's recovery.
+    pub fn pending_blocks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING_BLOCKS)?, rocksdb::IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            out.push(value.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Drops uncommitted blocks that can no longer matter.
+    pub fn delete_pending_blocks(&self, hashes: &[Digest]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_PENDING_BLOCKS)?;
+        for hash in hashes {
+            batch.delete_cf(cf, hash.0);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Stores a batch whose signatures were verified (not synced: until a block that refers to
+    /// it commits, a lost batch is fetched again).
+    pub fn put_batch(&self, digest: &Digest, batch: &Batch) -> Result<(), StoreError> {
+        self.db
+            .put_cf(self.cf(CF_BATCHES)?, digest.0, codec::encode(batch)?)?;
+        Ok(())
+    }
+
+    pub fn batch(&self, digest: &Digest) -> Result<Option<Batch>, StoreError> {
+        self.get(CF_BATCHES, &digest.0)
+    }
+
+    pub fn has_batch(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_BATCHES)?, digest.0)?
+            .is_some())
+    }
+
+    /// The batch digests of a payload, keyed by the payload digest.
+    pub fn put_manifest(&self, payload: &Digest, batches: &[Digest]) -> Result<(), StoreError> {
+        self.db.put_cf(
+            self.cf(CF_MANIFESTS)?,
+            payload.0,
+            codec::encode(&batches.to_vec())?,
+        )?;
+        Ok(())
+    }
+
+    pub fn manifest(&self, payload: &Digest) -> Result<Option<Vec<Digest>>, StoreError> {
+        self.get(CF_MANIFESTS, &payload.0)
+    }
+
+    pub fn head(&self) -> Result<Option<Head>, StoreError> {
+        self.get(CF_META, KEY_HEAD)
+    }
+
+    pub fn accumulator(&self) -> Result<StateAccumulator, StoreError> {
+        let bytes = self
+            .db
+            .get_cf(self.cf(CF_META)?, KEY_ACCUMULATOR)?
+            .ok_or_else(|| StoreError::Corrupt("no state accumulator".into()))?;
+        StateAccumulator::from_bytes(&bytes)
+            .ok_or_else(|| StoreError::Corrupt("state accumulator of the wrong size".into()))
+    }
+
+    pub fn account(&self, address: &Address) -> Result<Account, StoreError> {
+        Ok(self.get(CF_ACCOUNTS, &address.0)?.unwrap_or_default())
+    }
+
+    pub fn committed(&self, height: Height) -> Result<Option<CommittedBlock>, StoreError> {
+        self.get(CF_BLOCKS, &height.0.to_be_bytes())
+    }
+
+    pub fn height_of(&self, hash: &Digest) -> Result<Option<Height>, StoreError> {
+        self.get(CF_BLOCK_INDEX, &hash.0)
+    }
+
+    pub fn tx(&self, id: &Digest) -> Result<Option<TxLocation>, StoreError> {
+        self.get(CF_TX_INDEX, &id.0)
+    }
+
+    /// Writes the initial state and the root block (height 0) in one synced batch. Refuses a
+    /// store that already has a head.
+    pub fn initialize(
+        &self,
+        root: &BlockHeader,
+        accounts: &[(Address, Account)],
+        accumulator: &StateAccumulator,
+    ) -> Result<(), StoreError> {
+        if self.head()?.is_some() {
+            return Err(StoreError::Corrupt("store already initialised".into()));
+        }
+        let hash = root.hash()?;
+        let mut batch = WriteBatch::default();
+        for (address, account) in accounts {
+            batch.put_cf(self.cf(CF_ACCOUNTS)?, address.0, codec::encode(account)?);
+        }
+        let record = CommittedBlock {
+            header: root.clone(),
+            proof: Vec::new(),
+            batches: Vec::new(),
+            receipts: Vec::new(),
+        };
+        self.put_committed(&mut batch, &hash, &record, accumulator)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    fn put_committed(
+        &self,
+        batch: &mut WriteBatch,
+        hash: &Digest,
+        record: &CommittedBlock,
+        accumulator: &StateAccumulator,
+    ) -> Result<(), StoreError> {
+        let height = record.header.height;
+        batch.put_cf(
+            self.cf(CF_BLOCKS)?,
+            height.0.to_be_bytes(),
+            codec::encode(record)?,
+        );
+        batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, codec::encode(&height)?);
+        batch.put_cf(self.cf(CF_META)?, KEY_ACCUMULATOR, accumulator.to_bytes());
+        let head = Head {
+            height,
+            hash: *hash,
+            header: record.header.clone(),
+        };
+        batch.put_cf(self.cf(CF_META)?, KEY_HEAD, codec::encode(&head)?);
+        Ok(())
+    }
+
+    /// Commits the next block: record, certificate, state changes, accumulator, transaction index
+    /// and head, in ONE synced write. `transactions` are the ids in block order, matching
+    /// `execution.receipts`. A transaction id already committed successfully keeps its entry.
+    pub fn commit(
+        &self,
+        record: &CommittedBlock,
+        execution: &Execution,
+        transactions: &[Digest],
+    ) -> Result<(), StoreError> {
+        let head = self
+            .head()?
+            .ok_or_else(|| StoreError::Corrupt("commit before initialisation".into()))?;
+        if record.header.height != head.height.next() || record.header.parent != head.hash {
+            return Err(StoreError::OutOfOrder {
+                height: record.header.height.0,
+                head: head.height.0,
+            });
+        }
+        let hash = record.header.hash()?;
+        let mut batch = WriteBatch::default();
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for (address, account) in &execution.changes {
+            if account.is_empty() {
+                batch.delete_cf(accounts, address.0);
+            } else {
+                batch.put_cf(accounts, address.0, codec::encode(account)?);
+            }
+        }
+        let tx_index = self.cf(CF_TX_INDEX)?;
+        for (index, (id, receipt)) in transactions.iter().zip(&execution.receipts).enumerate() {
+            if receipt.is_err() {
+                if let Some(existing) = self.tx(id)? {
+                    if existing.receipt.is_ok() {
+                        continue;
+                    }
+                }
+            }
+            let location = TxLocation {
+                height: record.header.height,
+                block_hash: hash,
+                index: index as u32,
+                receipt: receipt.clone(),
+            };
+            batch.put_cf(tx_index, id.0, codec::encode(&location)?);
+        }
+        batch.delete_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0);
+        self.put_committed(&mut batch, &hash, record, &execution.accumulator)?;
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+}
+
+impl StateView for Store {
+    /// Committed state. A read error is a broken disk: the node cannot go on safely.
+    fn account(&self, address: &Address) -> Account {
+        match Store::account(self, address) {
+            Ok(account) => account,
+            Err(error) => panic!("state read failed: {error}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{execute, initial_accumulator};
+    use crate::{Epoch, SignedTransaction, Transaction, TransactionKind, View};
+    use quorate_crypto::SigningKey;
+
+    fn root(state_root: Digest) -> BlockHeader {
+        BlockHeader {
+            chain_id: "c".into(),
+            genesis_hash: Digest::ZERO,
+            epoch: Epoch(0),
+            height: Height(0),
+            view: View(0),
+            parent: Digest::ZERO,
+            payload_digest: crate::Block::payload_digest_of(&[]),
+            state_root,
+            proposer: 0,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_committed_block_survives_reopening_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = SigningKey::from_seed_insecure(7);
+        let bob = SigningKey::from_seed_insecure(8).public().address();
+        let accounts = vec![(
+            alice.public().address(),
+            Account {
+                balance: 50,
+                nonce: 0,
+            },
+        )];
+        let accumulator = initial_accumulator(accounts.iter().map(|(a, b)| (a, b)));
+        let genesis = root(accumulator.root());
+        let tx: SignedTransaction = Transaction {
+            chain_id: "c".into(),
+            sender: alice.public(),
+            nonce: 0,
+            kind: TransactionKind::Transfer {
+                to: bob,
+                amount: 20,
+            },
+        }
+        .sign(&alice)
+        .unwrap();
+        let batch = Batch {
+            transactions: vec![tx.clone()],
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.initialize(&genesis, &accounts, &accumulator).unwrap();
+            assert!(store.initialize(&genesis, &accounts, &accumulator).is_err());
+            store.put_batch(&batch.digest(), &batch).unwrap();
+            let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx]);
+            let mut header = genesis.clone();
+            header.height = Height(1);
+            header.parent = genesis.hash().unwrap();
+            header.state_root = execution.state_root();
+            let record = CommittedBlock {
+                header: header.clone(),
+                proof: vec![1, 2, 3],
+                batches: vec![batch.digest()],
+                receipts: execution.receipts.clone(),
+            };
+            // Out of order (wrong height) is refused.
+            let mut skip = record.clone();
+            skip.header.height = Height(2);
+            assert!(matches!(
+                store.commit(&skip, &execution, &[tx.id()]),
+                Err(StoreError::OutOfOrder { .. })
+            ));
+            store.commit(&record, &execution, &[tx.id()]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let head = store.head().unwrap().unwrap();
+        assert_eq!(head.height, Height(1));
+        assert_eq!(Store::account(&store, &bob).unwrap().balance, 20);
+        assert_eq!(
+            Store::account(&store, &alice.public().address()).unwrap(),
+            Account {
+                balance: 30,
+                nonce: 1
+            }
+        );
+        assert_eq!(store.accumulator().unwrap().root(), head.header.state_root);
+        let location = store.tx(&tx.id()).unwrap().unwrap();
+        assert_eq!(location.height, Height(1));
+        assert_eq!(location.receipt, Ok(()));
+        assert_eq!(
+            store.committed(Height(1)).unwrap().unwrap().proof,
+            vec![1, 2, 3]
+        );
+        assert_eq!(store.height_of(&head.hash).unwrap(), Some(Height(1)));
+        assert_eq!(store.batch(&batch.digest()).unwrap(), Some(batch));
+    }
+}

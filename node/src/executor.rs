@@ -1,0 +1,603 @@
+//! Payloads and execution, on a thread of their own so that neither a flood of transactions nor
+//! a large block delays the consensus task.
+//!
+//! For the engine it builds payloads (`RequestPayload`), checks proposed ones (`CheckPayload`:
+//! every batch present, execution on the parent's state reproduces the header's state root), and
+//! applies commits in order, each with ONE synced RocksDB write. Blocks not yet committed are
+//! executed speculatively: each keeps only the accounts it changed, on top of its parent's.
+//! Missing manifests and batches are fetched from peers (the proposer first).
+
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::network::NetHandle;
+use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
+use anyhow::{bail, Context, Result};
+use quorate_consensus::hotstuff::HsBlock;
+use quorate_consensus::{CommitProof, Input, PayloadProposal};
+use quorate_crypto::{Address, Digest};
+use quorate_ledger::{
+    codec, execute, Account, Batch, Block, BlockHeader, CommittedBlock, Execution, Head, StateView,
+    Store, View,
+};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, error, info, warn};
+
+/// How long to wait for a broadcast manifest or batch before fetching it.
+const FETCH_AFTER: Duration = Duration::from_millis(150);
+/// Between fetch attempts for the same data (each tries the next peer).
+const FETCH_RETRY: Duration = Duration::from_millis(500);
+
+#[allow(clippy::large_enum_variant)]
+pub enum Job {
+    Propose {
+        view: View,
+        parent: BlockHeader,
+        urgent: bool,
+    },
+    Check {
+        header: BlockHeader,
+    },
+    Commit {
+        header: BlockHeader,
+        proof: CommitProof,
+    },
+    /// A manifest or batch arrived (already verified and stored): retry what waits.
+    DataArrived,
+    Stop,
+}
+
+/// A block executed on top of its (uncommitted or committed) parent.
+struct Speculative {
+    height: u64,
+    parent: Digest,
+    execution: Execution,
+    batches: Vec<Digest>,
+    transactions: Vec<Digest>,
+}
+
+struct Waiting<T> {
+    item: T,
+    since: Instant,
+    next_fetch: Instant,
+    attempt: usize,
+}
+
+impl<T> Waiting<T> {
+    fn new(item: T) -> Self {
+        let now = Instant::now();
+        Waiting {
+            item,
+            since: now,
+            next_fetch: now + FETCH_AFTER,
+            attempt: 0,
+        }
+    }
+}
+
+struct Proposal {
+    view: View,
+    parent: BlockHeader,
+    urgent: bool,
+    since: Instant,
+}
+
+pub struct ExecutorConfig {
+    pub chain_id: String,
+    pub me: usize,
+    pub validators: usize,
+    pub max_block_transactions: usize,
+    pub idle_interval: Duration,
+}
+
+pub struct Executor {
+    config: ExecutorConfig,
+    store: Arc<Store>,
+    mempool: Arc<Mutex<Mempool>>,
+    net: NetHandle,
+    runtime: tokio::runtime::Handle,
+    engine: UnboundedSender<Input>,
+    jobs: Sender<Job>,
+    metrics: Arc<Metrics>,
+    head: Head,
+    speculative: HashMap<Digest, Arc<Speculative>>,
+    proposal: Option<Proposal>,
+    checks: Vec<Waiting<BlockHeader>>,
+    commits: VecDeque<Waiting<(BlockHeader, CommitProof)>>,
+    fetching: HashSet<Digest>,
+}
+
+/// Account reads through a chain of speculative blocks down to committed state.
+struct ChainView<'a> {
+    store: &'a Store,
+    chain: Vec<Arc<Speculative>>,
+}
+
+impl StateView for ChainView<'_> {
+    fn account(&self, address: &Address) -> Account {
+        for block in &self.chain {
+            if let Some(account) = block.execution.changes.get(address) {
+                return *account;
+            }
+        }
+        StateView::account(self.store, address)
+    }
+}
+
+enum Outcome<T> {
+    Done(T),
+    /// Data is missing: wait (and fetch).
+    Missing,
+    Invalid(String),
+}
+
+impl Executor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: ExecutorConfig,
+        store: Arc<Store>,
+        mempool: Arc<Mutex<Mempool>>,
+        net: NetHandle,
+        runtime: tokio::runtime::Handle,
+        engine: UnboundedSender<Input>,
+        jobs: Sender<Job>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let head = store.head()?.context("store has no head")?;
+        Ok(Executor {
+            config,
+            store,
+            mempool,
+            net,
+            runtime,
+            engine,
+            jobs,
+            metrics,
+            head,
+            speculative: HashMap::new(),
+            proposal: None,
+            checks: Vec::new(),
+            commits: VecDeque::new(),
+            fetching: HashSet::new(),
+        })
+    }
+
+    /// Runs until `Job::Stop` or the channel closes. An error is fatal for the node (a storage
+    /// failure, or committed state that this node cannot reproduce).
+    pub fn run(mut self, jobs: Receiver<Job>) -> Result<()> {
+        loop {
+            match jobs.recv_timeout(Duration::from_millis(50)) {
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(job) => self.on_job(job)?,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.progress()?;
+        }
+    }
+
+    fn on_job(&mut self, job: Job) -> Result<()> {
+        match job {
+            Job::Propose {
+                view,
+                parent,
+                urgent,
+            } => {
+                self.proposal = Some(Proposal {
+                    view,
+                    parent,
+                    urgent,
+                    since: Instant::now(),
+                });
+            }
+            Job::Check { header } => self.checks.push(Waiting::new(header)),
+            Job::Commit { header, proof } => self.commits.push_back(Waiting::new((header, proof))),
+            Job::DataArrived | Job::Stop => {}
+        }
+        Ok(())
+    }
+
+    /// Retries everything that waits, in order: commits first (they free the mempool), then
+    /// checks, then our own proposal.
+    fn progress(&mut self) -> Result<()> {
+        while let Some(front) = self.commits.front() {
+            let (header, proof) = front.item.clone();
+            match self.commit(&header, &proof)? {
+                Outcome::Done(()) => {
+                    self.commits.pop_front();
+                }
+                Outcome::Missing => {
+                    let mut attempt = None;
+                    if let Some(waiting) = self.commits.front_mut() {
+                        if waiting.next_fetch <= Instant::now() {
+                            waiting.next_fetch = Instant::now() + FETCH_RETRY;
+                            waiting.attempt += 1;
+                            attempt = Some(waiting.attempt);
+                        }
+                    }
+                    if let Some(attempt) = attempt {
+                        self.fetch_for(&header, attempt)?;
+                    }
+                    break;
+                }
+                Outcome::Invalid(why) => {
+                    bail!(
+                        "committed block at height {} cannot be executed here: {why}",
+                        header.height
+                    );
+                }
+            }
+        }
+        let checks = std::mem::take(&mut self.checks);
+        for mut waiting in checks {
+            let header = waiting.item.clone();
+            let hash = header.hash()?;
+            if header.height.0 <= self.head.height.0 {
+                continue;
+            }
+            match self.ensure_executed(&hash, Some(&header))? {
+                Outcome::Done(_) => {
+                    let _ = self.engine.send(Input::PayloadChecked {
+                        block: hash,
+                        valid: true,
+                    });
+                }
+                Outcome::Invalid(why) => {
+                    warn!(height = header.height.0, %hash, "invalid payload: {why}");
+                    let _ = self.engine.send(Input::PayloadChecked {
+                        block: hash,
+                        valid: false,
+                    });
+                }
+                Outcome::Missing => {
+                    if waiting.since.elapsed() > Duration::from_secs(30) {
+                        continue; // the view is long gone
+                    }
+                    if waiting.next_fetch <= Instant::now() {
+                        waiting.next_fetch = Instant::now() + FETCH_RETRY;
+                        waiting.attempt += 1;
+                        self.fetch_for(&header, waiting.attempt)?;
+                    }
+                    self.checks.push(waiting);
+                }
+            }
+        }
+        self.try_propose()
+    }
+
+    /// The speculative chain from `hash` down to (not including) the committed head; `None` if
+    /// some block on it is not executed.
+    fn chain(&self, mut hash: Digest) -> Option<Vec<Arc<Speculative>>> {
+        let mut chain = Vec::new();
+        while hash != self.head.hash {
+            let block = self.speculative.get(&hash)?.clone();
+            if block.height <= self.head.height.0 {
+                return None;
+            }
+            hash = block.parent;
+            chain.push(block);
+        }
+        Some(chain)
+    }
+
+    /// The batches of a payload, if all are here.
+    fn payload(&self, header: &BlockHeader) -> Result<Outcome<(Vec<Digest>, Vec<Batch>)>> {
+        if header.payload_digest == Block::payload_digest_of(&[]) {
+            return Ok(Outcome::Done((Vec::new(), Vec::new())));
+        }
+        let Some(digests) = self.store.manifest(&header.payload_digest)? else {
+            return Ok(Outcome::Missing);
+        };
+        let mut batches = Vec::with_capacity(digests.len());
+        for digest in &digests {
+            match self.store.batch(digest)? {
+                Some(batch) => batches.push(batch),
+                None => return Ok(Outcome::Missing),
+            }
+        }
+        let count: usize = batches.iter().map(|b| b.transactions.len()).sum();
+        if count > self.config.max_block_transactions {
+            return Ok(Outcome::Invalid(format!(
+                "{count} transactions exceed the block limit {}",
+                self.config.max_block_transactions
+            )));
+        }
+        Ok(Outcome::Done((digests, batches)))
+    }
+
+    /// Executes the block `hash` (and, first, any unexecuted uncommitted ancestors).
+    fn ensure_executed(
+        &mut self,
+        hash: &Digest,
+        header: Option<&BlockHeader>,
+    ) -> Result<Outcome<Arc<Speculative>>> {
+        if let Some(done) = self.speculative.get(hash) {
+            return Ok(Outcome::Done(done.clone()));
+        }
+        let header = match header {
+            Some(header) => header.clone(),
+            None => match self.store.pending_block(hash)? {
+                Some(bytes) => codec::decode::<HsBlock>(&bytes)?.header,
+                None => return Ok(Outcome::Missing),
+            },
+        };
+        if header.height.0 <= self.head.height.0 {
+            return Ok(Outcome::Invalid(
+                "block is not above the committed head".into(),
+            ));
+        }
+        if header.parent != self.head.hash {
+            match self.ensure_executed(&header.parent, None)? {
+                Outcome::Done(_) => {}
+                other => {
+                    return Ok(match other {
+                        Outcome::Invalid(why) => Outcome::Invalid(format!("parent: {why}")),
+                        _ => Outcome::Missing,
+                    })
+                }
+            }
+        }
+        let (digests, batches) = match self.payload(&header)? {
+            Outcome::Done(payload) => payload,
+            Outcome::Missing => return Ok(Outcome::Missing),
+            Outcome::Invalid(why) => return Ok(Outcome::Invalid(why)),
+        };
+        let Some(chain) = self.chain(header.parent) else {
+            return Ok(Outcome::Invalid(
+                "parent is not on the committed chain".into(),
+            ));
+        };
+        let accumulator = match chain.first() {
+            Some(parent) => parent.execution.accumulator.clone(),
+            None => self.store.accumulator()?,
+        };
+        let view = ChainView {
+            store: &self.store,
+            chain,
+        };
+        let transactions = batches.iter().flat_map(|b| b.transactions.iter());
+        let execution = execute(&self.config.chain_id, &view, &accumulator, transactions);
+        if execution.state_root() != header.state_root {
+            return Ok(Outcome::Invalid(format!(
+                "state root {} but execution gives {}",
+                header.state_root,
+                execution.state_root()
+            )));
+        }
+        let block = Arc::new(Speculative {
+            height: header.height.0,
+            parent: header.parent,
+            execution,
+            batches: digests,
+            transactions: batches
+                .iter()
+                .flat_map(|b| b.transactions.iter().map(|t| t.id()))
+                .collect(),
+        });
+        self.speculative.insert(*hash, block.clone());
+        Ok(Outcome::Done(block))
+    }
+
+    fn commit(&mut self, header: &BlockHeader, proof: &CommitProof) -> Result<Outcome<()>> {
+        let hash = header.hash()?;
+        if header.height.0 <= self.head.height.0 {
+            return Ok(Outcome::Done(())); // already committed (replayed after a restart)
+        }
+        let block = match self.ensure_executed(&hash, Some(header))? {
+            Outcome::Done(block) => block,
+            Outcome::Missing => return Ok(Outcome::Missing),
+            Outcome::Invalid(why) => return Ok(Outcome::Invalid(why)),
+        };
+        let record = CommittedBlock {
+            header: header.clone(),
+            proof: codec::encode(proof)?,
+            batches: block.batches.clone(),
+            receipts: block.execution.receipts.clone(),
+        };
+        self.store
+            .commit(&record, &block.execution, &block.transactions)
+            .with_context(|| format!("committing height {}", header.height))?;
+        self.head = Head {
+            height: header.height,
+            hash,
+            header: header.clone(),
+        };
+        let head_height = self.head.height.0;
+        self.speculative.retain(|_, b| b.height > head_height);
+        {
+            let mut mempool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
+            mempool.on_commit(&block.batches);
+            let store = &self.store;
+            if header.height.0.is_multiple_of(64) {
+                mempool.prune_nonces(|a| Store::account(store, a).map(|a| a.nonce).unwrap_or(0));
+            }
+        }
+        self.metrics.on_commit(header, block.transactions.len());
+        debug!(height = header.height.0, %hash, transactions = block.transactions.len(), "committed");
+        Ok(Outcome::Done(()))
+    }
+
+    fn try_propose(&mut self) -> Result<()> {
+        let Some(proposal) = &self.proposal else {
+            return Ok(());
+        };
+        let has_payload = self
+            .mempool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_ready();
+        if !proposal.urgent && !has_payload && proposal.since.elapsed() < self.config.idle_interval
+        {
+            return Ok(());
+        }
+        let parent_hash = proposal.parent.hash()?;
+        let view = proposal.view;
+        let parent_outcome = if parent_hash == self.head.hash {
+            Outcome::Done(())
+        } else {
+            match self.ensure_executed(&parent_hash, Some(&proposal.parent.clone()))? {
+                Outcome::Done(_) => Outcome::Done(()),
+                Outcome::Missing => Outcome::Missing,
+                Outcome::Invalid(why) => Outcome::Invalid(why),
+            }
+        };
+        match parent_outcome {
+            Outcome::Done(()) => {}
+            Outcome::Missing => return Ok(()),
+            Outcome::Invalid(why) => {
+                warn!(%view, "cannot build on the parent: {why}");
+                self.proposal = None;
+                return Ok(());
+            }
+        }
+        let Some(chain) = self.chain(parent_hash) else {
+            self.proposal = None;
+            return Ok(());
+        };
+        let exclude: HashSet<Digest> = chain
+            .iter()
+            .flat_map(|b| b.batches.iter().copied())
+            .collect();
+        let digests = self
+            .mempool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .propose(&exclude, self.config.max_block_transactions);
+        let mut batches = Vec::with_capacity(digests.len());
+        let mut included = Vec::with_capacity(digests.len());
+        for digest in digests {
+            if let Some(batch) = self.store.batch(&digest)? {
+                batches.push(batch);
+                included.push(digest);
+            }
+        }
+        let accumulator = match chain.first() {
+            Some(parent) => parent.execution.accumulator.clone(),
+            None => self.store.accumulator()?,
+        };
+        let view_state = ChainView {
+            store: &self.store,
+            chain,
+        };
+        let execution = execute(
+            &self.config.chain_id,
+            &view_state,
+            &accumulator,
+            batches.iter().flat_map(|b| b.transactions.iter()),
+        );
+        let payload_digest = Block::payload_digest_of(&included);
+        if !included.is_empty() {
+            self.store.put_manifest(&payload_digest, &included)?;
+            self.net.broadcast(NetRequest::Manifest {
+                payload: payload_digest,
+                batches: included.clone(),
+            });
+        }
+        let _ = self.engine.send(Input::PayloadReady {
+            view,
+            payload: PayloadProposal {
+                payload_digest,
+                state_root: execution.state_root(),
+                timestamp_ms: crate::metrics::now_ms(),
+                empty: included.is_empty(),
+            },
+        });
+        self.proposal = None;
+        Ok(())
+    }
+
+    /// Asks a peer for what `header` lacks: its manifest, or its missing batches (or, for an
+    /// unexecuted ancestor, that ancestor's).
+    fn fetch_for(&mut self, header: &BlockHeader, attempt: usize) -> Result<()> {
+        // Find the lowest block on the path that lacks data.
+        let mut target = header.clone();
+        loop {
+            if target.parent == self.head.hash || self.speculative.contains_key(&target.parent) {
+                break;
+            }
+            match self.store.pending_block(&target.parent)? {
+                Some(bytes) => target = codec::decode::<HsBlock>(&bytes)?.header,
+                None => break, // the engine fetches missing blocks itself
+            }
+        }
+        let n = self.config.validators;
+        if n < 2 {
+            return Ok(());
+        }
+        let mut peer = (target.proposer as usize + attempt.saturating_sub(1)) % n;
+        if peer == self.config.me {
+            peer = (peer + 1) % n;
+        }
+        let payload = target.payload_digest;
+        let manifest = self.store.manifest(&payload)?;
+        let missing: Vec<Digest> = match &manifest {
+            None => Vec::new(),
+            Some(digests) => {
+                let mut missing = Vec::new();
+                for digest in digests {
+                    if !self.store.has_batch(digest)? {
+                        missing.push(*digest);
+                    }
+                }
+                missing
+            }
+        };
+        let key = if manifest.is_none() {
+            payload
+        } else {
+            match missing.first() {
+                Some(first) => *first,
+                None => return Ok(()),
+            }
+        };
+        if !self.fetching.insert(key) && !attempt.is_multiple_of(4) {
+            return Ok(());
+        }
+        debug!(peer, height = target.height.0, "fetching payload data");
+        let net = self.net.clone();
+        let store = self.store.clone();
+        let jobs = self.jobs.clone();
+        let mempool = self.mempool.clone();
+        let chain_id = self.config.chain_id.clone();
+        self.runtime.spawn(async move {
+            if manifest.is_none() {
+                if let Some(NetResponse::Manifest(Some(batches))) =
+                    net.request(peer, NetRequest::GetManifest(payload)).await
+                {
+                    if Block::payload_digest_of(&batches) == payload {
+                        if let Err(error) = store.put_manifest(&payload, &batches) {
+                            error!(%error, "storing a manifest");
+                        }
+                        let _ = jobs.send(Job::DataArrived);
+                    }
+                }
+                return;
+            }
+            for chunk in missing.chunks(MAX_BATCHES_PER_REQUEST) {
+                if let Some(NetResponse::Batches(batches)) = net
+                    .request(peer, NetRequest::GetBatches(chunk.to_vec()))
+                    .await
+                {
+                    for batch in batches {
+                        let digest = batch.digest();
+                        if !chunk.contains(&digest) {
+                            continue;
+                        }
+                        crate::ingest::ingest_batch(
+                            &store, &mempool, &chain_id, batch, digest, &jobs,
+                        )
+                        .await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Logs a one-line start-up summary of the committed head.
+pub fn log_head(head: &Head) {
+    info!(height = head.height.0, hash = %head.hash, "committed head");
+}

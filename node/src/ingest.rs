@@ -1,0 +1,65 @@
+//! Taking in batches from peers: verify every signature once (one ed25519 batch verification),
+//! store, make available for proposals.
+
+use crate::executor::Job;
+use crate::mempool::Mempool;
+use quorate_crypto::Digest;
+use quorate_ledger::{Batch, SignedTransaction, Store};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use tracing::{error, warn};
+
+/// Verifies and stores `batch` (whose digest is `digest`). Returns false if it is invalid (the
+/// sender should be scored down). A batch already stored is accepted without work.
+pub async fn ingest_batch(
+    store: &Arc<Store>,
+    mempool: &Arc<Mutex<Mempool>>,
+    chain_id: &str,
+    batch: Batch,
+    digest: Digest,
+    jobs: &Sender<Job>,
+) -> bool {
+    match store.has_batch(&digest) {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(error) => {
+            error!(%error, "reading the batch store");
+            return true;
+        }
+    }
+    let chain_id = chain_id.to_string();
+    let verified = tokio::task::spawn_blocking(move || {
+        for tx in &batch.transactions {
+            if let Err(error) = tx.check_stateless(&chain_id) {
+                return Err(format!("transaction {}: {error}", tx.id()));
+            }
+        }
+        let invalid = SignedTransaction::verify_batch(&batch.transactions);
+        if let Some(first) = invalid.first() {
+            return Err(format!(
+                "{} bad signatures (first at {first})",
+                invalid.len()
+            ));
+        }
+        Ok(batch)
+    })
+    .await;
+    let batch = match verified {
+        Ok(Ok(batch)) => batch,
+        Ok(Err(why)) => {
+            warn!(%digest, "refusing a batch: {why}");
+            return false;
+        }
+        Err(_) => return true,
+    };
+    if let Err(error) = store.put_batch(&digest, &batch) {
+        error!(%error, "storing a batch");
+        return true;
+    }
+    mempool
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .add_ready(digest, &batch);
+    let _ = jobs.send(Job::DataArrived);
+    true
+}

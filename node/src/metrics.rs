@@ -1,0 +1,131 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use quorate_ledger::BlockHeader;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (ms) of the commit-latency histogram buckets.
+const LATENCY_BUCKETS_MS: [u64; 10] = [50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub height: AtomicU64,
+    pub view: AtomicU64,
+    pub committed_blocks: AtomicU64,
+    pub committed_transactions: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub mempool_size: AtomicU64,
+    pub peers: AtomicU64,
+    pub rejected_transactions: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    latency_sum_ms: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Metrics {
+    /// A block committed: latency is from its proposal timestamp to now.
+    pub fn on_commit(&self, header: &BlockHeader, transactions: usize) {
+        self.height.store(header.height.0, Ordering::Relaxed);
+        self.committed_blocks.fetch_add(1, Ordering::Relaxed);
+        self.committed_transactions
+            .fetch_add(transactions as u64, Ordering::Relaxed);
+        let latency = now_ms().saturating_sub(header.timestamp_ms);
+        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
+            if latency <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_sum_ms.fetch_add(latency, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            "quorate_height",
+            "Height of the last committed block.",
+            "gauge",
+            get(&self.height),
+        );
+        gauge(
+            "quorate_view",
+            "Current consensus view.",
+            "gauge",
+            get(&self.view),
+        );
+        gauge(
+            "quorate_committed_blocks_total",
+            "Blocks committed since start.",
+            "counter",
+            get(&self.committed_blocks),
+        );
+        gauge(
+            "quorate_committed_transactions_total",
+            "Transactions committed since start.",
+            "counter",
+            get(&self.committed_transactions),
+        );
+        gauge(
+            "quorate_view_timeouts_total",
+            "Views this validator timed out.",
+            "counter",
+            get(&self.timeouts),
+        );
+        gauge(
+            "quorate_mempool_transactions",
+            "Transactions in the mempool.",
+            "gauge",
+            get(&self.mempool_size),
+        );
+        gauge(
+            "quorate_peers",
+            "Connected validators.",
+            "gauge",
+            get(&self.peers),
+        );
+        gauge(
+            "quorate_rejected_transactions_total",
+            "Transactions refused at submission.",
+            "counter",
+            get(&self.rejected_transactions),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP quorate_commit_latency_ms Proposal timestamp to local commit.\n# TYPE quorate_commit_latency_ms histogram"
+        );
+        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "quorate_commit_latency_ms_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "quorate_commit_latency_ms_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "quorate_commit_latency_ms_sum {}",
+            get(&self.latency_sum_ms)
+        );
+        let _ = writeln!(out, "quorate_commit_latency_ms_count {count}");
+        out
+    }
+}

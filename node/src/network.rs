@@ -1,0 +1,365 @@
+//! libp2p networking: TCP + noise + yamux, one request-response protocol, validators only.
+//!
+//! A validator's PeerId is its ed25519 identity key, so the noise handshake authenticates it;
+//! a connection from any other key is closed at once. Peers are dialled from the genesis
+//! multiaddrs and redialled with backoff. A peer that sends undecodable frames is scored down and,
+//! past a threshold, disconnected and shunned for a while.
+
+use crate::wire::{NetRequest, NetResponse, WireCodec};
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use libp2p::request_response::{self, Event, Message, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
+use quorate_crypto::{PublicKey, SigningKey};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Undecodable or failed inbound frames tolerated from a peer before it is disconnected.
+const MAX_PEER_FAULTS: u32 = 5;
+/// How long a disconnected misbehaving peer is refused.
+const SHUN_DURATION: Duration = Duration::from_secs(30);
+const REDIAL_MIN: Duration = Duration::from_millis(250);
+const REDIAL_MAX: Duration = Duration::from_secs(8);
+const PROTOCOL: &str = "/quorate/1";
+
+pub fn peer_id(key: &PublicKey) -> Result<PeerId> {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
+        .context("identity key is not a valid ed25519 key")?;
+    Ok(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
+/// Answers peers' requests. Must not block: long work is handed to other tasks.
+pub trait Handler: Send + Sync + 'static {
+    fn on_request(&self, from: usize, request: NetRequest) -> NetResponse;
+}
+
+enum Command {
+    Send {
+        to: usize,
+        request: NetRequest,
+    },
+    Broadcast {
+        request: NetRequest,
+    },
+    Request {
+        to: usize,
+        request: NetRequest,
+        reply: oneshot::Sender<Option<NetResponse>>,
+    },
+}
+
+/// A cheap, cloneable handle to the network task.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    connected: Arc<AtomicUsize>,
+}
+
+impl NetHandle {
+    pub fn send(&self, to: usize, request: NetRequest) {
+        let _ = self.commands.send(Command::Send { to, request });
+    }
+
+    pub fn broadcast(&self, request: NetRequest) {
+        let _ = self.commands.send(Command::Broadcast { request });
+    }
+
+    /// Sends a request and waits for the answer (`None` if the peer failed to answer).
+    pub async fn request(&self, to: usize, request: NetRequest) -> Option<NetResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { to, request, reply })
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Validators currently connected.
+    pub fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+struct Peer {
+    id: PeerId,
+    address: Multiaddr,
+    connected: bool,
+    next_dial: Instant,
+    backoff: Duration,
+    faults: u32,
+    shunned_until: Option<Instant>,
+}
+
+type Behaviour = request_response::Behaviour<WireCodec>;
+
+pub struct Network {
+    swarm: Swarm<Behaviour>,
+    me: usize,
+    peers: Vec<Peer>,
+    index: HashMap<PeerId, usize>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Option<NetResponse>>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    connected: Arc<AtomicUsize>,
+}
+
+impl Network {
+    /// Builds the swarm and starts listening. `validators` are (identity key, multiaddr) in
+    /// validator-set order; `me` is this node's index.
+    pub fn new(
+        identity: &SigningKey,
+        listen: &str,
+        validators: &[(PublicKey, String)],
+        me: usize,
+    ) -> Result<(Network, NetHandle)> {
+        let mut secret = *identity.secret().as_bytes();
+        let keypair =
+            libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).context("identity key")?;
+        zeroize_bytes(&mut secret);
+        let codec_config = request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(10))
+            .with_max_concurrent_streams(4096);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default().nodelay(true),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .context("building the TCP transport")?
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    WireCodec,
+                    [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+                    codec_config,
+                )
+            })
+            .context("building the network behaviour")?
+            .with_swarm_config(|config| {
+                config.with_idle_connection_timeout(Duration::from_secs(24 * 3600))
+            })
+            .build();
+        let listen: Multiaddr = listen
+            .parse()
+            .with_context(|| format!("p2p listen address {listen:?} is not a multiaddr"))?;
+        swarm
+            .listen_on(listen.clone())
+            .with_context(|| format!("listening on {listen}"))?;
+        let mut peers = Vec::with_capacity(validators.len());
+        let mut index = HashMap::new();
+        for (i, (key, address)) in validators.iter().enumerate() {
+            let id = peer_id(key)?;
+            let address: Multiaddr = address
+                .parse()
+                .with_context(|| format!("validator {i} address {address:?}"))?;
+            if i != me {
+                swarm.add_peer_address(id, address.clone());
+            }
+            index.insert(id, i);
+            peers.push(Peer {
+                id,
+                address,
+                connected: false,
+                next_dial: Instant::now(),
+                backoff: REDIAL_MIN,
+                faults: 0,
+                shunned_until: None,
+            });
+        }
+        let (tx, commands) = mpsc::unbounded_channel();
+        let connected = Arc::new(AtomicUsize::new(0));
+        let handle = NetHandle {
+            commands: tx,
+            connected: connected.clone(),
+        };
+        Ok((
+            Network {
+                swarm,
+                me,
+                peers,
+                index,
+                pending: HashMap::new(),
+                commands,
+                connected,
+            },
+            handle,
+        ))
+    }
+
+    fn usable(&self, to: usize) -> Option<PeerId> {
+        let peer = self.peers.get(to)?;
+        if to == self.me || peer.shunned_until.is_some_and(|t| t > Instant::now()) {
+            return None;
+        }
+        Some(peer.id)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Send { to, request } => {
+                if let Some(id) = self.usable(to) {
+                    self.swarm.behaviour_mut().send_request(&id, request);
+                }
+            }
+            Command::Broadcast { request } => {
+                for to in 0..self.peers.len() {
+                    if let Some(id) = self.usable(to) {
+                        self.swarm
+                            .behaviour_mut()
+                            .send_request(&id, request.clone());
+                    }
+                }
+            }
+            Command::Request { to, request, reply } => match self.usable(to) {
+                Some(id) => {
+                    let request_id = self.swarm.behaviour_mut().send_request(&id, request);
+                    self.pending.insert(request_id, reply);
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
+        }
+    }
+
+    fn fault(&mut self, peer: PeerId, why: &str) {
+        let Some(&i) = self.index.get(&peer) else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        p.faults += 1;
+        warn!(peer = i, faults = p.faults, "peer fault: {why}");
+        if p.faults >= MAX_PEER_FAULTS {
+            p.faults = 0;
+            p.shunned_until = Some(Instant::now() + SHUN_DURATION);
+            warn!(peer = i, "disconnecting a misbehaving peer");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        event: SwarmEvent<Event<NetRequest, NetResponse>>,
+        handler: &dyn Handler,
+    ) {
+        match event {
+            SwarmEvent::Behaviour(Event::Message { peer, message, .. }) => match message {
+                Message::Request {
+                    request, channel, ..
+                } => {
+                    let Some(&from) = self.index.get(&peer) else {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                        return;
+                    };
+                    let response = handler.on_request(from, request);
+                    let _ = self.swarm.behaviour_mut().send_response(channel, response);
+                }
+                Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Some(response));
+                    }
+                }
+            },
+            SwarmEvent::Behaviour(Event::OutboundFailure {
+                request_id, error, ..
+            }) => {
+                debug!(%error, "outbound request failed");
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(None);
+                }
+            }
+            SwarmEvent::Behaviour(Event::InboundFailure { peer, error, .. }) => {
+                if let request_response::InboundFailure::Io(error) = &error {
+                    if error.kind() == std::io::ErrorKind::InvalidData {
+                        self.fault(peer, &error.to_string());
+                        return;
+                    }
+                }
+                debug!(%error, "inbound request failed");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                match self.index.get(&peer_id).copied() {
+                    Some(i) if i != self.me => {
+                        let p = &mut self.peers[i];
+                        if p.shunned_until.is_some_and(|t| t > Instant::now()) {
+                            let _ = self.swarm.disconnect_peer_id(peer_id);
+                            return;
+                        }
+                        if !p.connected {
+                            p.connected = true;
+                            p.backoff = REDIAL_MIN;
+                            info!(peer = i, "connected");
+                        }
+                    }
+                    _ => {
+                        debug!(%peer_id, "refusing a peer that is not a validator");
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(&i) = self.index.get(&peer_id) {
+                    if self.peers[i].connected {
+                        info!(peer = i, "disconnected");
+                    }
+                    self.peers[i].connected = false;
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "p2p listening"),
+            _ => {}
+        }
+        let count = self.peers.iter().filter(|p| p.connected).count();
+        self.connected.store(count, Ordering::Relaxed);
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if i == self.me || p.connected || p.next_dial > now {
+                continue;
+            }
+            if p.shunned_until.is_some_and(|t| t > now) {
+                continue;
+            }
+            p.next_dial = now + p.backoff;
+            p.backoff = (p.backoff * 2).min(REDIAL_MAX);
+            let address = p.address.clone().with_p2p(p.id).unwrap_or_else(|a| a);
+            if let Err(error) = self.swarm.dial(address) {
+                debug!(peer = i, %error, "dial failed");
+            }
+        }
+    }
+
+    /// Runs until the handle side is dropped.
+    pub async fn run(mut self, handler: Arc<dyn Handler>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event, handler.as_ref()),
+                _ = tick.tick() => self.redial(),
+            }
+        }
+    }
+}
+
+fn zeroize_bytes(bytes: &mut [u8]) {
+    for byte in bytes.iter_mut() {
+        // SAFETY: a volatile write to a valid, exclusively borrowed byte.
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
+}

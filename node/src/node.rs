@@ -1,0 +1,437 @@
+//! `quorate run`: one validator. The engine runs on one task and owns nothing but itself; the
+//! runtime feeds it inputs and carries out its actions in order (a `PersistSafety` is synced to
+//! RocksDB before the next action: nothing that depends on it leaves first). Payload building,
+//! checking and execution run on the executor thread; signature checks on the blocking pool.
+
+use crate::executor::{log_head, Executor, ExecutorConfig, Job};
+use crate::ingest::ingest_batch;
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::network::{Handler, NetHandle, Network};
+use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
+use anyhow::{bail, Context, Result};
+use quorate_consensus::hotstuff::HotStuff;
+use quorate_consensus::{
+    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection,
+    Input,
+};
+use quorate_crypto::Digest;
+use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
+use quorate_ledger::state::initial_accumulator;
+use quorate_ledger::{codec, Account, Batch, Block, BlockHeader, Height, Store};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tracing::{error, info, warn};
+
+/// What the RPC server, the network handler and the runtime share.
+pub struct Shared {
+    pub chain_id: String,
+    pub protocol: Protocol,
+    pub me: usize,
+    pub validators: ValidatorSet,
+    pub store: Arc<Store>,
+    pub mempool: Arc<Mutex<Mempool>>,
+    pub net: NetHandle,
+    pub jobs: Sender<Job>,
+    pub engine: UnboundedSender<Input>,
+    pub metrics: Arc<Metrics>,
+    pub status: Mutex<EngineStatus>,
+}
+
+impl Shared {
+    pub fn mempool(&self) -> std::sync::MutexGuard<'_, Mempool> {
+        self.mempool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a batch we sealed, sends it to every validator and offers it for proposals.
+    pub fn publish_batch(&self, batch: Batch) {
+        let digest = batch.digest();
+        if let Err(error) = self.store.put_batch(&digest, &batch) {
+            error!(%error, "storing a batch");
+            return;
+        }
+        self.mempool().add_ready(digest, &batch);
+        self.net.broadcast(NetRequest::Batch(batch));
+        let _ = self.jobs.send(Job::DataArrived);
+    }
+}
+
+struct NetHandler {
+    shared: Arc<Shared>,
+}
+
+impl Handler for NetHandler {
+    fn on_request(&self, from: usize, request: NetRequest) -> NetResponse {
+        let shared = &self.shared;
+        match request {
+            NetRequest::Consensus(message) => {
+                let _ = shared.engine.send(Input::Message { from, message });
+                NetResponse::Ack
+            }
+            NetRequest::Batch(batch) => {
+                let count = batch.transactions.len();
+                if shared.mempool().has_room(count) {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let digest = batch.digest();
+                        ingest_batch(
+                            &shared.store,
+                            &shared.mempool,
+                            &shared.chain_id,
+                            batch,
+                            digest,
+                            &shared.jobs,
+                        )
+                        .await;
+                    });
+                }
+                // When full, the batch is fetched on demand once a block needs it.
+                NetResponse::Ack
+            }
+            NetRequest::Manifest { payload, batches } => {
+                if Block::payload_digest_of(&batches) == payload {
+                    if let Err(error) = shared.store.put_manifest(&payload, &batches) {
+                        error!(%error, "storing a manifest");
+                    }
+                    let _ = shared.jobs.send(Job::DataArrived);
+                } else {
+                    warn!(from, "manifest does not match its digest");
+                }
+                NetResponse::Ack
+            }
+            NetRequest::GetManifest(payload) => {
+                NetResponse::Manifest(shared.store.manifest(&payload).ok().flatten())
+            }
+            NetRequest::GetBatches(digests) => {
+                let batches = digests
+                    .iter()
+                    .take(MAX_BATCHES_PER_REQUEST)
+                    .filter_map(|d| shared.store.batch(d).ok().flatten())
+                    .collect();
+                NetResponse::Batches(batches)
+            }
+            NetRequest::GetCommitted { from, count } => {
+                let blocks = (from..from.saturating_add(count.min(MAX_BLOCKS_PER_REQUEST)))
+                    .map_while(|h| shared.store.committed(Height(h)).ok().flatten())
+                    .collect();
+                NetResponse::Committed(blocks)
+            }
+        }
+    }
+}
+
+/// The genesis block (height 0) every validator starts from.
+pub fn genesis_root(genesis: &Genesis, genesis_hash: Digest, state_root: Digest) -> BlockHeader {
+    BlockHeader::genesis(
+        &genesis.chain_id,
+        genesis_hash,
+        state_root,
+        genesis.genesis_time_ms,
+    )
+}
+
+/// The genesis accounts as stored.
+pub fn genesis_accounts(genesis: &Genesis) -> Vec<(quorate_crypto::Address, Account)> {
+    genesis
+        .accounts
+        .iter()
+        .map(|a| {
+            (
+                a.address,
+                Account {
+                    balance: a.balance,
+                    nonce: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Opens the store, writing the genesis state on first start.
+pub fn open_store(path: &Path, genesis: &Genesis, genesis_hash: Digest) -> Result<Store> {
+    let store =
+        Store::open(path).with_context(|| format!("opening the database at {}", path.display()))?;
+    match store.head()? {
+        Some(head) => {
+            if head.header.genesis_hash != genesis_hash {
+                bail!(
+                    "the database at {} belongs to another genesis ({}, this one is {})",
+                    path.display(),
+                    head.header.genesis_hash,
+                    genesis_hash
+                );
+            }
+        }
+        None => {
+            let accounts = genesis_accounts(genesis);
+            let accumulator = initial_accumulator(accounts.iter().map(|(a, b)| (a, b)));
+            let root = genesis_root(genesis, genesis_hash, accumulator.root());
+            store.initialize(&root, &accounts, &accumulator)?;
+            info!("initialised the database from genesis");
+        }
+    }
+    Ok(store)
+}
+
+pub async fn run(home: &Path) -> Result<()> {
+    let config_path = home.join("config.toml");
+    let config = NodeConfig::load(&config_path)
+        .with_context(|| format!("loading {}", config_path.display()))?;
+    let genesis_path = NodeConfig::resolve(home, &config.genesis_file);
+    let genesis = Genesis::load(&genesis_path)
+        .with_context(|| format!("loading {}", genesis_path.display()))?;
+    if genesis.protocol != Protocol::HotStuff {
+        bail!(
+            "protocol {} is not available in this build yet",
+            genesis.protocol
+        );
+    }
+    let genesis_hash = genesis.hash()?;
+    let key_path = NodeConfig::resolve(home, &config.validator_key_file);
+    let keys = ValidatorKeyFile::load(&key_path)
+        .with_context(|| format!("loading {}", key_path.display()))?;
+    let validators = genesis.validator_set()?;
+    let me = validators
+        .index_of_identity(&keys.identity.public())
+        .with_context(|| {
+            format!(
+                "identity key {} is not a validator of this genesis",
+                keys.identity.public()
+            )
+        })?;
+    let bls_key = Arc::new(keys.bls);
+    let identity = keys.identity;
+    let data_dir = NodeConfig::resolve(home, &config.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = Arc::new(open_store(&data_dir.join("db"), &genesis, genesis_hash)?);
+    let head = store.head()?.context("no head after initialisation")?;
+    log_head(&head);
+    let root_qc = if head.height.0 == 0 {
+        None
+    } else {
+        let record = store
+            .committed(head.height)?
+            .context("head block record missing")?;
+        match codec::decode::<CommitProof>(&record.proof)? {
+            CommitProof::HotStuff { qc, .. } => Some(qc),
+        }
+    };
+    let engine_config = EngineConfig {
+        chain_id: genesis.chain_id.clone(),
+        genesis_hash,
+        validators: validators.clone(),
+        own_index: me,
+        bls_key: bls_key.clone(),
+        params: genesis.params.clone(),
+        root: head.header.clone(),
+        root_qc,
+        verifier: Arc::new(CertificateVerifier::new()),
+        fault: FaultInjection::None,
+    };
+    let safety = store.safety()?;
+    let mut engine = HotStuff::recover(engine_config, safety.as_deref(), store.pending_blocks()?)
+        .context("recovering the consensus engine")?;
+
+    let peers: Vec<_> = validators
+        .validators()
+        .iter()
+        .map(|v| (v.identity_key, v.p2p_address.clone()))
+        .collect();
+    let (network, net) = Network::new(&identity, &config.p2p_listen, &peers, me)?;
+    let mempool = Arc::new(Mutex::new(Mempool::new(
+        genesis.chain_id.clone(),
+        config.mempool.clone(),
+        genesis.params.max_batch_transactions as usize,
+    )));
+    let metrics = Arc::new(Metrics::default());
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+    let shared = Arc::new(Shared {
+        chain_id: genesis.chain_id.clone(),
+        protocol: genesis.protocol,
+        me,
+        validators: validators.clone(),
+        store: store.clone(),
+        mempool: mempool.clone(),
+        net: net.clone(),
+        jobs: jobs_tx.clone(),
+        engine: inputs_tx.clone(),
+        metrics: metrics.clone(),
+        status: Mutex::new(engine.status()),
+    });
+
+    let executor = Executor::new(
+        ExecutorConfig {
+            chain_id: genesis.chain_id.clone(),
+            me,
+            validators: validators.len(),
+            max_block_transactions: genesis.params.max_block_transactions as usize,
+            idle_interval: Duration::from_millis(genesis.params.idle_interval_ms),
+        },
+        store.clone(),
+        mempool.clone(),
+        net.clone(),
+        tokio::runtime::Handle::current(),
+        inputs_tx.clone(),
+        jobs_tx.clone(),
+        metrics.clone(),
+    )?;
+    let (fatal_tx, mut fatal) = mpsc::unbounded_channel::<String>();
+    let executor_thread = {
+        let fatal_tx = fatal_tx.clone();
+        std::thread::Builder::new()
+            .name("executor".into())
+            .spawn(move || {
+                if let Err(error) = executor.run(jobs_rx) {
+                    let _ = fatal_tx.send(format!("{error:#}"));
+                }
+            })
+            .context("starting the executor thread")?
+    };
+
+    let network_task = tokio::spawn(network.run(Arc::new(NetHandler {
+        shared: shared.clone(),
+    })));
+    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_listen)
+        .await
+        .with_context(|| format!("binding RPC on {}", config.rpc_listen))?;
+    info!(address = %config.rpc_listen, "RPC listening");
+    let rpc_task = tokio::spawn(crate::rpc::serve(rpc_listener, shared.clone()));
+    let batcher_task = {
+        let shared = shared.clone();
+        let delay = Duration::from_millis(genesis.params.max_batch_delay_ms.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(delay);
+            loop {
+                tick.tick().await;
+                let sealed = shared.mempool().seal();
+                if let Some(batch) = sealed {
+                    shared.publish_batch(batch);
+                }
+                shared
+                    .metrics
+                    .mempool_size
+                    .store(shared.mempool().len() as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .peers
+                    .store(shared.net.connected() as u64, Ordering::Relaxed);
+            }
+        })
+    };
+
+    info!(validator = me, moniker = %config.moniker, chain = %genesis.chain_id, "starting");
+    let mut runtime = Runtime {
+        me,
+        store: store.clone(),
+        net: net.clone(),
+        inputs: inputs_tx.clone(),
+        jobs: jobs_tx.clone(),
+    };
+    runtime.perform(engine.start())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let outcome = loop {
+        tokio::select! {
+            input = inputs.recv() => {
+                let Some(input) = input else { break Ok(()) };
+                let actions = engine.handle(input);
+                if let Err(error) = runtime.perform(actions) {
+                    break Err(error);
+                }
+                let status = engine.status();
+                metrics.view.store(status.view.0, Ordering::Relaxed);
+                metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
+                *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+            }
+            why = fatal.recv() => {
+                break Err(anyhow::anyhow!("executor stopped: {}", why.unwrap_or_default()));
+            }
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break Ok(()) }
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); break Ok(()) }
+        }
+    };
+    rpc_task.abort();
+    batcher_task.abort();
+    network_task.abort();
+    let _ = jobs_tx.send(Job::Stop);
+    let _ = tokio::task::spawn_blocking(move || executor_thread.join()).await;
+    drop(runtime);
+    drop(shared);
+    let _ = rpc_task.await;
+    let _ = network_task.await;
+    let _ = batcher_task.await;
+    if Arc::strong_count(&store) > 1 {
+        warn!("database still referenced at shutdown; relying on its write-ahead log");
+    }
+    drop(store);
+    match &outcome {
+        Ok(()) => info!("stopped cleanly"),
+        Err(error) => error!("stopping: {error:#}"),
+    }
+    outcome
+}
+
+struct Runtime {
+    me: usize,
+    store: Arc<Store>,
+    net: NetHandle,
+    inputs: UnboundedSender<Input>,
+    jobs: Sender<Job>,
+}
+
+impl Runtime {
+    /// Carries out the engine's actions in order. A failed safety write stops the node.
+    fn perform(&mut self, actions: Vec<Action>) -> Result<()> {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => {
+                    if to != self.me {
+                        self.net.send(to, NetRequest::Consensus(message));
+                    }
+                }
+                Action::Broadcast { message } => {
+                    self.net.broadcast(NetRequest::Consensus(message));
+                }
+                Action::SetTimer { timer, duration_ms } => {
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+                        let _ = inputs.send(Input::Timer(timer));
+                    });
+                }
+                Action::PersistSafety { bytes } => self
+                    .store
+                    .put_safety(&bytes)
+                    .context("persisting consensus safety state")?,
+                Action::StoreBlock { hash, bytes } => self
+                    .store
+                    .put_pending_block(&hash, &bytes)
+                    .context("storing a block")?,
+                Action::RequestPayload {
+                    view,
+                    parent,
+                    urgent,
+                } => {
+                    let _ = self.jobs.send(Job::Propose {
+                        view,
+                        parent,
+                        urgent,
+                    });
+                }
+                Action::CheckPayload { header } => {
+                    let _ = self.jobs.send(Job::Check { header });
+                }
+                Action::Commit { header, proof } => {
+                    let _ = self.jobs.send(Job::Commit { header, proof });
+                }
+            }
+        }
+        Ok(())
+    }
+}

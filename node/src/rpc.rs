@@ -1,0 +1,245 @@
+//! The HTTP/JSON RPC (SPEC "RPC") and `/metrics`. Every refusal is a 4xx/5xx with a JSON body
+//! `{"error": "..."}` that names the problem.
+
+use crate::mempool::SubmitError;
+use crate::node::Shared;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use quorate_consensus::CommitProof;
+use quorate_crypto::{Address, Digest};
+use quorate_ledger::{
+    codec, Height, SignedTransaction, StateView, TransactionError, MAX_TRANSACTION_BYTES,
+};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tracing::debug;
+
+/// Request bodies larger than this are refused with 413 before being read further.
+const MAX_BODY_BYTES: usize = 2 * MAX_TRANSACTION_BYTES;
+
+type Shared_ = Arc<Shared>;
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let app = Router::new()
+        .route("/v1/tx", post(submit))
+        .route("/v1/tx/{hash}", get(tx_status))
+        .route("/v1/account/{address}", get(account))
+        .route("/v1/block/{height}", get(block))
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared);
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "RPC server stopped");
+    }
+}
+
+fn submit_error(error: SubmitError) -> ApiError {
+    let status = match &error {
+        SubmitError::Invalid(TransactionError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        SubmitError::Duplicate(_) | SubmitError::AlreadyCommitted(_) => StatusCode::CONFLICT,
+        SubmitError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError(status, error.to_string())
+}
+
+async fn submit(
+    State(shared): State<Shared_>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let reject = |error: ApiError| {
+        shared
+            .metrics
+            .rejected_transactions
+            .fetch_add(1, Ordering::Relaxed);
+        error
+    };
+    let body = body.map_err(|rejection| {
+        reject(ApiError(
+            rejection.status(),
+            format!("request body: {}", rejection.body_text()),
+        ))
+    })?;
+    let tx: SignedTransaction = serde_json::from_slice(&body)
+        .map_err(|error| reject(bad(format!("malformed transaction: {error}"))))?;
+    let id = tx.id();
+    if let Ok(Some(_)) = shared.store.tx(&id) {
+        return Err(reject(submit_error(SubmitError::AlreadyCommitted(id))));
+    }
+    let committed = StateView::account(shared.store.as_ref(), &tx.sender());
+    shared
+        .mempool()
+        .precheck(&tx, &committed)
+        .map_err(|e| reject(submit_error(e)))?;
+    let tx = tokio::task::spawn_blocking(move || tx.verify_signature().map(|()| tx))
+        .await
+        .map_err(internal)?
+        .map_err(|error| reject(submit_error(SubmitError::BadSignature(error.to_string()))))?;
+    let sealed = shared
+        .mempool()
+        .insert(tx)
+        .map_err(|e| reject(submit_error(e)))?;
+    if let Some(batch) = sealed {
+        shared.publish_batch(batch);
+    }
+    debug!(%id, "transaction admitted");
+    Ok(Json(json!({ "hash": id })))
+}
+
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    Digest::from_hex(text).map_err(|error| bad(format!("transaction hash {text:?}: {error}")))
+}
+
+async fn tx_status(
+    State(shared): State<Shared_>,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_digest(&hash)?;
+    if let Some(location) = shared.store.tx(&id).map_err(internal)? {
+        let (result, error) = match &location.receipt {
+            Ok(()) => ("ok", None),
+            Err(failure) => ("failed", Some(failure.to_string())),
+        };
+        return Ok(Json(json!({
+            "hash": id,
+            "status": "committed",
+            "height": location.height.0,
+            "block_hash": location.block_hash,
+            "index": location.index,
+            "result": result,
+            "error": error,
+        })));
+    }
+    let status = if shared.mempool().is_pending(&id) {
+        "pending"
+    } else {
+        "unknown"
+    };
+    Ok(Json(json!({ "hash": id, "status": status })))
+}
+
+async fn account(
+    State(shared): State<Shared_>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let address = Address::from_hex(&address)
+        .map_err(|error| bad(format!("address {address:?}: {error}")))?;
+    let committed = shared.store.account(&address).map_err(internal)?;
+    let next_nonce = shared.mempool().next_nonce(&address, &committed);
+    let height = shared.store.head().map_err(internal)?.map(|h| h.height.0);
+    Ok(Json(json!({
+        "address": address,
+        "balance": committed.balance,
+        "nonce": committed.nonce,
+        "next_nonce": next_nonce,
+        "height": height,
+    })))
+}
+
+async fn block(
+    State(shared): State<Shared_>,
+    Path(height): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let height: u64 = height
+        .parse()
+        .map_err(|_| bad(format!("height {height:?} is not a number")))?;
+    let Some(record) = shared.store.committed(Height(height)).map_err(internal)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no committed block at height {height}"),
+        ));
+    };
+    let hash = record.header.hash().map_err(internal)?;
+    let mut transactions = Vec::new();
+    for digest in &record.batches {
+        let batch = shared
+            .store
+            .batch(digest)
+            .map_err(internal)?
+            .ok_or_else(|| internal(format!("batch {digest} of a committed block is missing")))?;
+        transactions.extend(batch.transactions);
+    }
+    let proof: Option<CommitProof> = if record.proof.is_empty() {
+        None
+    } else {
+        Some(codec::decode(&record.proof).map_err(internal)?)
+    };
+    let transactions: Vec<Value> = transactions
+        .iter()
+        .zip(record.receipts.iter())
+        .map(|(tx, receipt)| {
+            json!({
+                "hash": tx.id(),
+                "transaction": tx,
+                "result": match receipt { Ok(()) => "ok".to_string(), Err(e) => format!("failed: {e}") },
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "height": height,
+        "hash": hash,
+        "header": record.header,
+        "batches": record.batches,
+        "transactions": transactions,
+        "proof": proof,
+    })))
+}
+
+async fn status(State(shared): State<Shared_>) -> Result<Json<Value>, ApiError> {
+    let head = shared
+        .store
+        .head()
+        .map_err(internal)?
+        .ok_or_else(|| internal("no head"))?;
+    let engine = shared
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(Json(json!({
+        "chain_id": shared.chain_id,
+        "protocol": shared.protocol.to_string(),
+        "epoch": head.header.epoch.0,
+        "view": engine.view.0,
+        "height": head.height.0,
+        "head_hash": head.hash,
+        "state_root": head.header.state_root,
+        "leader": engine.leader,
+        "validator_index": shared.me,
+        "validators": shared.validators.len(),
+        "peers": shared.net.connected(),
+        "mempool": shared.mempool().len(),
+        "timeouts": engine.timeouts,
+    })))
+}
+
+async fn metrics(State(shared): State<Shared_>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+}
