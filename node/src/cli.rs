@@ -43,6 +43,43 @@ enum Command {
     /// Ask a node about its chain.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Benchmark: real validators on loopback under a fixed offered load; appends to
+    /// DIR/results.jsonl (one line per protocol × validators × rate).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Protocols, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "hotstuff")]
+    protocol: Vec<Protocol>,
+    /// Validator counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    validators: Vec<usize>,
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Offered rates in transactions per second, comma-separated (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "2000")]
+    rate: Vec<u64>,
+    /// Transaction size in bytes (transfers have one fixed size; other sizes need opaque payloads).
+    #[arg(long)]
+    tx_size: Option<usize>,
+    /// What the load is made of.
+    #[arg(long, value_enum, default_value = "transfers")]
+    payload: crate::bench::Payload,
+    /// Validators crashed (never started) in each run, at most (n-1)/3.
+    #[arg(long, default_value_t = 0)]
+    faulty: usize,
+    /// Output directory (results.jsonl, and runs/ with each run's testnet and logs).
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Funded accounts the load is spread over.
+    #[arg(long, default_value_t = 1000)]
+    accounts: usize,
+    /// Seconds to wait after the load for admitted transactions to commit.
+    #[arg(long, default_value_t = 15)]
+    drain: u64,
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +269,18 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Tx(TxCommand::Transfer(args)) => transfer(args),
         Command::Query(query) => self::query(query),
+        Command::Bench(args) => crate::bench::bench(crate::bench::BenchSpec {
+            protocols: args.protocol,
+            validators: args.validators,
+            duration_s: args.duration,
+            rates: args.rate,
+            tx_size: args.tx_size,
+            payload: args.payload,
+            faulty: args.faulty,
+            out: args.out,
+            accounts: args.accounts,
+            drain_s: args.drain,
+        }),
     }
 }
 

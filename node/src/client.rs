@@ -106,6 +106,123 @@ impl Reply {
     }
 }
 
+/// An HTTP/1.1 connection kept open across requests (the bench load client's; one per node).
+pub struct KeepAlive {
+    host: String,
+    stream: Option<std::io::BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(host: &str) -> Self {
+        KeepAlive {
+            host: host.into(),
+            stream: None,
+        }
+    }
+
+    /// Sends one request and returns (status, body). Reconnects once if the kept connection
+    /// turned out to be closed.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let reused = self.stream.is_some();
+        match self.try_request(method, path, body) {
+            Ok(reply) => Ok(reply),
+            Err(_) if reused => {
+                self.stream = None;
+                self.try_request(method, path, body)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn try_request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        use std::io::BufRead;
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(&self.host)
+                .with_context(|| format!("connecting to {}", self.host))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+            self.stream = Some(std::io::BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().expect("connected above");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let result = (|| {
+            let stream = reader.get_mut();
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body)?;
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .context("malformed HTTP status line")?;
+            let mut length = None;
+            let mut chunked = false;
+            let mut close = false;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    bail!("connection closed in the response head");
+                }
+                let header = line.trim_end().to_ascii_lowercase();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some(value) = header.strip_prefix("content-length:") {
+                    length = Some(value.trim().parse::<u64>().context("content-length")?);
+                } else if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+                    chunked = true;
+                } else if header.starts_with("connection:") && header.contains("close") {
+                    close = true;
+                }
+            }
+            let mut payload = Vec::new();
+            if chunked {
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line)?;
+                    let size =
+                        usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                            .context("malformed chunk size")?;
+                    let mut chunk = vec![0u8; size + 2];
+                    reader.read_exact(&mut chunk)?;
+                    if size == 0 {
+                        break;
+                    }
+                    payload.extend_from_slice(&chunk[..size]);
+                    if payload.len() as u64 > MAX_RESPONSE_BYTES {
+                        bail!("response too large");
+                    }
+                }
+            } else {
+                let length = length.context("response has neither length nor chunks")?;
+                if length > MAX_RESPONSE_BYTES {
+                    bail!("response too large");
+                }
+                payload.resize(length as usize, 0);
+                reader.read_exact(&mut payload)?;
+            }
+            Ok((status, payload, close))
+        })();
+        match result {
+            Ok((status, payload, close)) => {
+                if close {
+                    self.stream = None;
+                }
+                Ok((status, payload))
+            }
+            Err(error) => {
+                self.stream = None;
+                Err(error)
+            }
+        }
+    }
+}
+
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {

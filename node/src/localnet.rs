@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use quorate_genesis::{
-    generate_testnet, ConsensusParams, Genesis, NodeConfig, Protocol, TestnetSpec,
+    generate_testnet, AccountKeyFile, ConsensusParams, Genesis, NodeConfig, Protocol, TestnetSpec,
 };
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -48,29 +48,7 @@ pub fn localnet(
             .with_context(|| format!("node{index} home in {}", dir.display()))?;
         let config = NodeConfig::load(&home.join("config.toml"))?;
         let log_path = home.join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut command = Command::new(&exe);
-        command
-            .arg("run")
-            .arg("--home")
-            .arg(&home)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it makes the child die with this process, so a
-        // killed localnet never leaves validators behind.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        let child = spawn_validator(&exe, &home, &log_path)
             .with_context(|| format!("starting node{index}"))?;
         println!(
             "node{index} rpc=http://{} log={}",
@@ -80,12 +58,18 @@ pub fn localnet(
         children.push((index, child, log_path));
     }
     let first_rpc = NodeConfig::load(&dir.join("node0").join("config.toml"))?.rpc_listen;
+    let accounts_dir = dir.join("accounts");
+    let sender = accounts_dir.join("account-0.json");
+    let recipient = match AccountKeyFile::load(&accounts_dir.join("account-1.json")) {
+        Ok(key) => key.public().address().to_string(),
+        Err(_) => "ADDRESS".into(),
+    };
     println!(
         "localnet of {} validators running; Ctrl-C stops it. Send a first transaction:\n  \
-         quorate tx transfer --key {}/accounts/account-0.json --to $(jq -r .address {}/accounts/account-1.json) --amount 10 --rpc http://{first_rpc} --wait",
+         {} tx transfer --key {} --to {recipient} --amount 10 --rpc http://{first_rpc} --wait",
         children.len(),
-        dir.display(),
-        dir.display()
+        exe.display(),
+        sender.display(),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,13 +98,50 @@ pub fn localnet(
         anyhow::Ok(())
     })?;
     eprintln!("stopping {} validators", children.len());
-    for (_, child, _) in &children {
+    stop_validators(
+        children
+            .into_iter()
+            .map(|(index, child, _)| (index, child))
+            .collect(),
+    );
+    Ok(())
+}
+
+/// Starts `quorate run --home HOME` as a child with its output appended to `log_path`. The child
+/// gets SIGTERM when this process dies, so a killed parent never leaves validators behind.
+pub fn spawn_validator(exe: &Path, home: &Path, log_path: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("run")
+        .arg("--home")
+        .arg(home)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; it makes the child die with this process.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    Ok(command.spawn()?)
+}
+
+/// SIGTERM to every child, then waits up to 10 s for each (killing it after that).
+pub fn stop_validators(children: Vec<(usize, Child)>) {
+    for (_, child) in &children {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
     }
-    for (index, mut child, _) in children {
+    for (index, mut child) in children {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {
@@ -137,5 +158,4 @@ pub fn localnet(
             }
         }
     }
-    Ok(())
 }

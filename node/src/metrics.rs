@@ -104,6 +104,18 @@ impl Metrics {
             "counter",
             get(&self.rejected_transactions),
         );
+        gauge(
+            "quorate_p2p_sent_messages_total",
+            "Messages (requests) sent to other validators.",
+            "counter",
+            crate::wire::SENT_MESSAGES.load(Ordering::Relaxed),
+        );
+        gauge(
+            "quorate_p2p_sent_bytes_total",
+            "Bytes of frames (requests and answers) sent to other validators.",
+            "counter",
+            crate::wire::SENT_BYTES.load(Ordering::Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP quorate_commit_latency_ms Proposal timestamp to local commit.\n# TYPE quorate_commit_latency_ms histogram"

@@ -4,8 +4,8 @@
 use crate::mempool::SubmitError;
 use crate::node::Shared;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,12 +16,17 @@ use quorate_ledger::{
     codec, Height, SignedTransaction, StateView, TransactionError, MAX_TRANSACTION_BYTES,
 };
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::debug;
 
 /// Request bodies larger than this are refused with 413 before being read further.
 const MAX_BODY_BYTES: usize = 2 * MAX_TRANSACTION_BYTES;
+/// Transactions accepted in one `POST /v1/txs`.
+pub const MAX_TXS_PER_REQUEST: usize = 1_000;
+/// Body limit of `POST /v1/txs`.
+const MAX_TXS_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 type Shared_ = Arc<Shared>;
 
@@ -44,6 +49,10 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/v1/tx", post(submit))
+        .route(
+            "/v1/txs",
+            post(submit_many).layer(DefaultBodyLimit::max(MAX_TXS_BODY_BYTES)),
+        )
         .route("/v1/tx/{hash}", get(tx_status))
         .route("/v1/account/{address}", get(account))
         .route("/v1/block/{height}", get(block))
@@ -110,6 +119,103 @@ async fn submit(
     Ok(Json(json!({ "hash": id })))
 }
 
+/// `POST /v1/txs`: up to [`MAX_TXS_PER_REQUEST`] signed transactions as a JSON array, checked
+/// with one ed25519 batch verification. Answers 200 with one result per transaction, in order:
+/// `{"hash": ...}` if admitted, `{"error": ..., "status": CODE}` if not.
+async fn submit_many(
+    State(shared): State<Shared_>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError(
+            rejection.status(),
+            format!("request body: {}", rejection.body_text()),
+        )
+    })?;
+    let txs: Vec<SignedTransaction> = serde_json::from_slice(&body)
+        .map_err(|error| bad(format!("malformed transaction array: {error}")))?;
+    if txs.len() > MAX_TXS_PER_REQUEST {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} transactions in one request; at most {MAX_TXS_PER_REQUEST}",
+                txs.len()
+            ),
+        ));
+    }
+    let mut results: Vec<Option<Result<Digest, ApiError>>> = Vec::with_capacity(txs.len());
+    let mut indices = Vec::new();
+    let mut candidates = Vec::new();
+    for (index, tx) in txs.into_iter().enumerate() {
+        let id = tx.id();
+        let checked = match shared.store.tx(&id) {
+            Ok(Some(_)) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
+            Ok(None) => {
+                let committed = StateView::account(shared.store.as_ref(), &tx.sender());
+                shared
+                    .mempool()
+                    .precheck(&tx, &committed)
+                    .map_err(submit_error)
+            }
+            Err(error) => Err(internal(error)),
+        };
+        match checked {
+            Ok(()) => {
+                results.push(None);
+                indices.push(index);
+                candidates.push(tx);
+            }
+            Err(error) => results.push(Some(Err(error))),
+        }
+    }
+    let (candidates, invalid) = tokio::task::spawn_blocking(move || {
+        let invalid: HashSet<usize> = SignedTransaction::verify_batch(&candidates)
+            .into_iter()
+            .collect();
+        (candidates, invalid)
+    })
+    .await
+    .map_err(internal)?;
+    let mut sealed = Vec::new();
+    {
+        let mut mempool = shared.mempool();
+        for (position, (index, tx)) in indices.into_iter().zip(candidates).enumerate() {
+            let id = tx.id();
+            results[index] = Some(if invalid.contains(&position) {
+                Err(submit_error(SubmitError::BadSignature(
+                    "ed25519 verification failed".into(),
+                )))
+            } else {
+                match mempool.insert(tx) {
+                    Ok(batch) => {
+                        sealed.extend(batch);
+                        Ok(id)
+                    }
+                    Err(error) => Err(submit_error(error)),
+                }
+            });
+        }
+    }
+    for batch in sealed {
+        shared.publish_batch(batch);
+    }
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|result| match result {
+            Some(Ok(id)) => json!({ "hash": id }),
+            Some(Err(ApiError(status, error))) => {
+                shared
+                    .metrics
+                    .rejected_transactions
+                    .fetch_add(1, Ordering::Relaxed);
+                json!({ "error": error, "status": status.as_u16() })
+            }
+            None => json!({ "error": "not processed", "status": 500 }),
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}
+
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     Digest::from_hex(text).map_err(|error| bad(format!("transaction hash {text:?}: {error}")))
 }
@@ -160,10 +266,23 @@ async fn account(
     })))
 }
 
+#[derive(serde::Deserialize)]
+struct BlockQuery {
+    /// `hashes`: list only the transactions' hashes (what a load client needs).
+    txs: Option<String>,
+}
+
 async fn block(
     State(shared): State<Shared_>,
     Path(height): Path<String>,
+    query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| bad(rejection.body_text()))?;
+    let hashes_only = match query.txs.as_deref() {
+        None | Some("full") => false,
+        Some("hashes") => true,
+        Some(other) => return Err(bad(format!("txs={other:?}: expected full or hashes"))),
+    };
     let height: u64 = height
         .parse()
         .map_err(|_| bad(format!("height {height:?} is not a number")))?;
@@ -192,6 +311,9 @@ async fn block(
         .iter()
         .zip(record.receipts.iter())
         .map(|(tx, receipt)| {
+            if hashes_only {
+                return json!(tx.id());
+            }
             json!({
                 "hash": tx.id(),
                 "transaction": tx,

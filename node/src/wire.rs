@@ -10,6 +10,12 @@ use quorate_crypto::Digest;
 use quorate_ledger::{codec, Batch, CommittedBlock};
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests this process sent to peers (for `/metrics` and `quorate bench`).
+pub static SENT_MESSAGES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of frames (requests and answers, with their length prefix) this process sent to peers.
+pub static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The largest frame read or written.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -74,6 +80,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> 
     }
     io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
     io.write_all(bytes).await?;
+    SENT_BYTES.fetch_add(4 + bytes.len() as u64, Ordering::Relaxed);
     io.close().await
 }
 
@@ -113,7 +120,9 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &encode(&request)?).await
+        write_frame(io, &encode(&request)?).await?;
+        SENT_MESSAGES.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn write_response<T>(

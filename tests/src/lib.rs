@@ -53,3 +53,249 @@ pub fn free_port_range(count: u16) -> u16 {
     }
     panic!("no range of {count} free loopback ports found");
 }
+
+/// A testnet of real `quorate run` processes on loopback. Every process is killed when the
+/// cluster is dropped (also when a test fails).
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub base_port: u16,
+    pub validators: usize,
+    children: Vec<Option<std::process::Child>>,
+}
+
+impl Cluster {
+    /// Generates a testnet of `validators` (with `accounts` funded accounts) and starts all.
+    pub fn start(validators: usize, accounts: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base_port = free_port_range(2 * validators as u16);
+        let output = quorate(&[
+            "testnet",
+            "--validators",
+            &validators.to_string(),
+            "--accounts",
+            &accounts.to_string(),
+            "--dir",
+            dir.path().join("net").to_str().expect("utf-8 path"),
+            "--base-port",
+            &base_port.to_string(),
+        ]);
+        assert!(
+            output.status.success(),
+            "testnet: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut cluster = Cluster {
+            dir,
+            base_port,
+            validators,
+            children: (0..validators).map(|_| None).collect(),
+        };
+        for i in 0..validators {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    pub fn net(&self) -> PathBuf {
+        self.dir.path().join("net")
+    }
+
+    pub fn home(&self, i: usize) -> PathBuf {
+        self.net().join(format!("node{i}"))
+    }
+
+    pub fn account_key(&self, j: usize) -> PathBuf {
+        self.net()
+            .join("accounts")
+            .join(format!("account-{j}.json"))
+    }
+
+    /// The address in an account key file.
+    pub fn account_address(&self, j: usize) -> String {
+        let text = std::fs::read_to_string(self.account_key(j)).expect("account key");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("account json");
+        value["address"].as_str().expect("address").to_string()
+    }
+
+    pub fn rpc_port(&self, i: usize) -> u16 {
+        self.base_port + 2 * i as u16 + 1
+    }
+
+    pub fn rpc(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port(i))
+    }
+
+    pub fn p2p_port(&self, i: usize) -> u16 {
+        self.base_port + 2 * i as u16
+    }
+
+    /// Starts (or restarts) validator `i`, appending to its log.
+    pub fn start_node(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "node{i} is running");
+        let log_path = self.home(i).join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let child = Command::new(quorate_binary())
+            .args(["run", "--home", self.home(i).to_str().expect("utf-8")])
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start quorate run");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn stop(&mut self, i: usize) -> bool {
+        let Some(mut child) = self.children[i].take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Whether node `i`'s process is still alive.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match self.children[i].as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The node's log (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.home(i).join("node.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// `quorate query ... --json` against node `i`; `None` if it failed (node down).
+    pub fn query(&self, i: usize, what: &[&str]) -> Option<serde_json::Value> {
+        let rpc = self.rpc(i);
+        let mut args = vec!["query"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["--rpc", &rpc, "--json"]);
+        let output = quorate(&args);
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    pub fn height(&self, i: usize) -> Option<u64> {
+        self.query(i, &["status"])?["height"].as_u64()
+    }
+
+    /// Waits until node `i` has committed `height`; panics with its log after `timeout_s`.
+    pub fn wait_height(&self, i: usize, height: u64, timeout_s: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+        loop {
+            if self.height(i).is_some_and(|h| h >= height) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node{i} did not reach height {height} in {timeout_s} s (at {:?}); log:\n{}",
+                self.height(i),
+                self.log(i)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    pub fn block_hash(&self, i: usize, height: u64) -> Option<String> {
+        let block = self.query(i, &["block", &height.to_string()])?;
+        block["hash"].as_str().map(str::to_string)
+    }
+
+    pub fn balance(&self, i: usize, address: &str) -> Option<u64> {
+        self.query(i, &["account", address])?["balance"].as_u64()
+    }
+
+    /// `quorate tx transfer` from account `from` to `to` through node `via`.
+    pub fn transfer(&self, via: usize, from: usize, to: &str, amount: u64, wait: bool) -> Output {
+        transfer(&self.rpc(via), &self.account_key(from), to, amount, wait)
+    }
+}
+
+/// `quorate tx transfer --key KEY --to TO --amount AMOUNT --rpc RPC [--wait]`.
+pub fn transfer(rpc: &str, key: &std::path::Path, to: &str, amount: u64, wait: bool) -> Output {
+    let amount = amount.to_string();
+    let mut args = vec![
+        "tx",
+        "transfer",
+        "--key",
+        key.to_str().expect("utf-8"),
+        "--to",
+        to,
+        "--amount",
+        &amount,
+        "--rpc",
+        rpc,
+        "--timeout",
+        "60",
+    ];
+    if wait {
+        args.push("--wait");
+    }
+    quorate(&args)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// A raw HTTP/1.1 request to `127.0.0.1:port`; returns the status and body.
+pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    // The server may answer (413) and close before the whole body is written.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
