@@ -14,6 +14,7 @@
 
 mod engine;
 pub mod hotstuff;
+mod proof;
 mod verifier;
 
 #[cfg(feature = "sim")]
@@ -23,4 +24,5 @@ pub use engine::{
     Action, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection, Input, Message,
     PayloadProposal, TimerId, ValidatorIndex,
 };
+pub use proof::{verify_commit_proof, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

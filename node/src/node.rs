@@ -124,6 +124,30 @@ impl Handler for NetHandler {
     }
 }
 
+/// The engine, resumed from persisted safety state and stored blocks, rooted at the ledger's
+/// committed head (with the QC from that block's commit proof).
+fn recover_engine(base: &EngineConfig, store: &Store) -> Result<HotStuff> {
+    let head = store.head()?.context("no head in the database")?;
+    let root_qc = if head.height.0 == 0 {
+        None
+    } else {
+        let record = store
+            .committed(head.height)?
+            .context("head block record missing")?;
+        match codec::decode::<CommitProof>(&record.proof)? {
+            CommitProof::HotStuff { qc, .. } => Some(qc),
+        }
+    };
+    let config = EngineConfig {
+        root: head.header.clone(),
+        root_qc,
+        ..base.clone()
+    };
+    let safety = store.safety()?;
+    HotStuff::recover(config, safety.as_deref(), store.pending_blocks()?)
+        .context("recovering the consensus engine")
+}
+
 /// The genesis block (height 0) every validator starts from.
 pub fn genesis_root(genesis: &Genesis, genesis_hash: Digest, state_root: Digest) -> BlockHeader {
     BlockHeader::genesis(
@@ -211,16 +235,7 @@ pub async fn run(home: &Path) -> Result<()> {
     let store = Arc::new(open_store(&data_dir.join("db"), &genesis, genesis_hash)?);
     let head = store.head()?.context("no head after initialisation")?;
     log_head(&head);
-    let root_qc = if head.height.0 == 0 {
-        None
-    } else {
-        let record = store
-            .committed(head.height)?
-            .context("head block record missing")?;
-        match codec::decode::<CommitProof>(&record.proof)? {
-            CommitProof::HotStuff { qc, .. } => Some(qc),
-        }
-    };
+    let verifier = Arc::new(CertificateVerifier::new());
     let engine_config = EngineConfig {
         chain_id: genesis.chain_id.clone(),
         genesis_hash,
@@ -229,13 +244,11 @@ pub async fn run(home: &Path) -> Result<()> {
         bls_key: bls_key.clone(),
         params: genesis.params.clone(),
         root: head.header.clone(),
-        root_qc,
-        verifier: Arc::new(CertificateVerifier::new()),
+        root_qc: None,
+        verifier: verifier.clone(),
         fault: FaultInjection::None,
     };
-    let safety = store.safety()?;
-    let mut engine = HotStuff::recover(engine_config, safety.as_deref(), store.pending_blocks()?)
-        .context("recovering the consensus engine")?;
+    let mut engine = recover_engine(&engine_config, &store)?;
 
     let peers: Vec<_> = validators
         .validators()
@@ -282,6 +295,13 @@ pub async fn run(home: &Path) -> Result<()> {
         metrics.clone(),
     )?;
     let (fatal_tx, mut fatal) = mpsc::unbounded_channel::<String>();
+    let (restart_tx, mut restart) = mpsc::unbounded_channel::<()>();
+    let sync_task = tokio::spawn(crate::sync::run(
+        shared.clone(),
+        genesis_hash,
+        verifier.clone(),
+        restart_tx,
+    ));
     let executor_thread = {
         let fatal_tx = fatal_tx.clone();
         std::thread::Builder::new()
@@ -349,6 +369,17 @@ pub async fn run(home: &Path) -> Result<()> {
                 metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
                 *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
             }
+            Some(()) = restart.recv() => {
+                match recover_engine(&engine_config, &store) {
+                    Ok(recovered) => {
+                        engine = recovered;
+                        if let Err(error) = runtime.perform(engine.start()) {
+                            break Err(error);
+                        }
+                    }
+                    Err(error) => break Err(error),
+                }
+            }
             why = fatal.recv() => {
                 break Err(anyhow::anyhow!("executor stopped: {}", why.unwrap_or_default()));
             }
@@ -357,6 +388,7 @@ pub async fn run(home: &Path) -> Result<()> {
         }
     };
     rpc_task.abort();
+    sync_task.abort();
     batcher_task.abort();
     network_task.abort();
     let _ = jobs_tx.send(Job::Stop);
@@ -366,6 +398,7 @@ pub async fn run(home: &Path) -> Result<()> {
     let _ = rpc_task.await;
     let _ = network_task.await;
     let _ = batcher_task.await;
+    let _ = sync_task.await;
     if Arc::strong_count(&store) > 1 {
         warn!("database still referenced at shutdown; relying on its write-ahead log");
     }

@@ -66,6 +66,12 @@ pub struct Cluster {
 impl Cluster {
     /// Generates a testnet of `validators` (with `accounts` funded accounts) and starts all.
     pub fn start(validators: usize, accounts: usize) -> Cluster {
+        Cluster::start_with(validators, accounts, &[])
+    }
+
+    /// Like [`Cluster::start`], with genesis consensus parameters overridden, e.g.
+    /// `[("idle_interval_ms", 10)]` (a short idle interval makes an idle chain grow fast).
+    pub fn start_with(validators: usize, accounts: usize, params: &[(&str, u64)]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let base_port = free_port_range(2 * validators as u16);
         let output = quorate(&[
@@ -84,6 +90,16 @@ impl Cluster {
             "testnet: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        if !params.is_empty() {
+            let path = dir.path().join("net").join("genesis.json");
+            let text = std::fs::read_to_string(&path).expect("genesis.json");
+            let mut genesis: serde_json::Value = serde_json::from_str(&text).expect("genesis JSON");
+            for (name, value) in params {
+                assert!(genesis["params"].get(name).is_some(), "no parameter {name}");
+                genesis["params"][name] = serde_json::json!(value);
+            }
+            std::fs::write(&path, genesis.to_string()).expect("writing genesis.json");
+        }
         let mut cluster = Cluster {
             dir,
             base_port,
@@ -185,8 +201,14 @@ impl Cluster {
     }
 
     /// The node's log (for failure messages).
+    /// Node `i`'s whole log (all its runs).
+    pub fn full_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.home(i).join("node.log")).unwrap_or_default()
+    }
+
+    /// The last 40 lines of node `i`'s log.
     pub fn log(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(self.home(i).join("node.log")).unwrap_or_default();
+        let text = self.full_log(i);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

@@ -283,3 +283,43 @@ fn bad_input_is_refused_with_a_clear_error_and_the_node_keeps_running() {
     assert!(metrics.1.contains("quorate_height"));
     assert!(metrics.1.contains("quorate_rejected_transactions_total"));
 }
+
+#[test]
+fn a_validator_behind_by_more_than_peers_keep_in_memory_syncs_the_ledger_and_rejoins() {
+    let _serial = serial();
+    // A short idle interval and view timeout make the chain grow by many blocks a second, even
+    // with one validator down and its views timing out.
+    let mut cluster =
+        Cluster::start_with(4, 2, &[("idle_interval_ms", 10), ("view_timeout_ms", 100)]);
+    cluster.wait_height(0, 2, 60);
+    cluster.kill9(3);
+    let behind = cluster.height(0).unwrap();
+    // Peers' engines keep 256 committed blocks; go past that.
+    let started = Instant::now();
+    cluster.wait_height(0, behind + 300, 240);
+    eprintln!("300 blocks without node3 in {:?}", started.elapsed());
+    let to = cluster.account_address(1);
+    committed_height(&cluster.transfer(0, 0, &to, 9, true));
+    let head = cluster.height(0).unwrap();
+
+    cluster.start_node(3);
+    cluster.wait_height(3, head, 180);
+    for h in [behind, behind + 1, behind + 200, head] {
+        assert_eq!(
+            cluster.block_hash(3, h),
+            cluster.block_hash(0, h),
+            "block {h}"
+        );
+    }
+    assert_eq!(cluster.balance(3, &to), cluster.balance(0, &to));
+    assert!(
+        cluster.full_log(3).contains("sync: caught up"),
+        "node3 did not use ledger sync; log:\n{}",
+        cluster.log(3)
+    );
+    // It rejoined consensus: with node2 down, nodes 0, 1 and 3 are the quorum.
+    cluster.kill9(2);
+    committed_height(&cluster.transfer(1, 0, &to, 1, true));
+    let now = cluster.height(1).unwrap();
+    cluster.wait_height(3, now, 60);
+}

@@ -414,11 +414,13 @@ impl HotStuff {
             grandchild: b2.header.clone(),
             grandchild_qc: qc.clone(),
         };
-        self.commit(b1.justify.data.block, proof);
+        self.commit(&b1.justify, proof);
     }
 
-    /// Commits `hash` and its uncommitted ancestors, oldest first.
-    fn commit(&mut self, hash: Digest, proof: ThreeChain) {
+    /// Commits the block `qc` certifies (b, whose child b' starts `proof`) and its uncommitted
+    /// ancestors, oldest first. Each block's proof carries the QC certifying that very block.
+    fn commit(&mut self, qc: &QuorumCert, proof: ThreeChain) {
+        let hash = qc.data.block;
         let Some(path) = self.tree.uncommitted_path(&hash) else {
             // Only possible if more than f validators are Byzantine.
             warn!(validator = self.me(), %hash, "three-chain commits a block off the committed chain");
@@ -433,7 +435,7 @@ impl HotStuff {
                     Some(child) => (child.justify.clone(), None),
                     None => return,
                 },
-                None => (proof.child_qc.clone(), Some(proof.clone())),
+                None => (qc.clone(), Some(proof.clone())),
             };
             self.emit(Action::Commit {
                 header: block.header.clone(),

@@ -320,3 +320,90 @@ fn safe_node_rule_refuses_a_fork_of_the_lock_unless_justified_by_a_newer_qc() {
     let broken = SafetyRules::new(key, data, FaultInjection::IgnoreLock);
     assert!(broken.safe_to_vote(&fork, false).is_ok());
 }
+
+fn commit_proofs(actions: &[Action]) -> Vec<(BlockHeader, CommitProof)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit { header, proof } => Some((header.clone(), proof.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn emitted_commit_proofs_verify_on_their_own_and_tampering_is_caught() {
+    use crate::{verify_commit_proof, CertificateVerifier, ProofError, ProofStrength};
+    let chain = Chain::new();
+    let config = chain.config(3);
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    // Views 1, 3, 4, 5, 6: b1 is committed as an ancestor, b2 directly.
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let qc1 = chain.qc(h1, &b1);
+    let (h2, b2) = chain.block(3, &qc1, 2);
+    let qc2 = chain.qc(h2, &b2);
+    let (h3, b3) = chain.block(4, &qc2, 3);
+    let qc3 = chain.qc(h3, &b3);
+    let (h4, b4) = chain.block(5, &qc3, 4);
+    let qc4 = chain.qc(h4, &b4);
+    let (_, b5) = chain.block(6, &qc4, 5);
+    deliver(&mut engine, &b1, None);
+    deliver(&mut engine, &b2, Some(chain.tc(2)));
+    deliver(&mut engine, &b3, None);
+    deliver(&mut engine, &b4, None);
+    let proofs = commit_proofs(&deliver(&mut engine, &b5, None));
+    assert_eq!(proofs.len(), 2);
+    let verifier = CertificateVerifier::new();
+    let check = |header: &BlockHeader, proof: &CommitProof| {
+        verify_commit_proof(
+            header,
+            proof,
+            config.genesis_hash,
+            &config.validators,
+            &verifier,
+        )
+    };
+    assert_eq!(
+        check(&proofs[0].0, &proofs[0].1),
+        Ok(ProofStrength::Certified)
+    );
+    assert_eq!(
+        check(&proofs[1].0, &proofs[1].1),
+        Ok(ProofStrength::Committed)
+    );
+    // The proof of b2 does not prove b1, nor a b2 with another state root.
+    assert!(matches!(
+        check(&proofs[0].0, &proofs[1].1),
+        Err(ProofError::WrongBlock { .. })
+    ));
+    let mut altered = proofs[1].0.clone();
+    altered.state_root = quorate_crypto::hash(Domain::StateRoot, b"other");
+    assert!(check(&altered, &proofs[1].1).is_err());
+    // A three-chain whose views are not consecutive, or whose QC lost a signer, fails.
+    let CommitProof::HotStuff { qc, three_chain } = proofs[1].1.clone();
+    let mut chain3 = three_chain.clone().unwrap();
+    chain3.grandchild.view = View(chain3.grandchild.view.0 + 1);
+    assert!(check(
+        &proofs[1].0,
+        &CommitProof::HotStuff {
+            qc: qc.clone(),
+            three_chain: Some(chain3)
+        }
+    )
+    .is_err());
+    let mut weak = three_chain.unwrap();
+    let signer = weak.grandchild_qc.signers.signers().next().unwrap();
+    weak.grandchild_qc.signers.remove(signer);
+    assert!(matches!(
+        check(
+            &proofs[1].0,
+            &CommitProof::HotStuff {
+                qc,
+                three_chain: Some(weak)
+            }
+        ),
+        Err(ProofError::BadCertificate { .. })
+    ));
+}

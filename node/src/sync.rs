@@ -1,0 +1,199 @@
+//! Ledger sync: a validator whose ledger stopped advancing (it was down, or partitioned, for longer
+//! than peers keep blocks in their consensus engines) fetches committed blocks with their commit
+//! proofs from peers, in bounded requests, verifies them and commits them through the executor;
+//! then the engine restarts from the new head and rejoins consensus.
+//!
+//! Nothing a peer sends is trusted: blocks must extend our head hash by hash and height, belong to
+//! our chain and epoch, and carry payload manifests that match their headers; a response is cut
+//! after its last block whose proof verifies the three-chain commit rule (blocks before it are
+//! committed through the hash chain). The executor then re-executes every block and refuses one
+//! whose state root differs, so a lying peer can make us wait, never commit something else.
+
+use crate::executor::Job;
+use crate::node::Shared;
+use crate::wire::{NetRequest, NetResponse, MAX_BLOCKS_PER_REQUEST};
+use quorate_consensus::{verify_commit_proof, CertificateVerifier, CommitProof, ProofStrength};
+use quorate_crypto::Digest;
+use quorate_ledger::{codec, Block, BlockHeader, CommittedBlock, Height};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+/// How long the ledger must stand still before peers are asked for blocks.
+const STALL: Duration = Duration::from_secs(3);
+/// How long one fetched range may take to be executed and committed.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Blocks of one response that are proven committed on top of `head`, in order.
+fn verified_prefix(
+    blocks: Vec<CommittedBlock>,
+    head_height: Height,
+    head_hash: Digest,
+    shared: &Shared,
+    genesis_hash: Digest,
+    verifier: &CertificateVerifier,
+) -> Result<Vec<(BlockHeader, CommitProof, Vec<Digest>)>, String> {
+    let mut expected_parent = head_hash;
+    let mut expected_height = head_height.next();
+    let mut checked = Vec::new();
+    let mut proven = 0;
+    for block in blocks.into_iter().take(MAX_BLOCKS_PER_REQUEST as usize) {
+        let header = block.header;
+        if header.height != expected_height || header.parent != expected_parent {
+            return Err(format!(
+                "block at height {} does not extend height {} ({})",
+                header.height, head_height, expected_parent
+            ));
+        }
+        if header.chain_id != shared.chain_id || header.genesis_hash != genesis_hash {
+            return Err(format!("block {} is of another chain", header.height));
+        }
+        if Block::payload_digest_of(&block.batches) != header.payload_digest {
+            return Err(format!(
+                "block {}'s batch list does not match its payload digest",
+                header.height
+            ));
+        }
+        let proof: CommitProof = codec::decode(&block.proof)
+            .map_err(|e| format!("block {}'s proof: {e}", header.height))?;
+        match verify_commit_proof(&header, &proof, genesis_hash, &shared.validators, verifier) {
+            Ok(ProofStrength::Committed) => proven = checked.len() + 1,
+            Ok(ProofStrength::Certified) => {}
+            Err(error) => return Err(format!("block {}: {error}", header.height)),
+        }
+        expected_parent = header
+            .hash()
+            .map_err(|e| format!("block {}: {e}", header.height))?;
+        expected_height = header.height.next();
+        checked.push((header, proof, block.batches));
+    }
+    checked.truncate(proven);
+    Ok(checked)
+}
+
+/// Runs until the node stops. `restart_engine` asks the runtime to rebuild the engine from the
+/// ledger's head once a sync brought it forward.
+pub async fn run(
+    shared: Arc<Shared>,
+    genesis_hash: Digest,
+    verifier: Arc<CertificateVerifier>,
+    restart_engine: UnboundedSender<()>,
+) {
+    let n = shared.validators.len();
+    let me = shared.me;
+    let mut cursor = me;
+    let mut last_height = Height(0);
+    let mut last_progress = Instant::now();
+    let mut synced = 0u64;
+    // Set while peers have more: the next request goes out at once.
+    let mut eager = false;
+    loop {
+        let Ok(Some(head)) = shared.store.head() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if head.height > last_height {
+            last_height = head.height;
+            last_progress = Instant::now();
+        }
+        if n < 2 || (!eager && last_progress.elapsed() < STALL) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        eager = false;
+        // Ask each other validator in turn until one gives proven blocks.
+        let mut applied = false;
+        let mut more = false;
+        for _ in 0..n - 1 {
+            cursor = (cursor + 1) % n;
+            if cursor == me {
+                cursor = (cursor + 1) % n;
+            }
+            let peer = cursor;
+            let request = NetRequest::GetCommitted {
+                from: head.height.0 + 1,
+                count: MAX_BLOCKS_PER_REQUEST,
+            };
+            let Some(NetResponse::Committed(blocks)) = shared.net.request(peer, request).await
+            else {
+                continue;
+            };
+            if blocks.is_empty() {
+                continue;
+            }
+            let full = blocks.len() as u64 >= MAX_BLOCKS_PER_REQUEST;
+            let (shared2, verifier2) = (shared.clone(), verifier.clone());
+            let (head_height, head_hash) = (head.height, head.hash);
+            let verdict = tokio::task::spawn_blocking(move || {
+                verified_prefix(
+                    blocks,
+                    head_height,
+                    head_hash,
+                    &shared2,
+                    genesis_hash,
+                    &verifier2,
+                )
+            })
+            .await;
+            let proven = match verdict {
+                Ok(Ok(proven)) if !proven.is_empty() => proven,
+                Ok(Ok(_)) => continue,
+                Ok(Err(why)) => {
+                    warn!(peer, "sync: refusing blocks: {why}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let target = proven
+                .last()
+                .map(|(h, _, _)| h.height)
+                .unwrap_or(head.height);
+            info!(
+                peer,
+                from = head.height.0 + 1,
+                to = target.0,
+                "sync: applying committed blocks"
+            );
+            for (header, proof, batches) in proven {
+                if let Err(error) = shared.store.put_manifest(&header.payload_digest, &batches) {
+                    warn!(%error, "sync: storing a manifest");
+                }
+                let _ = shared.jobs.send(Job::Commit { header, proof });
+            }
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            while Instant::now() < deadline {
+                match shared.store.head() {
+                    Ok(Some(now)) if now.height >= target => break,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            if let Ok(Some(now)) = shared.store.head() {
+                if now.height > head.height {
+                    synced += now.height.0 - head.height.0;
+                    applied = true;
+                    more = full;
+                }
+            }
+            break;
+        }
+        if applied && more {
+            // Keep going at once while peers have more.
+            eager = true;
+            continue;
+        }
+        if synced > 0 {
+            // Within one request of the peers' committed head: the engine, still rooted where
+            // the ledger was, restarts from the new head and catches the rest by consensus.
+            info!(
+                blocks = synced,
+                height = shared.store.head().ok().flatten().map(|h| h.height.0),
+                "sync: caught up; restarting consensus from the ledger's head"
+            );
+            synced = 0;
+            let _ = restart_engine.send(());
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
