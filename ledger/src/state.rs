@@ -101,8 +101,9 @@ impl StateAccumulator {
 }
 
 /// Why a transaction in a committed block did not apply. Every node reaches the same verdict.
+/// (Externally tagged: the canonical encoding cannot decode internally tagged enums.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "reason")]
+#[serde(rename_all = "snake_case")]
 pub enum TxFailure {
     /// The nonce is not the sender's next one (stale, replayed, or ahead of a gap).
     BadNonce {
@@ -268,6 +269,27 @@ mod tests {
         }
         .sign(key)
         .unwrap()
+    }
+
+    #[test]
+    fn every_failure_round_trips_through_the_canonical_encoding() {
+        let failures = vec![
+            Ok(()),
+            Err(TxFailure::BadNonce {
+                expected: 3,
+                actual: 7,
+            }),
+            Err(TxFailure::InsufficientBalance {
+                balance: 1,
+                amount: 2,
+            }),
+            Err(TxFailure::Overflow),
+            Err(TxFailure::WrongChain),
+            Err(TxFailure::ZeroAmount),
+        ];
+        let bytes = crate::codec::encode(&failures).unwrap();
+        let back: Vec<Result<(), TxFailure>> = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back, failures);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! (the client follows the first live node's blocks). Throughput counts transactions seen
 //! committed inside the load window. CPU is each node's user+system time over the window (from
 //! /proc), RSS its peak resident set; messages and bytes are the nodes' own p2p counters
-//! (`/metrics`) over the window, divided by the blocks committed in it.
+//! (`/metrics`) over the window, divided by the blocks committed in it. Each run directory gets
+//! `latencies.csv` (submit time and latency of every committed transaction).
 
 use crate::client::KeepAlive;
 use crate::localnet::{spawn_validator, stop_validators};
@@ -55,6 +56,8 @@ pub struct BenchSpec {
 
 const TICK: Duration = Duration::from_millis(10);
 const NOT_YET: u64 = u64::MAX;
+/// Committed, but recorded as failed (it did not apply).
+const FAILED: u64 = u64::MAX - 1;
 
 pub fn bench(spec: BenchSpec) -> Result<()> {
     if spec.payload == Payload::Opaque {
@@ -262,7 +265,7 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
             rpc: config.rpc_listen,
         });
     }
-    let outcome = measure(spec, &nodes, &signed, rate, tx_size);
+    let outcome = measure(spec, &nodes, &signed, rate, tx_size, &dir);
     stop_validators(nodes.into_iter().map(|n| (n.index, n.child)).collect());
     let mut result = outcome?;
     result["protocol"] = json!(protocol.to_string());
@@ -324,6 +327,7 @@ fn measure(
     signed: &[(SignedTransaction, String)],
     rate: u64,
     tx_size: usize,
+    dir: &Path,
 ) -> Result<Value> {
     // Wait for every live node to have committed a block (connected, leader rotation running).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -349,6 +353,7 @@ fn measure(
     let committed: Arc<Vec<AtomicU64>> =
         Arc::new((0..total).map(|_| AtomicU64::new(NOT_YET)).collect());
     let rejected = Arc::new(AtomicU64::new(0));
+    let failed_tx = AtomicU64::new(0);
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let stop_observer = Arc::new(AtomicBool::new(false));
     let start_height = height(&nodes[0].rpc).context("node0 status")?;
@@ -361,6 +366,7 @@ fn measure(
         let observer = {
             let committed = committed.clone();
             let stop = stop_observer.clone();
+            let failed_tx = &failed_tx;
             let index = &index;
             let rpc = nodes[0].rpc.clone();
             scope.spawn(move || -> Result<(u64, u64)> {
@@ -388,9 +394,21 @@ fn measure(
                     if now <= window.as_micros() as u64 {
                         window_blocks += 1;
                     }
-                    for hash in block["transactions"].as_array().into_iter().flatten() {
+                    let failed: std::collections::HashSet<u64> = block["failed"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64)
+                        .collect();
+                    let hashes = block["transactions"].as_array().into_iter().flatten();
+                    for (position, hash) in hashes.enumerate() {
                         if let Some(&k) = hash.as_str().and_then(|h| index.get(h)) {
-                            committed[k].store(now, Ordering::Relaxed);
+                            if failed.contains(&(position as u64)) {
+                                failed_tx.fetch_add(1, Ordering::Relaxed);
+                                committed[k].store(FAILED, Ordering::Relaxed);
+                            } else {
+                                committed[k].store(now, Ordering::Relaxed);
+                            }
                         }
                     }
                     last_height = next;
@@ -514,6 +532,8 @@ fn measure(
 
         let window_us = window.as_micros() as u64;
         let mut latencies_ms = Vec::new();
+        // Per committed transaction: when it was sent and how long it took (for plots).
+        let mut trace = String::from("submit_ms,latency_ms\n");
         let mut in_window = 0u64;
         let mut admitted = 0u64;
         for k in 0..total {
@@ -523,15 +543,17 @@ fn measure(
             }
             admitted += 1;
             let c = committed[k].load(Ordering::Relaxed);
-            if c == NOT_YET {
+            if c == NOT_YET || c == FAILED {
                 continue;
             }
             latencies_ms.push(c.saturating_sub(s) / 1000);
+            trace.push_str(&format!("{},{}\n", s / 1000, c.saturating_sub(s) / 1000));
             if c <= window_us {
                 in_window += 1;
             }
         }
         latencies_ms.sort_unstable();
+        std::fs::write(dir.join("latencies.csv"), trace)?;
         let clock_ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let live = nodes.len() as f64;
         let cpu_s: f64 = before
@@ -574,6 +596,7 @@ fn measure(
             "rejected_tx": rejected.load(Ordering::Relaxed),
             "first_rejection": *first_error.lock().unwrap_or_else(|p| p.into_inner()),
             "committed_tx": latencies_ms.len(),
+            "failed_tx": failed_tx.load(Ordering::Relaxed),
             "committed_in_window_tx": in_window,
             "tps": round(in_window as f64 / spec.duration_s as f64),
             "latency_p50_ms": percentile(&latencies_ms, 50.0),

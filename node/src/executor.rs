@@ -111,6 +111,9 @@ pub struct Executor {
 }
 
 /// Account reads through a chain of speculative blocks down to committed state.
+/// How long a proposal holds back a batch whose nonces are ahead of their senders' next ones.
+const NONCE_GAP_PATIENCE: Duration = Duration::from_secs(2);
+
 struct ChainView<'a> {
     store: &'a Store,
     chain: Vec<Arc<Speculative>>,
@@ -445,7 +448,10 @@ impl Executor {
         };
         match parent_outcome {
             Outcome::Done(()) => {}
-            Outcome::Missing => return Ok(()),
+            Outcome::Missing => {
+                debug!(%view, parent = %parent_hash, "proposal waits for its parent's data");
+                return Ok(());
+            }
             Outcome::Invalid(why) => {
                 warn!(%view, "cannot build on the parent: {why}");
                 self.proposal = None;
@@ -460,11 +466,20 @@ impl Executor {
             .iter()
             .flat_map(|b| b.batches.iter().copied())
             .collect();
+        let parent_state = ChainView {
+            store: &self.store,
+            chain: chain.clone(),
+        };
         let digests = self
             .mempool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .propose(&exclude, self.config.max_block_transactions);
+            .propose(
+                &exclude,
+                self.config.max_block_transactions,
+                |address| parent_state.account(address).nonce,
+                NONCE_GAP_PATIENCE,
+            );
         let mut batches = Vec::with_capacity(digests.len());
         let mut included = Vec::with_capacity(digests.len());
         for digest in digests {
@@ -488,6 +503,7 @@ impl Executor {
             batches.iter().flat_map(|b| b.transactions.iter()),
         );
         let payload_digest = Block::payload_digest_of(&included);
+        debug!(%view, batches = included.len(), "proposing");
         if !included.is_empty() {
             self.store.put_manifest(&payload_digest, &included)?;
             self.net.broadcast(NetRequest::Manifest {

@@ -10,6 +10,7 @@ use quorate_crypto::{Address, Digest};
 use quorate_genesis::MempoolConfig;
 use quorate_ledger::{Account, Batch, SignedTransaction, TransactionError};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -37,6 +38,10 @@ pub enum SubmitError {
 struct ReadyBatch {
     digest: Digest,
     transactions: Vec<Digest>,
+    /// (sender, nonce) of each transaction, in order: what a proposal needs to keep every
+    /// sender's nonces in sequence across batches.
+    nonces: Vec<(Address, u64)>,
+    since: Instant,
 }
 
 pub struct Mempool {
@@ -173,6 +178,12 @@ impl Mempool {
         self.ready.push_back(ReadyBatch {
             digest,
             transactions: ids,
+            nonces: batch
+                .transactions
+                .iter()
+                .map(|t| (t.sender(), t.transaction().nonce))
+                .collect(),
+            since: Instant::now(),
         });
     }
 
@@ -182,20 +193,61 @@ impl Mempool {
 
     /// Batches for a new block, oldest first, skipping `exclude` (already in the chain being
     /// extended), up to `max_transactions` transactions in all.
-    pub fn propose(&self, exclude: &HashSet<Digest>, max_transactions: usize) -> Vec<Digest> {
+    ///
+    /// Batches reach a validator out of order (peers' batches are verified concurrently), and a
+    /// sender's consecutive transactions may sit in different batches. A batch holding a
+    /// transaction whose nonce is ahead of the sender's next one (given `nonce_of`, the nonces
+    /// at the parent block, and the batches chosen before it) is held back while it waits for the
+    /// batch with the missing nonce, for at most `patience`; after that it goes in anyway, and
+    /// its gapped transactions fail as they would.
+    pub fn propose(
+        &self,
+        exclude: &HashSet<Digest>,
+        max_transactions: usize,
+        nonce_of: impl Fn(&Address) -> u64,
+        patience: Duration,
+    ) -> Vec<Digest> {
         let mut out = Vec::new();
         let mut count = 0;
-        for batch in &self.ready {
-            if exclude.contains(&batch.digest) {
-                continue;
+        let mut next: HashMap<Address, u64> = HashMap::new();
+        let mut taken = vec![false; self.ready.len()];
+        loop {
+            let mut progress = false;
+            for (i, batch) in self.ready.iter().enumerate() {
+                if taken[i] || exclude.contains(&batch.digest) {
+                    continue;
+                }
+                let mut trial: HashMap<Address, u64> = HashMap::new();
+                let mut in_sequence = true;
+                for (sender, nonce) in &batch.nonces {
+                    let expected = match trial.get(sender).or_else(|| next.get(sender)) {
+                        Some(n) => *n,
+                        None => nonce_of(sender),
+                    };
+                    if *nonce > expected {
+                        in_sequence = false;
+                        break;
+                    }
+                    trial.insert(*sender, expected.max(nonce + 1));
+                }
+                if !in_sequence && batch.since.elapsed() < patience {
+                    continue;
+                }
+                if count + batch.transactions.len() > max_transactions && !out.is_empty() {
+                    return out;
+                }
+                if in_sequence {
+                    next.extend(trial);
+                }
+                count += batch.transactions.len();
+                out.push(batch.digest);
+                taken[i] = true;
+                progress = true;
             }
-            if count + batch.transactions.len() > max_transactions && !out.is_empty() {
-                break;
+            if !progress {
+                return out;
             }
-            count += batch.transactions.len();
-            out.push(batch.digest);
         }
-        out
     }
 
     /// A block referring to `batches` committed: they leave the mempool.
@@ -280,10 +332,48 @@ mod tests {
             pool.precheck(&tx(&key, 8), &committed),
             Err(SubmitError::Full(3))
         ));
-        assert_eq!(pool.propose(&HashSet::new(), 100), vec![batch.digest()]);
+        assert_eq!(
+            pool.propose(&HashSet::new(), 100, |_| 0, Duration::ZERO),
+            vec![batch.digest()]
+        );
         pool.on_commit(&[batch.digest()]);
         assert_eq!(pool.len(), 1);
         assert!(!pool.is_pending(&tx(&key, 5).id()));
         pool.precheck(&tx(&key, 8), &committed).unwrap();
+    }
+
+    #[test]
+    fn proposals_keep_each_senders_nonces_in_sequence_across_batches() {
+        let key = SigningKey::from_seed_insecure(2);
+        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 2);
+        let early = Batch {
+            transactions: vec![tx(&key, 0), tx(&key, 1)],
+        };
+        let late = Batch {
+            transactions: vec![tx(&key, 2), tx(&key, 3)],
+        };
+        let gapped = Batch {
+            transactions: vec![tx(&key, 9)],
+        };
+        // They become ready out of order.
+        pool.add_ready(gapped.digest(), &gapped);
+        pool.add_ready(late.digest(), &late);
+        pool.add_ready(early.digest(), &early);
+        let patient = Duration::from_secs(3600);
+        assert_eq!(
+            pool.propose(&HashSet::new(), 100, |_| 0, patient),
+            vec![early.digest(), late.digest()]
+        );
+        // With nonces 0..=1 already in the chain, the later batch alone is in sequence.
+        let exclude: HashSet<Digest> = [early.digest()].into();
+        assert_eq!(
+            pool.propose(&exclude, 100, |_| 2, patient),
+            vec![late.digest()]
+        );
+        // Past its patience a gapped batch goes in anyway (its transaction will fail).
+        assert_eq!(
+            pool.propose(&HashSet::new(), 100, |_| 0, Duration::ZERO),
+            vec![gapped.digest(), late.digest(), early.digest()]
+        );
     }
 }

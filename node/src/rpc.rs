@@ -321,12 +321,20 @@ async fn block(
             })
         })
         .collect();
+    let failed: Vec<usize> = record
+        .receipts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
     Ok(Json(json!({
         "height": height,
         "hash": hash,
         "header": record.header,
         "batches": record.batches,
         "transactions": transactions,
+        "failed": failed,
         "proof": proof,
     })))
 }

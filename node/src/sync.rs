@@ -22,6 +22,10 @@ use tracing::{info, warn};
 
 /// How long the ledger must stand still before peers are asked for blocks.
 const STALL: Duration = Duration::from_secs(3);
+/// How far behind a peer's ledger this one must be for ledger sync to take over. Closer than
+/// that, the engine catches up by itself (peers' engines keep 256 committed blocks), and the
+/// engine is left alone.
+const SYNC_LAG: u64 = 128;
 /// How long one fetched range may take to be executed and committed.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -101,7 +105,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        eager = false;
+        let eager_round = std::mem::take(&mut eager);
         // Ask each other validator in turn until one gives proven blocks.
         let mut applied = false;
         let mut more = false;
@@ -111,6 +115,17 @@ pub async fn run(
                 cursor = (cursor + 1) % n;
             }
             let peer = cursor;
+            if !eager_round {
+                // Is this peer's ledger far enough ahead? One block at our head + SYNC_LAG says.
+                let probe = NetRequest::GetCommitted {
+                    from: head.height.0 + SYNC_LAG,
+                    count: 1,
+                };
+                match shared.net.request(peer, probe).await {
+                    Some(NetResponse::Committed(blocks)) if !blocks.is_empty() => {}
+                    _ => continue,
+                }
+            }
             let request = NetRequest::GetCommitted {
                 from: head.height.0 + 1,
                 count: MAX_BLOCKS_PER_REQUEST,

@@ -304,6 +304,12 @@ impl HotStuff {
         if self.leader(view) != self.me() || self.requested_payload_view >= Some(view) {
             return;
         }
+        // A view this validator already voted or timed out in is over for it; after a restart
+        // this also keeps it from proposing a second block in a view it had proposed in (and,
+        // as leaders do, voted in).
+        if self.safety.data().last_voted_view >= view {
+            return;
+        }
         let high_qc = self.safety.data().high_qc.clone();
         let entered_by_qc = high_qc.data.view.next() == view;
         let entered_by_tc = self
