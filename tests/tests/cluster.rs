@@ -323,3 +323,74 @@ fn a_validator_behind_by_more_than_peers_keep_in_memory_syncs_the_ledger_and_rej
     let now = cluster.height(1).unwrap();
     cluster.wait_height(3, now, 60);
 }
+
+#[test]
+fn bench_writes_a_results_line_with_every_spec_field_from_real_validators() {
+    let _serial = serial();
+    let out = tempfile::tempdir().unwrap();
+    let output = quorate_tests::quorate(&[
+        "bench",
+        "--validators",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "3",
+        "--accounts",
+        "20",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    for field in [
+        "protocol",
+        "validators",
+        "faulty",
+        "offered_tps",
+        "tx_size",
+        "duration_s",
+        "committed_tx",
+        "tps",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "blocks",
+        "msgs_per_block",
+        "bytes_per_block",
+        "cpu_s_per_node",
+        "rss_mb_per_node",
+        "payload",
+        "git_rev",
+    ] {
+        assert!(result.get(field).is_some(), "no {field} in {result}");
+    }
+    assert_eq!(result["protocol"], "hotstuff");
+    assert_eq!(result["validators"], 4);
+    assert_eq!(result["offered_tps"], 200);
+    // Everything offered was admitted and committed, none failed.
+    assert_eq!(result["committed_tx"], 600, "{result}");
+    assert_eq!(result["failed_tx"], 0);
+    assert!(result["blocks"].as_u64().unwrap() > 0);
+    assert!(
+        result["latency_p99_ms"].as_u64().unwrap() >= result["latency_p50_ms"].as_u64().unwrap()
+    );
+    assert!(result["msgs_per_block"].as_f64().unwrap() > 0.0);
+    assert!(result["rss_mb_per_node"].as_f64().unwrap() > 1.0);
+    // A request the harness cannot serve is refused with a reason, not faked.
+    let refused = quorate_tests::quorate(&[
+        "bench",
+        "--protocol",
+        "pbft",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PBFT"));
+}
