@@ -24,5 +24,5 @@ pub use engine::{
     Action, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection, Input, Message,
     PayloadProposal, TimerId, ValidatorIndex,
 };
-pub use proof::{verify_commit_proof, ProofError, ProofStrength};
+pub use proof::{verify_commit_proof, CommitProofChecker, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

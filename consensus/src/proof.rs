@@ -154,3 +154,32 @@ fn check_qc(
             reason: e.to_string(),
         })
 }
+
+/// The auditor's certificate check for HotStuff chains (`quorate_ledger::audit::ProofCheck`).
+pub struct CommitProofChecker {
+    pub genesis_hash: Digest,
+    pub validators: ValidatorSet,
+    pub verifier: CertificateVerifier,
+}
+
+impl quorate_ledger::audit::ProofCheck for CommitProofChecker {
+    fn check(
+        &self,
+        header: &BlockHeader,
+        proof: &[u8],
+    ) -> Result<quorate_ledger::audit::Certified, String> {
+        let proof: CommitProof = quorate_ledger::codec::decode(proof)
+            .map_err(|e| format!("commit proof does not decode: {e}"))?;
+        match verify_commit_proof(
+            header,
+            &proof,
+            self.genesis_hash,
+            &self.validators,
+            &self.verifier,
+        ) {
+            Ok(ProofStrength::Committed) => Ok(quorate_ledger::audit::Certified::Committed),
+            Ok(ProofStrength::Certified) => Ok(quorate_ledger::audit::Certified::Certified),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}

@@ -337,6 +337,49 @@ impl Store {
     }
 }
 
+/// Writes that bypass every check, for tests that show the auditor catches a tampered database.
+/// Nothing in a node calls them.
+#[doc(hidden)]
+impl Store {
+    pub fn overwrite_committed_unchecked(&self, record: &CommittedBlock) -> Result<(), StoreError> {
+        self.db.put_cf(
+            self.cf(CF_BLOCKS)?,
+            record.header.height.0.to_be_bytes(),
+            codec::encode(record)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_committed_unchecked(&self, height: Height) -> Result<(), StoreError> {
+        self.db
+            .delete_cf(self.cf(CF_BLOCKS)?, height.0.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+impl crate::audit::ChainSource for Store {
+    fn head_height(&self) -> Result<u64, String> {
+        Ok(self
+            .head()
+            .map_err(|e| e.to_string())?
+            .map_or(0, |h| h.height.0))
+    }
+
+    fn block(&self, height: u64) -> Result<Option<(CommittedBlock, Vec<Batch>)>, String> {
+        let Some(record) = self.committed(Height(height)).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let mut batches = Vec::with_capacity(record.batches.len());
+        for digest in &record.batches {
+            match self.batch(digest).map_err(|e| e.to_string())? {
+                Some(batch) => batches.push(batch),
+                None => return Err(format!("batch {digest} of block {height} is not stored")),
+            }
+        }
+        Ok(Some((record, batches)))
+    }
+}
+
 impl StateView for Store {
     /// Committed state. A read error is a broken disk: the node cannot go on safely.
     fn account(&self, address: &Address) -> Account {

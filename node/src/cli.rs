@@ -43,9 +43,29 @@ enum Command {
     /// Ask a node about its chain.
     #[command(subcommand)]
     Query(QueryCommand),
+    /// Verify a chain from genesis, trusting only the genesis file; exit 1 naming the first
+    /// height and check that fails.
+    Audit(AuditArgs),
     /// Benchmark: real validators on loopback under a fixed offered load; appends to
     /// DIR/results.jsonl (one line per protocol × validators × rate).
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// A validator's home directory: its database is read read-only (fine beside a running node).
+    #[arg(long, conflicts_with = "rpc")]
+    home: Option<PathBuf>,
+    /// A node's RPC URL (not built yet).
+    #[arg(long)]
+    rpc: Option<String>,
+    /// The genesis file to trust (default: the one the home's config names).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// One JSON object: ok, blocks, transactions, epochs, head_height, head_hash, state_root, or
+    /// failed_height and check.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +289,18 @@ pub fn run(cli: Cli) -> Result<()> {
         ),
         Command::Tx(TxCommand::Transfer(args)) => transfer(args),
         Command::Query(query) => self::query(query),
+        Command::Audit(args) => {
+            let ok = crate::audit::run(crate::audit::AuditArgs {
+                home: args.home.as_deref(),
+                rpc: args.rpc.as_deref(),
+                genesis: args.genesis.as_deref(),
+                json: args.json,
+            })?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Bench(args) => crate::bench::bench(crate::bench::BenchSpec {
             protocols: args.protocol,
             validators: args.validators,

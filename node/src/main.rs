@@ -1,5 +1,6 @@
 //! `quorate`: the Quorate validator node and its command-line tools.
 
+mod audit;
 mod bench;
 mod cli;
 mod client;

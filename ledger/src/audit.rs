@@ -1,0 +1,244 @@
+//! The auditor's verifier: checks a chain from genesis to head trusting nothing but the genesis
+//! (SPEC "Audit"). The chain comes from any [`ChainSource`] (a node's database, or blocks
+//! downloaded from a node that is not trusted); certificates are checked by a [`ProofCheck`] the
+//! consensus crate provides, so this verifier serves every protocol.
+//!
+//! For each height, in order: the block is there; its height and parent hash link to the block
+//! before; it names the chain and genesis; its batches are the ones its header commits to; every
+//! transaction's signature verifies (one ed25519 batch verification per block) and names the
+//! chain; re-executing the block from the audited state gives the stored receipts (nonces and
+//! balances) and the header's state root; its certificate verifies. A block whose certificate
+//! proves the commit rule directly covers itself and, through the hash chain, every block before
+//! it; the head must be covered. The first failure stops the audit with its height and check.
+
+use crate::state::{execute, StateAccumulator, StateView};
+use crate::store::CommittedBlock;
+use crate::{Account, Batch, Block, BlockHeader, Height, SignedTransaction};
+use quorate_crypto::{Address, Digest};
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// What a certificate proves about its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Certified {
+    /// The block is committed by the protocol's commit rule (e.g. a HotStuff three-chain).
+    Committed,
+    /// The block is certified; a later committed block's hash chain must cover it.
+    Certified,
+}
+
+/// Checks a block's stored commit proof (protocol-specific; provided by the consensus crate).
+pub trait ProofCheck {
+    fn check(&self, header: &BlockHeader, proof: &[u8]) -> Result<Certified, String>;
+}
+
+/// Where the audited blocks come from.
+pub trait ChainSource {
+    /// The height of the newest block the source claims to have.
+    fn head_height(&self) -> Result<u64, String>;
+    /// The committed block at `height` and its batches (in the block's order), if the source
+    /// has it. A source returns what it holds; the verifier checks it.
+    fn block(&self, height: u64) -> Result<Option<(CommittedBlock, Vec<Batch>)>, String>;
+}
+
+/// The trusted starting point: what the genesis file says.
+pub struct AuditGenesis {
+    pub chain_id: String,
+    pub genesis_hash: Digest,
+    /// The height-0 block every validator starts from.
+    pub root: BlockHeader,
+    pub accounts: Vec<(Address, Account)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditReport {
+    pub blocks: u64,
+    pub transactions: u64,
+    pub failed_transactions: u64,
+    pub head_height: u64,
+    pub head_hash: Digest,
+    pub state_root: Digest,
+}
+
+/// The first check that failed, and where.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("height {height}: {check}: {detail}")]
+pub struct AuditFailure {
+    pub height: u64,
+    /// A stable name: `source`, `missing_block`, `height`, `parent_hash`, `chain`, `payload`,
+    /// `tx_signature`, `tx_chain_id`, `receipts`, `state_root`, `certificate`, `commit_rule`.
+    pub check: &'static str,
+    pub detail: String,
+}
+
+fn fail(height: u64, check: &'static str, detail: impl Into<String>) -> AuditFailure {
+    AuditFailure {
+        height,
+        check,
+        detail: detail.into(),
+    }
+}
+
+/// Account state as audited so far (every account the genesis or a block touched).
+struct AuditState(HashMap<Address, Account>);
+
+impl StateView for AuditState {
+    fn account(&self, address: &Address) -> Account {
+        self.0.get(address).copied().unwrap_or_default()
+    }
+}
+
+/// Audits heights 1..=head of `source`. `progress(height, head)` is called after each block.
+pub fn audit(
+    genesis: &AuditGenesis,
+    source: &dyn ChainSource,
+    proofs: &dyn ProofCheck,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<AuditReport, AuditFailure> {
+    let head = source.head_height().map_err(|e| fail(0, "source", e))?;
+    let mut state = AuditState(genesis.accounts.iter().copied().collect());
+    let mut accumulator: StateAccumulator =
+        crate::state::initial_accumulator(genesis.accounts.iter().map(|(a, b)| (a, b)));
+    if accumulator.root() != genesis.root.state_root {
+        return Err(fail(
+            0,
+            "state_root",
+            "genesis accounts do not give the root's state root",
+        ));
+    }
+    let mut previous = genesis
+        .root
+        .hash()
+        .map_err(|e| fail(0, "source", e.to_string()))?;
+    let mut report = AuditReport {
+        blocks: 0,
+        transactions: 0,
+        failed_transactions: 0,
+        head_height: 0,
+        head_hash: previous,
+        state_root: genesis.root.state_root,
+    };
+    // Heights certified but not yet covered by a directly committed descendant.
+    let mut uncovered_from: Option<u64> = None;
+    for height in 1..=head {
+        let (record, batches) = source
+            .block(height)
+            .map_err(|e| fail(height, "source", e))?
+            .ok_or_else(|| fail(height, "missing_block", "the source has no block here"))?;
+        let header = &record.header;
+        if header.height != Height(height) {
+            return Err(fail(
+                height,
+                "height",
+                format!("block claims height {}", header.height),
+            ));
+        }
+        if header.parent != previous {
+            return Err(fail(
+                height,
+                "parent_hash",
+                format!(
+                    "parent {} but the block before is {previous}",
+                    header.parent
+                ),
+            ));
+        }
+        if header.chain_id != genesis.chain_id || header.genesis_hash != genesis.genesis_hash {
+            return Err(fail(
+                height,
+                "chain",
+                "block names another chain or genesis",
+            ));
+        }
+        let digests: Vec<Digest> = batches.iter().map(Batch::digest).collect();
+        let transactions: Vec<SignedTransaction> = batches
+            .into_iter()
+            .flat_map(|b| b.transactions.into_iter())
+            .collect();
+        let invalid = SignedTransaction::verify_batch(&transactions);
+        if let Some(first) = invalid.first() {
+            return Err(fail(
+                height,
+                "tx_signature",
+                format!(
+                    "{} of {} signatures do not verify (first: transaction {} at index {first})",
+                    invalid.len(),
+                    transactions.len(),
+                    transactions[*first].id()
+                ),
+            ));
+        }
+        if let Some(bad) = transactions
+            .iter()
+            .find(|t| t.check_stateless(&genesis.chain_id).is_err())
+        {
+            return Err(fail(
+                height,
+                "tx_chain_id",
+                format!("transaction {} fails the stateless checks", bad.id()),
+            ));
+        }
+        if digests != record.batches
+            || Block::payload_digest_of(&record.batches) != header.payload_digest
+        {
+            return Err(fail(
+                height,
+                "payload",
+                "the batches do not match the header's payload digest",
+            ));
+        }
+        let execution = execute(&genesis.chain_id, &state, &accumulator, &transactions);
+        if execution.receipts != record.receipts {
+            let at = execution
+                .receipts
+                .iter()
+                .zip(&record.receipts)
+                .position(|(a, b)| a != b)
+                .unwrap_or(execution.receipts.len().min(record.receipts.len()));
+            return Err(fail(
+                height,
+                "receipts",
+                format!("re-execution differs from the recorded results at transaction {at}"),
+            ));
+        }
+        if execution.state_root() != header.state_root {
+            return Err(fail(
+                height,
+                "state_root",
+                format!(
+                    "header says {}, re-execution gives {}",
+                    header.state_root,
+                    execution.state_root()
+                ),
+            ));
+        }
+        match proofs.check(header, &record.proof) {
+            Ok(Certified::Committed) => uncovered_from = None,
+            Ok(Certified::Certified) => {
+                uncovered_from.get_or_insert(height);
+            }
+            Err(why) => return Err(fail(height, "certificate", why)),
+        }
+        report.failed_transactions +=
+            execution.receipts.iter().filter(|r| r.is_err()).count() as u64;
+        report.transactions += transactions.len() as u64;
+        state.0.extend(execution.changes);
+        accumulator = execution.accumulator;
+        previous = header
+            .hash()
+            .map_err(|e| fail(height, "source", e.to_string()))?;
+        report.blocks += 1;
+        report.head_height = height;
+        report.head_hash = previous;
+        report.state_root = header.state_root;
+        progress(height, head);
+    }
+    if let Some(from) = uncovered_from {
+        return Err(fail(
+            from,
+            "commit_rule",
+            "certified, but no later block's certificate proves it committed",
+        ));
+    }
+    Ok(report)
+}
