@@ -1,16 +1,52 @@
 //! `quorate audit`: verify a chain from genesis trusting nothing but the genesis file (SPEC
 //! "Audit"). `--home DIR` reads a node's database read-only (it works beside the running node).
 
+use crate::client::RpcClient;
 use anyhow::{bail, Context, Result};
 use quorate_consensus::{CertificateVerifier, CommitProofChecker};
 use quorate_genesis::{Genesis, NodeConfig};
 use quorate_ledger::audit::{audit, AuditGenesis, ChainSource};
 use quorate_ledger::state::initial_accumulator;
-use quorate_ledger::Store;
+use quorate_ledger::{codec, Batch, CommittedBlock, Store};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
+
+/// Blocks downloaded from a node that is not trusted (`GET /v1/block/{h}/raw`).
+struct RpcSource {
+    client: RpcClient,
+}
+
+impl ChainSource for RpcSource {
+    fn head_height(&self) -> Result<u64, String> {
+        let status = self
+            .client
+            .get_ok("/v1/status")
+            .map_err(|e| format!("{e:#}"))?;
+        status["height"]
+            .as_u64()
+            .ok_or_else(|| "the node's status has no height".to_string())
+    }
+
+    fn block(&self, height: u64) -> Result<Option<(CommittedBlock, Vec<Batch>)>, String> {
+        let reply = self
+            .client
+            .get(&format!("/v1/block/{height}/raw"))
+            .map_err(|e| format!("{e:#}"))?;
+        if reply.status == 404 {
+            return Ok(None);
+        }
+        let body = reply.ok().map_err(|e| format!("{e:#}"))?;
+        let text = body["hex"]
+            .as_str()
+            .ok_or_else(|| "the answer has no hex field".to_string())?;
+        let bytes = hex::decode(text).map_err(|e| format!("the block is not hex: {e}"))?;
+        let block: (CommittedBlock, Vec<Batch>) =
+            codec::decode(&bytes).map_err(|e| format!("the block does not decode: {e}"))?;
+        Ok(Some(block))
+    }
+}
 
 pub struct AuditArgs<'a> {
     pub home: Option<&'a Path>,
@@ -37,7 +73,17 @@ pub fn run(args: AuditArgs) -> Result<bool> {
                 .with_context(|| format!("opening {} read-only", db.display()))?;
             (genesis, Box::new(store))
         }
-        (None, Some(_)) => bail!("audit --rpc is not built yet; audit a node's home with --home"),
+        (None, Some(url)) => {
+            let path = args.genesis.context(
+                "audit --rpc needs --genesis FILE: the genesis is the only thing trusted",
+            )?;
+            let genesis =
+                Genesis::load(path).with_context(|| format!("loading {}", path.display()))?;
+            let source = RpcSource {
+                client: RpcClient::new(url)?,
+            };
+            (genesis, Box::new(source))
+        }
         _ => bail!("give exactly one of --home DIR or --rpc URL"),
     };
     let genesis_hash = genesis.hash()?;

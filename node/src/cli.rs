@@ -56,7 +56,7 @@ struct AuditArgs {
     /// A validator's home directory: its database is read read-only (fine beside a running node).
     #[arg(long, conflicts_with = "rpc")]
     home: Option<PathBuf>,
-    /// A node's RPC URL (not built yet).
+    /// A node's RPC URL: blocks are downloaded from it and trusted no more than the database.
     #[arg(long)]
     rpc: Option<String>,
     /// The genesis file to trust (default: the one the home's config names).

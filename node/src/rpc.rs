@@ -56,6 +56,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/v1/tx/{hash}", get(tx_status))
         .route("/v1/account/{address}", get(account))
         .route("/v1/block/{height}", get(block))
+        .route("/v1/block/{height}/raw", get(block_raw))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -336,6 +337,41 @@ async fn block(
         "transactions": transactions,
         "failed": failed,
         "proof": proof,
+    })))
+}
+
+/// `GET /v1/block/{height}/raw`: the committed block record and its batches in the canonical
+/// encoding, hex (what `quorate audit --rpc` verifies; the client trusts none of it).
+async fn block_raw(
+    State(shared): State<Shared_>,
+    Path(height): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let height: u64 = height
+        .parse()
+        .map_err(|_| bad(format!("height {height:?} is not a number")))?;
+    let Some(record) = shared.store.committed(Height(height)).map_err(internal)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no committed block at height {height}"),
+        ));
+    };
+    let mut batches = Vec::with_capacity(record.batches.len());
+    for digest in &record.batches {
+        batches.push(
+            shared
+                .store
+                .batch(digest)
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    internal(format!("batch {digest} of a committed block is missing"))
+                })?,
+        );
+    }
+    let bytes = codec::encode(&(record, batches)).map_err(internal)?;
+    Ok(Json(json!({
+        "height": height,
+        "encoding": "bincode",
+        "hex": hex::encode(bytes),
     })))
 }
 

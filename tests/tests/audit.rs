@@ -234,3 +234,84 @@ fn audit_passes_an_untampered_chain_and_catches_each_tampering() {
     let (ok, value) = audit_json(&copy.path().join("node0"));
     assert!(ok, "{value}");
 }
+
+/// A proxy to `upstream` that changes one hex digit in the answer for block `height`'s raw form.
+fn tampering_proxy(upstream: u16, height: u64) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                match client.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let Ok(mut upstream) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = upstream.write_all(&request);
+            let mut answer = Vec::new();
+            let _ = upstream.read_to_end(&mut answer);
+            let target = format!("GET /v1/block/{height}/raw ");
+            if request.starts_with(target.as_bytes()) {
+                let marker = b"\"hex\":\"";
+                if let Some(at) = answer.windows(marker.len()).position(|w| w == marker) {
+                    let start = at + marker.len();
+                    let end = start + answer[start..].iter().position(|&b| b == b'"').unwrap();
+                    let middle = (start + end) / 2;
+                    answer[middle] = if answer[middle] == b'0' { b'1' } else { b'0' };
+                }
+            }
+            let _ = client.write_all(&answer);
+        }
+    });
+    port
+}
+
+#[test]
+fn audit_over_rpc_trusts_only_the_genesis_and_catches_an_altered_block() {
+    let cluster = Cluster::start(4, 2);
+    cluster.wait_height(0, 1, 60);
+    let to = cluster.account_address(1);
+    let output = cluster.transfer(0, 0, &to, 5, true);
+    assert!(output.status.success());
+    let busy: u64 = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("height="))
+        .and_then(|h| h.parse().ok())
+        .unwrap();
+    let head = cluster.height(0).unwrap() + 2;
+    cluster.wait_height(0, head, 60);
+    let genesis = cluster.net().join("genesis.json");
+    let genesis = genesis.to_str().unwrap();
+
+    let rpc = cluster.rpc(0);
+    let honest = quorate(&["audit", "--rpc", &rpc, "--genesis", genesis, "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&honest.stdout).unwrap();
+    assert!(honest.status.success(), "{value}");
+    assert!(value["head_height"].as_u64().unwrap() >= head);
+
+    let proxy = tampering_proxy(cluster.rpc_port(0), busy);
+    let altered = quorate(&[
+        "audit",
+        "--rpc",
+        &format!("http://127.0.0.1:{proxy}"),
+        "--genesis",
+        genesis,
+        "--json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&altered.stdout).unwrap();
+    assert!(!altered.status.success(), "{value}");
+    assert_eq!(value["ok"], false);
+    assert_eq!(value["failed_height"], busy, "{value}");
+
+    // Without --genesis there is nothing to trust: refused.
+    let refused = quorate(&["audit", "--rpc", &rpc]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--genesis"));
+}
