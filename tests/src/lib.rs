@@ -173,6 +173,22 @@ impl Cluster {
     }
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    /// SIGTERM to every running node at once (one `kill`), then waits for each; true if all
+    /// exited cleanly.
+    pub fn stop_all(&mut self) -> bool {
+        let pids: Vec<String> = self
+            .children
+            .iter()
+            .flatten()
+            .map(|c| c.id().to_string())
+            .collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill").arg("-TERM").args(&pids).status();
+        }
+        let stopped: Vec<bool> = (0..self.validators).map(|i| self.stop(i)).collect();
+        stopped.into_iter().all(|ok| ok)
+    }
+
     pub fn stop(&mut self, i: usize) -> bool {
         let Some(mut child) = self.children[i].take() else {
             return true;

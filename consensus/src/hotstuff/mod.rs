@@ -325,20 +325,25 @@ impl HotStuff {
             self.fetch_from_signers(&high_qc);
             return;
         };
-        let empty = Block::payload_digest_of(&[]);
-        let urgent = self
-            .tree
-            .uncommitted_path(&high_qc.data.block)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|hash| self.tree.get(hash))
-            .any(|block| block.header.payload_digest != empty);
+        let urgent = self.has_uncommitted_payload(&high_qc.data.block);
         self.requested_payload_view = Some(view);
         self.emit(Action::RequestPayload {
             view,
             parent: parent.header.clone(),
             urgent,
         });
+    }
+
+    /// Whether a block on the uncommitted path up to `hash` carries payload (then the leader
+    /// proposes at once, without waiting for the idle interval, to get it committed).
+    fn has_uncommitted_payload(&self, hash: &Digest) -> bool {
+        let empty = Block::payload_digest_of(&[]);
+        self.tree
+            .uncommitted_path(hash)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|hash| self.tree.get(hash))
+            .any(|block| block.header.payload_digest != empty)
     }
 
     fn on_payload_ready(&mut self, view: View, payload: PayloadProposal) {
@@ -616,7 +621,19 @@ impl HotStuff {
             .add(from, vote, self.config.validators.committee())
         {
             debug!(validator = self.me(), view = %qc.data.view, "formed QC");
+            let committed_before = self.tree.committed().1;
             self.process_qc(&qc);
+            // The QC committed something that only this leader knows of yet. With payload
+            // waiting, its next proposal (at once) carries the QC; otherwise that proposal may
+            // wait for the idle interval, so tell everyone now: they commit without the wait.
+            if self.tree.committed().1 > committed_before
+                && !self.has_uncommitted_payload(&qc.data.block)
+            {
+                self.broadcast(HsMessage::SyncInfo(SyncInfo {
+                    high_qc: qc,
+                    last_tc: None,
+                }));
+            }
         }
     }
 
