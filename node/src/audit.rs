@@ -100,18 +100,29 @@ pub fn run(args: AuditArgs) -> Result<bool> {
         validators: genesis.validator_set()?,
         verifier: CertificateVerifier::new(),
     };
-    let show_progress = !args.json && std::io::stderr().is_terminal();
+    // A progress bar on a terminal; nothing when not a TTY or with --json.
+    let bar = if !args.json && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "auditing {bar:40} {pos}/{len} blocks ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
     let started = Instant::now();
-    let mut last_shown = Instant::now();
     let outcome = audit(&trusted, source.as_ref(), &checker, |height, head| {
-        if show_progress && (last_shown.elapsed().as_millis() >= 200 || height == head) {
-            last_shown = Instant::now();
-            eprint!("\raudited {height}/{head} blocks");
-            if height == head {
-                eprintln!();
-            }
+        if let Some(bar) = &bar {
+            bar.set_length(head);
+            bar.set_position(height);
         }
     });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     let elapsed = started.elapsed().as_secs_f64();
     match outcome {
         Ok(report) => {
