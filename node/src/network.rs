@@ -254,6 +254,11 @@ impl Network {
                         let _ = self.swarm.disconnect_peer_id(peer);
                         return;
                     };
+                    if let NetRequest::Undecodable(why) = &request {
+                        // No answer: the stream is dropped.
+                        self.fault(peer, why);
+                        return;
+                    }
                     let response = handler.on_request(from, request);
                     let _ = self.swarm.behaviour_mut().send_response(channel, response);
                 }

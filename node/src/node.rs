@@ -114,6 +114,8 @@ impl Handler for NetHandler {
                     .collect();
                 NetResponse::Batches(batches)
             }
+            // Filtered out (and the peer scored) by the network before it gets here.
+            NetRequest::Undecodable(_) => NetResponse::Ack,
             NetRequest::GetCommitted { from, count } => {
                 let blocks = (from..from.saturating_add(count.min(MAX_BLOCKS_PER_REQUEST)))
                     .map_while(|h| shared.store.committed(Height(h)).ok().flatten())

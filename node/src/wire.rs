@@ -43,6 +43,11 @@ pub enum NetRequest {
         from: u64,
         count: u64,
     },
+    /// Never sent: what the codec hands up in place of a frame that was too long or did not
+    /// decode, so the network can score the peer (the request-response behaviour does not report
+    /// failures that happen while a request is read).
+    #[serde(skip)]
+    Undecodable(String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -101,7 +106,13 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode(&read_frame(io).await?)
+        match read_frame(io).await.and_then(|bytes| decode(&bytes)) {
+            Ok(request) => Ok(request),
+            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                Ok(NetRequest::Undecodable(error.to_string()))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &Self::Protocol, io: &mut T) -> io::Result<NetResponse>

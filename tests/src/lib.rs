@@ -156,7 +156,10 @@ impl Cluster {
             .expect("log file");
         let child = Command::new(quorate_binary())
             .args(["run", "--home", self.home(i).to_str().expect("utf-8")])
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("QUORATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
