@@ -51,15 +51,14 @@ impl request_response::Codec for Raw {
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        p: &StreamProtocol,
         io: &mut T,
         r: Vec<u8>,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&r).await?;
-        io.close().await
+        self.write_request(p, io, r).await
     }
 }
 
