@@ -466,9 +466,13 @@ impl Executor {
             .iter()
             .flat_map(|b| b.batches.iter().copied())
             .collect();
+        let accumulator = match chain.first() {
+            Some(parent) => parent.execution.accumulator.clone(),
+            None => self.store.accumulator()?,
+        };
         let parent_state = ChainView {
             store: &self.store,
-            chain: chain.clone(),
+            chain,
         };
         let digests = self
             .mempool
@@ -488,17 +492,9 @@ impl Executor {
                 included.push(digest);
             }
         }
-        let accumulator = match chain.first() {
-            Some(parent) => parent.execution.accumulator.clone(),
-            None => self.store.accumulator()?,
-        };
-        let view_state = ChainView {
-            store: &self.store,
-            chain,
-        };
         let execution = execute(
             &self.config.chain_id,
-            &view_state,
+            &parent_state,
             &accumulator,
             batches.iter().flat_map(|b| b.transactions.iter()),
         );

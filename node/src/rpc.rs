@@ -12,8 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use quorate_consensus::CommitProof;
 use quorate_crypto::{Address, Digest};
+use quorate_ledger::audit::ChainSource;
 use quorate_ledger::{
-    codec, Height, SignedTransaction, StateView, TransactionError, MAX_TRANSACTION_BYTES,
+    codec, Batch, CommittedBlock, SignedTransaction, StateView, TransactionError,
+    MAX_TRANSACTION_BYTES,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -267,6 +269,23 @@ async fn account(
     })))
 }
 
+/// The committed block at the height in the path, with its batches (404 if there is none).
+fn committed_block(
+    shared: &Shared,
+    height: &str,
+) -> Result<(u64, CommittedBlock, Vec<Batch>), ApiError> {
+    let height: u64 = height
+        .parse()
+        .map_err(|_| bad(format!("height {height:?} is not a number")))?;
+    match ChainSource::block(shared.store.as_ref(), height).map_err(internal)? {
+        Some((record, batches)) => Ok((height, record, batches)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no committed block at height {height}"),
+        )),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct BlockQuery {
     /// `hashes`: list only the transactions' hashes (what a load client needs).
@@ -284,25 +303,10 @@ async fn block(
         Some("hashes") => true,
         Some(other) => return Err(bad(format!("txs={other:?}: expected full or hashes"))),
     };
-    let height: u64 = height
-        .parse()
-        .map_err(|_| bad(format!("height {height:?} is not a number")))?;
-    let Some(record) = shared.store.committed(Height(height)).map_err(internal)? else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no committed block at height {height}"),
-        ));
-    };
+    let (height, record, batches) = committed_block(&shared, &height)?;
     let hash = record.header.hash().map_err(internal)?;
-    let mut transactions = Vec::new();
-    for digest in &record.batches {
-        let batch = shared
-            .store
-            .batch(digest)
-            .map_err(internal)?
-            .ok_or_else(|| internal(format!("batch {digest} of a committed block is missing")))?;
-        transactions.extend(batch.transactions);
-    }
+    let transactions: Vec<SignedTransaction> =
+        batches.into_iter().flat_map(|b| b.transactions).collect();
     let proof: Option<CommitProof> = if record.proof.is_empty() {
         None
     } else {
@@ -346,27 +350,7 @@ async fn block_raw(
     State(shared): State<Shared_>,
     Path(height): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let height: u64 = height
-        .parse()
-        .map_err(|_| bad(format!("height {height:?} is not a number")))?;
-    let Some(record) = shared.store.committed(Height(height)).map_err(internal)? else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no committed block at height {height}"),
-        ));
-    };
-    let mut batches = Vec::with_capacity(record.batches.len());
-    for digest in &record.batches {
-        batches.push(
-            shared
-                .store
-                .batch(digest)
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    internal(format!("batch {digest} of a committed block is missing"))
-                })?,
-        );
-    }
+    let (height, record, batches) = committed_block(&shared, &height)?;
     let bytes = codec::encode(&(record, batches)).map_err(internal)?;
     Ok(Json(json!({
         "height": height,

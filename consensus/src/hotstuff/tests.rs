@@ -27,6 +27,19 @@ impl Chain {
         (qc.data.block, qc)
     }
 
+    /// Five blocks in views 1, 3, 4, 5, 6 (view 2 timed out), each justified by the QC of the
+    /// one before (the first by `root_qc`).
+    fn gapped(&self, root_qc: &QuorumCert) -> [HsBlock; 5] {
+        let mut justify = root_qc.clone();
+        let mut blocks = Vec::new();
+        for (salt, view) in [1u64, 3, 4, 5, 6].into_iter().enumerate() {
+            let (hash, block) = self.block(view, &justify, salt as u8 + 1);
+            justify = self.qc(hash, &block);
+            blocks.push(block);
+        }
+        blocks.try_into().unwrap()
+    }
+
     /// A block in `view` extending the block certified by `justify`.
     fn block(&self, view: u64, justify: &QuorumCert, salt: u8) -> (Digest, HsBlock) {
         let config = self.config(0);
@@ -240,16 +253,8 @@ fn a_gap_in_views_delays_the_commit_until_a_consecutive_three_chain() {
     let (_, root_qc) = chain.root();
     let mut engine = HotStuff::new(chain.config(3)).unwrap();
     engine.start();
-    let (h1, b1) = chain.block(1, &root_qc, 1);
-    let qc1 = chain.qc(h1, &b1);
     // View 2 timed out; b2 is in view 3, justified by TC(2).
-    let (h2, b2) = chain.block(3, &qc1, 2);
-    let qc2 = chain.qc(h2, &b2);
-    let (h3, b3) = chain.block(4, &qc2, 3);
-    let qc3 = chain.qc(h3, &b3);
-    let (h4, b4) = chain.block(5, &qc3, 4);
-    let qc4 = chain.qc(h4, &b4);
-    let (_, b5) = chain.block(6, &qc4, 5);
+    let [b1, b2, b3, b4, b5] = chain.gapped(&root_qc);
     assert!(commits(&deliver(&mut engine, &b1, None)).is_empty());
     assert!(commits(&deliver(&mut engine, &b2, Some(chain.tc(2)))).is_empty());
     assert!(commits(&deliver(&mut engine, &b3, None)).is_empty());
@@ -340,15 +345,7 @@ fn emitted_commit_proofs_verify_on_their_own_and_tampering_is_caught() {
     let mut engine = HotStuff::new(chain.config(3)).unwrap();
     engine.start();
     // Views 1, 3, 4, 5, 6: b1 is committed as an ancestor, b2 directly.
-    let (h1, b1) = chain.block(1, &root_qc, 1);
-    let qc1 = chain.qc(h1, &b1);
-    let (h2, b2) = chain.block(3, &qc1, 2);
-    let qc2 = chain.qc(h2, &b2);
-    let (h3, b3) = chain.block(4, &qc2, 3);
-    let qc3 = chain.qc(h3, &b3);
-    let (h4, b4) = chain.block(5, &qc3, 4);
-    let qc4 = chain.qc(h4, &b4);
-    let (_, b5) = chain.block(6, &qc4, 5);
+    let [b1, b2, b3, b4, b5] = chain.gapped(&root_qc);
     deliver(&mut engine, &b1, None);
     deliver(&mut engine, &b2, Some(chain.tc(2)));
     deliver(&mut engine, &b3, None);
