@@ -151,6 +151,9 @@ pub struct EngineStatus {
     pub committed_height: u64,
     pub committed_hash: Digest,
     pub timeouts: u64,
+    /// Proposals this validator refused to vote for because of its lock alone (the safe-node
+    /// rule's lock clause), since it started.
+    pub lock_refusals: u64,
 }
 
 /// A consensus protocol as the runtime and the simulator see it.

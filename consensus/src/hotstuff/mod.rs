@@ -43,7 +43,8 @@ use crate::{
     Action, CommitProof, Engine, EngineConfig, EngineStatus, Input, Message, PayloadProposal,
     TimerId, ValidatorIndex,
 };
-use aggregator::{TimeoutAggregator, VoteAggregator, FUTURE_VIEWS_MAX};
+pub(crate) use aggregator::VoteAggregator;
+use aggregator::{TimeoutAggregator, FUTURE_VIEWS_MAX};
 use block_tree::BlockTree;
 use pacemaker::Pacemaker;
 use quorate_crypto::{BlsSignature, Digest, SignerBitmap};
@@ -84,6 +85,10 @@ pub struct HotStuff {
     timeouts: TimeoutAggregator,
     /// The view for which this validator (as leader) asked for a payload.
     requested_payload_view: Option<View>,
+    /// The block that payload was requested on top of (its state root depends on it).
+    requested_parent: Digest,
+    /// Votes refused by the lock clause of the safe-node rule.
+    lock_refusals: u64,
     /// The block of the current view waiting for `PayloadChecked` before a vote.
     awaiting_check: Option<(View, Digest)>,
     /// A proposal whose ancestors are being fetched.
@@ -195,6 +200,8 @@ impl HotStuff {
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             requested_payload_view: None,
+            requested_parent: Digest::ZERO,
+            lock_refusals: 0,
             awaiting_check: None,
             pending_proposal: None,
             orphans: BTreeMap::new(),
@@ -327,6 +334,7 @@ impl HotStuff {
         };
         let urgent = self.has_uncommitted_payload(&high_qc.data.block);
         self.requested_payload_view = Some(view);
+        self.requested_parent = high_qc.data.block;
         self.emit(Action::RequestPayload {
             view,
             parent: parent.header.clone(),
@@ -354,6 +362,13 @@ impl HotStuff {
             return;
         }
         let high_qc = self.safety.data().high_qc.clone();
+        if high_qc.data.block != self.requested_parent {
+            // A newer QC arrived while the payload was built on the old one: its state root
+            // would not match the new parent. Build again on top of the new one.
+            self.requested_payload_view = None;
+            self.try_propose();
+            return;
+        }
         let Some(parent) = self.tree.get(&high_qc.data.block).cloned() else {
             return;
         };
@@ -594,7 +609,12 @@ impl HotStuff {
                 let next_leader = self.leader(view.next());
                 self.send(next_leader, HsMessage::Vote(vote));
             }
-            Err(refused) => debug!(validator = self.me(), %refused, "vote refused"),
+            Err(refused) => {
+                if matches!(refused, VoteRefused::NotSafeNode { .. }) {
+                    self.lock_refusals += 1;
+                }
+                debug!(validator = self.me(), %refused, "vote refused");
+            }
         }
     }
 
@@ -909,6 +929,7 @@ impl Engine for HotStuff {
             committed_height: committed_height.0,
             committed_hash,
             timeouts: self.pacemaker.timeouts_total(),
+            lock_refusals: self.lock_refusals,
         }
     }
 }

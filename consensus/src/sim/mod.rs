@@ -14,7 +14,7 @@ mod rng;
 
 pub use rng::Rng;
 
-use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Vote};
+use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator};
 use crate::{
     Action, CertificateVerifier, CommitProof, Engine, EngineConfig, FaultInjection, Input, Message,
     PayloadProposal, TimerId,
@@ -177,6 +177,13 @@ pub struct SeedReport {
     pub messages: u64,
     pub bytes: u64,
     pub timeouts: u64,
+    /// Votes honest validators refused because of their lock alone.
+    pub lock_refusals: u64,
+    /// Proposals by unmodified engines (honest validators and twins) in views entered by a TC.
+    pub tc_proposals: u64,
+    /// Those of them whose justify QC was older than a QC some signer of the TC had reported in
+    /// its timeout. Always 0 for this engine; see [`World::check_tc_proposal`].
+    pub tc_proposals_below_high_qc: u64,
     pub trace_hash: Digest,
 }
 
@@ -205,6 +212,25 @@ struct Node {
     committed_after_gst: u64,
     /// Equivocators: blocks seen per view, to vote for all of them.
     seen: BTreeMap<View, Vec<(Digest, BlockHeader)>>,
+    /// Equivocators: votes withheld from their own engine (see [`Withheld`]).
+    withheld: Option<Withheld>,
+    /// Equivocators: the last view whose votes they considered withholding.
+    considered: View,
+}
+
+/// The lock-breaking attack of an equivocator that leads view v+3 after blocks b, b', b'' in
+/// views v, v+1, v+2: it keeps the votes for b'' from its engine and aggregates them privately
+/// into QC(b''), which would commit b. The view times out everywhere; entering v+3 by the TC, it
+/// sends one honest validator a block justified by QC(b'') -- that validator commits b -- and
+/// all the others a fork from b's parent justified by the TC. Only the lock on b keeps them
+/// from voting for the fork; without it (`--fault-inject ignore-lock`) they certify and commit a
+/// block that conflicts with b.
+struct Withheld {
+    /// The view of the withheld votes (v+2) and the block they are for (b'').
+    view: View,
+    block: Digest,
+    votes: VoteAggregator,
+    qc: Option<QuorumCert>,
 }
 
 enum Event {
@@ -274,6 +300,10 @@ struct World<'a> {
     partition: Option<Vec<bool>>,
     committed_global: BTreeMap<Height, Digest>,
     violation: Option<String>,
+    /// The lowest high_qc view each validator reported in a timeout for a view.
+    timeout_high_qc: HashMap<(View, usize), View>,
+    tc_proposals: u64,
+    tc_proposals_below_high_qc: u64,
     messages: u64,
     bytes: u64,
     trace: Hasher,
@@ -336,6 +366,8 @@ impl<'a> World<'a> {
                     committed: 0,
                     committed_after_gst: 0,
                     seen: BTreeMap::new(),
+                    withheld: None,
+                    considered: View(0),
                 });
             }
         }
@@ -354,6 +386,9 @@ impl<'a> World<'a> {
             partition: None,
             committed_global: BTreeMap::new(),
             violation: None,
+            timeout_high_qc: HashMap::new(),
+            tc_proposals: 0,
+            tc_proposals_below_high_qc: 0,
             messages: 0,
             bytes: 0,
             trace: Hasher::new(Domain::Batch),
@@ -447,6 +482,11 @@ impl<'a> World<'a> {
                     .update(&bytes.0);
                 if self.nodes[to].role == Role::Equivocator {
                     self.remember(to, &message);
+                    if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
+                        if self.withhold(to, from, vote) {
+                            return;
+                        }
+                    }
                 }
                 self.feed(to, Input::Message { from, message });
             }
@@ -725,30 +765,79 @@ impl<'a> World<'a> {
         }
     }
 
+    /// Why honest twins cannot break a lock-free engine: an unmodified engine that enters view w
+    /// by TC(w-1) has processed, before it proposes, the high_qc of every timeout it aggregated or
+    /// of whoever passed the TC on (timeouts, sync messages and proposals carry one), so its
+    /// proposal extends a QC at least as high as any the TC's signers held. A QC that commits b
+    /// (for b'' in view v+2) was signed by 2f+1, and any 2f+1 timeout signers for a later view
+    /// include one of its honest voters, holding QC(b') or higher: every later proposal extends
+    /// b' whether or not anyone checks a lock. The lock is what stops a Byzantine leader that
+    /// pairs a TC with an old QC (see [`Withheld`]). This checks the premise on every run.
+    fn check_tc_proposal(&mut self, node: usize, message: &Message) {
+        match message {
+            Message::HotStuff(HsMessage::Timeout(timeout)) => {
+                let key = (timeout.data.view, self.nodes[node].index);
+                let reported = timeout.high_qc.data.view;
+                let lowest = self.timeout_high_qc.entry(key).or_insert(reported);
+                *lowest = (*lowest).min(reported);
+            }
+            Message::HotStuff(HsMessage::Proposal(proposal))
+                if self.nodes[node].role != Role::Equivocator =>
+            {
+                let Some(tc) = &proposal.tc else { return };
+                let signers_high = tc
+                    .signers
+                    .signers()
+                    .filter_map(|signer| self.timeout_high_qc.get(&(tc.data.view, signer)))
+                    .max()
+                    .copied()
+                    .unwrap_or(View(0));
+                self.tc_proposals += 1;
+                if proposal.block.justify.data.view < signers_high {
+                    self.tc_proposals_below_high_qc += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn broadcast(&mut self, node: usize, message: Message) {
+        self.check_tc_proposal(node, &message);
         let index = self.nodes[node].index;
         let targets: Vec<usize> = (0..self.nodes.len())
             .filter(|&t| self.nodes[t].index != index)
             .collect();
         if self.nodes[node].role == Role::Equivocator {
             if let Message::HotStuff(HsMessage::Proposal(proposal)) = &message {
+                if self.break_lock(node, proposal, &targets) {
+                    return;
+                }
                 // A conflicting block for the same view, to half of the validators. In a view
-                // entered by timeout (so a TC justifies any older QC) it forks from the parent of
-                // the last block it saw committed: exactly what the locking rule exists to refuse.
+                // entered by timeout (a TC justifies any older QC) it forks instead from the
+                // parent of the block it is locked on: the block it proposes conflicts with a block
+                // that may already be committed somewhere, and only the lock keeps the validators
+                // that locked it from voting for the fork.
                 let mut twin = proposal.clone();
-                let committed = self.nodes[node]
-                    .engine
-                    .as_ref()
-                    .map(|e| e.status().committed_hash);
-                let older = committed
+                let view = proposal.block.header.view;
+                let (locked, last_tc) = match self.nodes[node].engine.as_ref() {
+                    Some(engine) => {
+                        let data = engine.safety_data();
+                        (Some(data.locked_qc.data.block), data.last_tc.clone())
+                    }
+                    None => (None, None),
+                };
+                let tc = proposal
+                    .tc
+                    .clone()
+                    .or(last_tc.filter(|tc| tc.data.view.next() == view));
+                let older = locked
                     .and_then(|l| self.nodes[node].justifies.get(&l).cloned())
-                    .filter(|qc| {
-                        proposal.tc.is_some() && qc.data.view < proposal.block.justify.data.view
-                    });
+                    .filter(|qc| tc.is_some() && qc.data.view < proposal.block.justify.data.view);
                 if let Some(older) = older {
                     twin.block.header.parent = older.data.block;
                     twin.block.header.height = older.data.height.next();
                     twin.block.justify = older;
+                    twin.tc = tc;
                 }
                 let parent = self.nodes[node]
                     .headers
@@ -781,6 +870,128 @@ impl<'a> World<'a> {
         for target in targets {
             self.deliver(node, target, message.clone());
         }
+    }
+
+    /// Whether the equivocator `node` keeps this vote from its engine (see [`Withheld`]).
+    fn withhold(&mut self, node: usize, from: usize, vote: &Vote) -> bool {
+        let index = self.nodes[node].index;
+        let view = vote.data.view;
+        if self.setup.validators.leader(view.next()) != index {
+            return false;
+        }
+        if let Some(withheld) = &mut self.nodes[node].withheld {
+            if withheld.view == view {
+                if vote.data.block == withheld.block {
+                    let committee = self.setup.validators.committee();
+                    if let Some(qc) = withheld.votes.add(from, vote, committee) {
+                        withheld.qc = Some(qc);
+                    }
+                }
+                return true;
+            }
+        }
+        if self.nodes[node].considered >= view {
+            return false;
+        }
+        self.nodes[node].considered = view;
+        // Only a QC that would commit is worth withholding: b'' <- b' <- b in consecutive views,
+        // and b's own justify known (the fork extends b's parent).
+        let n = &self.nodes[node];
+        let b2 = vote.data.block;
+        let chain = n.justifies.get(&b2).and_then(|qc1| {
+            let qc0 = n.justifies.get(&qc1.data.block)?;
+            let b1 = n.headers.get(&qc1.data.block)?;
+            let b0 = n.headers.get(&qc0.data.block)?;
+            n.justifies.get(&qc0.data.block)?;
+            Some(b1.view.next() == view && b0.view.next() == b1.view)
+        });
+        if chain != Some(true) || !self.rng.chance(0.5) {
+            return false;
+        }
+        // Its own vote for b'' counts too.
+        let Ok(bytes) = vote.data.signing_bytes() else {
+            return false;
+        };
+        let own = Vote {
+            data: vote.data,
+            signature: self.setup.keys[index].sign(Domain::Vote, &bytes),
+        };
+        let committee = self.setup.validators.committee();
+        let mut votes = VoteAggregator::default();
+        votes.add(index, &own, committee);
+        let qc = votes.add(from, vote, committee);
+        self.nodes[node].withheld = Some(Withheld {
+            view,
+            block: b2,
+            votes,
+            qc,
+        });
+        true
+    }
+
+    /// The second half of the [`Withheld`] attack, once the equivocator's engine proposes in the
+    /// view after the withheld one, entered by a TC. Returns false if the attack does not apply.
+    fn break_lock(&mut self, node: usize, proposal: &Proposal, targets: &[usize]) -> bool {
+        let view = proposal.block.header.view;
+        let Some(withheld) = self.nodes[node].withheld.take() else {
+            return false;
+        };
+        let (Some(qc2), Some(tc)) = (withheld.qc, proposal.tc.clone()) else {
+            return false;
+        };
+        if withheld.view.next() != view {
+            return false;
+        }
+        let n = &self.nodes[node];
+        let blocks = (|| {
+            let b2 = n.headers.get(&withheld.block)?.clone();
+            let qc1 = n.justifies.get(&withheld.block)?;
+            let qc0 = n.justifies.get(&qc1.data.block)?;
+            let base_qc = n.justifies.get(&qc0.data.block)?.clone();
+            let base = n.headers.get(&base_qc.data.block)?.clone();
+            Some((b2, base, base_qc))
+        })();
+        let Some((b2, base, base_qc)) = blocks else {
+            return false;
+        };
+        let mut extend = proposal.clone();
+        extend.tc = None;
+        extend.block.justify = qc2;
+        let payload = self.payload(node, view, &b2, b"extend");
+        let header = &mut extend.block.header;
+        header.parent = withheld.block;
+        header.height = b2.height.next();
+        header.payload_digest = payload.payload_digest;
+        header.state_root = payload.state_root;
+
+        let mut fork = proposal.clone();
+        fork.tc = Some(tc);
+        fork.block.justify = base_qc;
+        let payload = self.payload(node, view, &base, b"fork");
+        let header = &mut fork.block.header;
+        header.parent = base.hash().unwrap_or(Digest::ZERO);
+        header.height = base.height.next();
+        header.payload_digest = payload.payload_digest;
+        header.state_root = payload.state_root;
+
+        let honest: Vec<usize> = targets
+            .iter()
+            .copied()
+            .filter(|&t| self.nodes[t].role == Role::Honest)
+            .collect();
+        if honest.is_empty() {
+            return false;
+        }
+        let lucky = honest[self.rng.range(0, honest.len() as u64 - 1) as usize];
+        let extend = Message::HotStuff(HsMessage::Proposal(extend));
+        let fork = Message::HotStuff(HsMessage::Proposal(fork));
+        self.remember(node, &extend);
+        self.remember(node, &fork);
+        for &target in targets {
+            let which = if target == lucky { &extend } else { &fork };
+            self.deliver(node, target, which.clone());
+        }
+        true
     }
 
     /// An equivocator also votes for every other block it saw in the view.
@@ -824,11 +1035,9 @@ impl<'a> World<'a> {
             .filter(|n| n.role == Role::Honest)
             .collect();
         let live = honest.iter().all(|n| n.committed_after_gst > 0);
-        let timeouts = honest
-            .iter()
-            .filter_map(|n| n.engine.as_ref())
-            .map(|e| e.status().timeouts)
-            .sum();
+        let engines = || honest.iter().filter_map(|n| n.engine.as_ref());
+        let timeouts = engines().map(|e| e.status().timeouts).sum();
+        let lock_refusals = engines().map(|e| e.status().lock_refusals).sum();
         SeedReport {
             seed: self.seed,
             violation: self.violation,
@@ -837,6 +1046,9 @@ impl<'a> World<'a> {
             messages: self.messages,
             bytes: self.bytes,
             timeouts,
+            lock_refusals,
+            tc_proposals: self.tc_proposals,
+            tc_proposals_below_high_qc: self.tc_proposals_below_high_qc,
             trace_hash: self.trace.finalize(),
         }
     }
@@ -869,6 +1081,10 @@ pub struct Summary {
     pub msgs_per_block: f64,
     pub bytes_per_block: f64,
     pub timeouts_per_seed: f64,
+    /// See [`SeedReport::lock_refusals`] and [`SeedReport::tc_proposals`].
+    pub lock_refusals: u64,
+    pub tc_proposals: u64,
+    pub tc_proposals_below_high_qc: u64,
     pub elapsed_s: f64,
 }
 
@@ -962,6 +1178,9 @@ fn summarize(
         } else {
             reports.iter().map(|r| r.timeouts).sum::<u64>() as f64 / reports.len() as f64
         },
+        lock_refusals: reports.iter().map(|r| r.lock_refusals).sum(),
+        tc_proposals: reports.iter().map(|r| r.tc_proposals).sum(),
+        tc_proposals_below_high_qc: reports.iter().map(|r| r.tc_proposals_below_high_qc).sum(),
         elapsed_s,
     }
 }
