@@ -404,3 +404,66 @@ fn emitted_commit_proofs_verify_on_their_own_and_tampering_is_caught() {
         Err(ProofError::BadCertificate { .. })
     ));
 }
+
+fn payload_requests(actions: &[Action]) -> Vec<(View, Digest)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RequestPayload { view, parent, .. } => Some((*view, parent.hash().unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn proposals(actions: &[Action]) -> Vec<Proposal> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                message: Message::HotStuff(HsMessage::Proposal(proposal)),
+            } => Some(proposal.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn leader_rebuilds_its_payload_when_a_newer_qc_arrives_meanwhile() {
+    let chain = Chain::new();
+    let (root, root_qc) = chain.root();
+    // Validator 3 leads view 3; it enters it by TC(2) knowing only the root's QC.
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (b1_hash, b1) = chain.block(1, &root_qc, 1);
+    deliver(&mut engine, &b1, None);
+    let sync = |high_qc: QuorumCert, last_tc: Option<TimeoutCert>| Input::Message {
+        from: 0,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo { high_qc, last_tc })),
+    };
+    let actions = engine.handle(sync(root_qc.clone(), Some(chain.tc(2))));
+    assert_eq!(payload_requests(&actions), vec![(View(3), root)]);
+    // While the payload is built on the root, the QC of b1 arrives.
+    let actions = engine.handle(sync(chain.qc(b1_hash, &b1), None));
+    assert!(proposals(&actions).is_empty());
+    let payload = |salt: u8| PayloadProposal {
+        payload_digest: quorate_crypto::hash(Domain::Payload, &[salt]),
+        state_root: Digest([salt; 32]),
+        timestamp_ms: 10,
+        empty: false,
+    };
+    // The payload built on the root is not proposed on top of b1: it is built again on b1.
+    let actions = engine.handle(Input::PayloadReady {
+        view: View(3),
+        payload: payload(7),
+    });
+    assert!(proposals(&actions).is_empty(), "stale payload proposed");
+    assert_eq!(payload_requests(&actions), vec![(View(3), b1_hash)]);
+    let actions = engine.handle(Input::PayloadReady {
+        view: View(3),
+        payload: payload(8),
+    });
+    let proposed = proposals(&actions);
+    assert_eq!(proposed.len(), 1);
+    assert_eq!(proposed[0].block.header.parent, b1_hash);
+    assert_eq!(proposed[0].block.header.state_root, Digest([8; 32]));
+}
