@@ -158,6 +158,7 @@ impl HotStuff {
                 high_qc: root_qc.clone(),
                 last_tc: None,
                 last_vote: None,
+                last_proposed_view: config.root.view,
             },
         };
         let mut tree = BlockTree::new(
@@ -311,10 +312,10 @@ impl HotStuff {
         if self.leader(view) != self.me() || self.requested_payload_view >= Some(view) {
             return;
         }
-        // A view this validator already voted or timed out in is over for it; after a restart
-        // this also keeps it from proposing a second block in a view it had proposed in (and,
-        // as leaders do, voted in).
-        if self.safety.data().last_voted_view >= view {
+        // A view this validator already voted or timed out in is over for it, and one it proposed
+        // in is never proposed in again (both persisted: this holds across restarts too).
+        let data = self.safety.data();
+        if data.last_voted_view >= view || data.last_proposed_view >= view {
             return;
         }
         let high_qc = self.safety.data().high_qc.clone();
@@ -389,6 +390,10 @@ impl HotStuff {
             proposer: self.me() as u16,
             timestamp_ms: payload.timestamp_ms.max(parent.header.timestamp_ms),
         };
+        // Durable before it leaves: after a crash this validator never proposes again in `view`.
+        if self.safety.record_proposal(view) {
+            self.persist_safety();
+        }
         self.broadcast(HsMessage::Proposal(Proposal {
             block: HsBlock {
                 header,

@@ -27,6 +27,9 @@ pub struct SafetyData {
     pub last_tc: Option<TimeoutCert>,
     /// The last vote signed, returned again if the same block is asked for (idempotent re-votes).
     pub last_vote: Option<Vote>,
+    /// The highest view this validator proposed a block in. Persisted before the proposal leaves,
+    /// so a leader that crashes before its own vote is durable never proposes twice in a view.
+    pub last_proposed_view: View,
 }
 
 /// Why a vote was refused.
@@ -135,6 +138,15 @@ impl SafetyRules {
     pub fn observe_lock(&mut self, qc_of_b_prime: &QuorumCert) -> bool {
         if qc_of_b_prime.data.view > self.data.locked_qc.data.view {
             self.data.locked_qc = qc_of_b_prime.clone();
+            return true;
+        }
+        false
+    }
+
+    /// Records a proposal in `view`; returns whether state changed (and must be persisted).
+    pub fn record_proposal(&mut self, view: View) -> bool {
+        if view > self.data.last_proposed_view {
+            self.data.last_proposed_view = view;
             return true;
         }
         false

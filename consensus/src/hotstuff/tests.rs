@@ -304,6 +304,7 @@ fn safe_node_rule_refuses_a_fork_of_the_lock_unless_justified_by_a_newer_qc() {
         high_qc: qc2.clone(),
         last_tc: None,
         last_vote: None,
+        last_proposed_view: View(0),
     };
     let rules = SafetyRules::new(key.clone(), data.clone(), FaultInjection::None);
     // A fork from b1 in view 3, justified by QC(b1) (older than the lock): refused.
@@ -466,4 +467,54 @@ fn leader_rebuilds_its_payload_when_a_newer_qc_arrives_meanwhile() {
     assert_eq!(proposed.len(), 1);
     assert_eq!(proposed[0].block.header.parent, b1_hash);
     assert_eq!(proposed[0].block.header.state_root, Digest([8; 32]));
+}
+
+#[test]
+fn leader_restarted_before_its_own_vote_never_proposes_twice_in_a_view() {
+    let chain = Chain::new();
+    // Validator 1 leads view 1, the first view after the root.
+    let mut engine = HotStuff::new(chain.config(1)).unwrap();
+    let actions = engine.start();
+    assert_eq!(payload_requests(&actions).len(), 1);
+    let actions = engine.handle(Input::PayloadReady {
+        view: View(1),
+        payload: PayloadProposal {
+            payload_digest: quorate_crypto::hash(Domain::Payload, b"first"),
+            state_root: Digest([1; 32]),
+            timestamp_ms: 1,
+            empty: false,
+        },
+    });
+    let persist_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety { .. }))
+        .expect("the proposal is recorded durably");
+    let proposal_at = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast { .. }))
+        .expect("proposed");
+    assert!(
+        persist_at < proposal_at,
+        "the proposal left before it was durable"
+    );
+    let Some(Action::PersistSafety { bytes }) = actions.get(persist_at) else {
+        unreachable!()
+    };
+    // Crash here: the proposal is out, the leader's own vote was never signed or persisted.
+    let mut restarted = HotStuff::recover(chain.config(1), Some(bytes), Vec::new()).unwrap();
+    let mut actions = restarted.start();
+    actions.extend(restarted.handle(Input::PayloadReady {
+        view: View(1),
+        payload: PayloadProposal {
+            payload_digest: quorate_crypto::hash(Domain::Payload, b"second"),
+            state_root: Digest([2; 32]),
+            timestamp_ms: 2,
+            empty: false,
+        },
+    }));
+    assert!(payload_requests(&actions).is_empty());
+    assert!(
+        proposals(&actions).is_empty(),
+        "a second proposal in view 1"
+    );
 }
