@@ -8,7 +8,7 @@
 //! Missing manifests and batches are fetched from peers (the proposer first).
 
 use crate::mempool::Mempool;
-use crate::metrics::Metrics;
+use crate::metrics::{now_ms, Metrics};
 use crate::network::NetHandle;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
 use anyhow::{bail, Context, Result};
@@ -30,6 +30,29 @@ use tracing::{debug, error, info, warn};
 const FETCH_AFTER: Duration = Duration::from_millis(150);
 /// Between fetch attempts for the same data (each tries the next peer).
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+/// How far ahead of this validator's clock a proposal's timestamp may be for it to vote.
+const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
+/// Every so many committed heights, stored blocks of abandoned forks are deleted.
+const PRUNE_EVERY: u64 = 64;
+
+/// Why a validator should not vote for a block with this timestamp, if it should not: it may
+/// not go back before its parent's, nor run ahead of the local clock by more than
+/// [`MAX_CLOCK_AHEAD_MS`]. A vote-time check only: a committed block is applied whatever its
+/// timestamp (2f+1 validators accepted it).
+fn timestamp_problem(timestamp_ms: u64, parent_ms: Option<u64>, now_ms: u64) -> Option<String> {
+    if timestamp_ms > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        return Some(format!(
+            "timestamp {timestamp_ms} is {} ms ahead of this validator's clock",
+            timestamp_ms - now_ms
+        ));
+    }
+    match parent_ms {
+        Some(parent) if timestamp_ms < parent => Some(format!(
+            "timestamp {timestamp_ms} is before its parent's {parent}"
+        )),
+        _ => None,
+    }
+}
 
 #[allow(clippy::large_enum_variant)]
 pub enum Job {
@@ -240,6 +263,15 @@ impl Executor {
             if header.height.0 <= self.head.height.0 {
                 continue;
             }
+            let parent_ms = self.parent_timestamp(&header)?;
+            if let Some(why) = timestamp_problem(header.timestamp_ms, parent_ms, now_ms()) {
+                warn!(height = header.height.0, %hash, "refusing to vote: {why}");
+                let _ = self.engine.send(Input::PayloadChecked {
+                    block: hash,
+                    valid: false,
+                });
+                continue;
+            }
             match self.ensure_executed(&hash, Some(&header))? {
                 Outcome::Done(_) => {
                     let _ = self.engine.send(Input::PayloadChecked {
@@ -268,6 +300,30 @@ impl Executor {
             }
         }
         self.try_propose()
+    }
+
+    /// The timestamp of `header`'s parent, if this validator has the parent.
+    fn parent_timestamp(&self, header: &BlockHeader) -> Result<Option<u64>> {
+        if header.parent == self.head.hash {
+            return Ok(Some(self.head.header.timestamp_ms));
+        }
+        Ok(match self.store.pending_block(&header.parent)? {
+            Some(bytes) => Some(codec::decode::<HsBlock>(&bytes)?.header.timestamp_ms),
+            None => None,
+        })
+    }
+
+    /// Deletes stored blocks at or below the committed head that were not committed: forks the
+    /// chain left behind (committed blocks leave the pending store as they commit). A restart
+    /// would otherwise read them all back, however long the validator has run.
+    fn prune_abandoned_forks(&mut self) -> Result<()> {
+        let deleted = prune_pending_blocks(&self.store, self.head.height)?;
+        if deleted > 0 {
+            debug!(blocks = deleted, "deleted blocks of abandoned forks");
+        }
+        // Fetch de-duplication hints: whatever is still missing is asked for again.
+        self.fetching.clear();
+        Ok(())
     }
 
     /// The speculative chain from `hash` down to (not including) the committed head; `None` if
@@ -417,6 +473,9 @@ impl Executor {
                 mempool.prune_nonces(|a| Store::account(store, a).map(|a| a.nonce).unwrap_or(0));
             }
         }
+        if header.height.0.is_multiple_of(PRUNE_EVERY) {
+            self.prune_abandoned_forks()?;
+        }
         self.metrics.on_commit(header, block.transactions.len());
         debug!(height = header.height.0, %hash, transactions = block.transactions.len(), "committed");
         Ok(Outcome::Done(()))
@@ -512,7 +571,7 @@ impl Executor {
             payload: PayloadProposal {
                 payload_digest,
                 state_root: execution.state_root(),
-                timestamp_ms: crate::metrics::now_ms(),
+                timestamp_ms: now_ms(),
                 empty: included.is_empty(),
             },
         });
@@ -612,4 +671,90 @@ impl Executor {
 /// Logs a one-line start-up summary of the committed head.
 pub fn log_head(head: &Head) {
     info!(height = head.height.0, hash = %head.hash, "committed head");
+}
+
+/// Deletes the stored uncommitted blocks at or below `committed`; returns how many.
+fn prune_pending_blocks(store: &Store, committed: quorate_ledger::Height) -> Result<usize> {
+    let mut abandoned = Vec::new();
+    for bytes in store.pending_blocks()? {
+        let Ok(block) = codec::decode::<HsBlock>(&bytes) else {
+            continue;
+        };
+        if block.header.height <= committed {
+            abandoned.push(block.hash()?);
+        }
+    }
+    if !abandoned.is_empty() {
+        store.delete_pending_blocks(&abandoned)?;
+    }
+    Ok(abandoned.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_crypto::{BlsSignature, SignerBitmap};
+    use quorate_ledger::{Epoch, Height, QuorumCert, VoteData};
+
+    #[test]
+    fn timestamps_must_not_go_back_or_run_ahead_of_the_clock() {
+        let now = 1_000_000;
+        assert_eq!(timestamp_problem(now, Some(now - 5), now), None);
+        assert_eq!(timestamp_problem(now, Some(now), now), None);
+        assert_eq!(timestamp_problem(now + MAX_CLOCK_AHEAD_MS, None, now), None);
+        let ahead = timestamp_problem(now + MAX_CLOCK_AHEAD_MS + 1, Some(now), now).unwrap();
+        assert!(ahead.contains("ahead of this validator's clock"), "{ahead}");
+        let back = timestamp_problem(now - 1, Some(now), now).unwrap();
+        assert!(back.contains("before its parent's"), "{back}");
+        // A parent this validator does not have yet is not a reason to refuse.
+        assert_eq!(timestamp_problem(now - 1, None, now), None);
+    }
+
+    fn block(height: u64, salt: u8) -> HsBlock {
+        let header = BlockHeader {
+            chain_id: "c".into(),
+            genesis_hash: Digest::ZERO,
+            epoch: Epoch(0),
+            height: Height(height),
+            view: View(height + u64::from(salt)),
+            parent: Digest([salt; 32]),
+            payload_digest: Digest::ZERO,
+            state_root: Digest::ZERO,
+            proposer: 0,
+            timestamp_ms: 0,
+        };
+        let justify = QuorumCert {
+            data: VoteData {
+                genesis_hash: Digest::ZERO,
+                epoch: Epoch(0),
+                view: View(0),
+                height: Height(height - 1),
+                block: header.parent,
+            },
+            signers: SignerBitmap::new(4),
+            signature: BlsSignature([0; 96]),
+        };
+        HsBlock { header, justify }
+    }
+
+    #[test]
+    fn blocks_of_abandoned_forks_are_deleted_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blocks = [block(3, 1), block(5, 2), block(6, 3), block(7, 4)];
+        for b in &blocks {
+            store
+                .put_pending_block(&b.hash().unwrap(), &codec::encode(b).unwrap())
+                .unwrap();
+        }
+        assert_eq!(prune_pending_blocks(&store, Height(6)).unwrap(), 3);
+        let left: Vec<HsBlock> = store
+            .pending_blocks()
+            .unwrap()
+            .iter()
+            .map(|bytes| codec::decode(bytes).unwrap())
+            .collect();
+        assert_eq!(left, vec![blocks[3].clone()]);
+        assert_eq!(prune_pending_blocks(&store, Height(6)).unwrap(), 0);
+    }
 }
