@@ -14,6 +14,7 @@ pub struct Metrics {
     pub committed_blocks: AtomicU64,
     pub committed_transactions: AtomicU64,
     pub timeouts: AtomicU64,
+    pub lock_refusals: AtomicU64,
     pub mempool_size: AtomicU64,
     pub peers: AtomicU64,
     pub rejected_transactions: AtomicU64,
@@ -85,6 +86,13 @@ impl Metrics {
             "Views this validator timed out.",
             "counter",
             get(&self.timeouts),
+        );
+        gauge(
+            "quorate_lock_refusals_total",
+            "Proposals this validator refused to vote for because of its locked QC (a leader \
+             forking below the lock: Byzantine, or badly out of date).",
+            "counter",
+            get(&self.lock_refusals),
         );
         gauge(
             "quorate_mempool_transactions",

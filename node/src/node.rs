@@ -369,6 +369,7 @@ pub async fn run(home: &Path) -> Result<()> {
                 let status = engine.status();
                 metrics.view.store(status.view.0, Ordering::Relaxed);
                 metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
+                metrics.lock_refusals.store(status.lock_refusals, Ordering::Relaxed);
                 *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
             }
             Some(()) = restart.recv() => {
