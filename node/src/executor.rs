@@ -30,8 +30,10 @@ use tracing::{debug, error, info, warn};
 const FETCH_AFTER: Duration = Duration::from_millis(150);
 /// Between fetch attempts for the same data (each tries the next peer).
 const FETCH_RETRY: Duration = Duration::from_millis(500);
-/// How far ahead of this validator's clock a proposal's timestamp may be for it to vote.
-const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
+/// How far ahead of this validator's clock a proposal's timestamp may be for it to vote. Generous
+/// on purpose: it stops a leader from pushing chain time far ahead, while validators whose clocks
+/// are off by seconds (or f+1 of them slow) must not refuse honest leaders and stall the chain.
+const MAX_CLOCK_AHEAD_MS: u64 = 300_000;
 /// Every so many committed heights, stored blocks of abandoned forks are deleted.
 const PRUNE_EVERY: u64 = 64;
 
@@ -211,11 +213,17 @@ impl Executor {
                 parent,
                 urgent,
             } => {
+                // Asked again in the same view (the engine's high QC moved meanwhile): build on
+                // the new parent, but the idle interval keeps counting from the first request.
+                let since = match &self.proposal {
+                    Some(earlier) if earlier.view == view => earlier.since,
+                    _ => Instant::now(),
+                };
                 self.proposal = Some(Proposal {
                     view,
                     parent,
                     urgent,
-                    since: Instant::now(),
+                    since,
                 });
             }
             Job::Check { header } => self.checks.push(Waiting::new(header)),

@@ -142,7 +142,7 @@ impl HotStuff {
         let epoch = config.validators.epoch();
         let data = match safety_bytes {
             Some(bytes) => {
-                let data: SafetyData = codec::decode(bytes)?;
+                let data = SafetyData::decode(bytes)?;
                 if data.epoch != epoch {
                     return Err(RecoveryError::WrongEpoch {
                         persisted: data.epoch.0,

@@ -32,6 +32,38 @@ pub struct SafetyData {
     pub last_proposed_view: View,
 }
 
+/// [`SafetyData`] as validators wrote it before `last_proposed_view` existed. Read once, on the
+/// first start of an upgraded validator; the next persist writes the current layout.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SafetyDataV1 {
+    pub epoch: Epoch,
+    pub last_voted_view: View,
+    pub locked_qc: QuorumCert,
+    pub high_qc: QuorumCert,
+    pub last_tc: Option<TimeoutCert>,
+    pub last_vote: Option<Vote>,
+}
+
+impl SafetyData {
+    /// Decodes persisted safety data, in the current layout or the one before it. From the older
+    /// one, the last proposed view is taken to be the last voted view (a leader votes for its own
+    /// proposal; the crash window between the two is what the newer field closes).
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        codec::decode::<SafetyData>(bytes).or_else(|current| {
+            let old: SafetyDataV1 = codec::decode(bytes).map_err(|_| current)?;
+            Ok(SafetyData {
+                epoch: old.epoch,
+                last_voted_view: old.last_voted_view,
+                locked_qc: old.locked_qc,
+                high_qc: old.high_qc,
+                last_tc: old.last_tc,
+                last_vote: old.last_vote,
+                last_proposed_view: old.last_voted_view,
+            })
+        })
+    }
+}
+
 /// Why a vote was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum VoteRefused {

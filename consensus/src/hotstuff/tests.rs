@@ -518,3 +518,28 @@ fn leader_restarted_before_its_own_vote_never_proposes_twice_in_a_view() {
         "a second proposal in view 1"
     );
 }
+
+#[test]
+fn safety_data_of_the_previous_layout_is_read_on_upgrade() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let old = safety::SafetyDataV1 {
+        epoch: Epoch(0),
+        last_voted_view: View(5),
+        locked_qc: root_qc.clone(),
+        high_qc: chain.qc(h1, &b1),
+        last_tc: None,
+        last_vote: None,
+    };
+    let bytes = quorate_ledger::codec::encode(&old).unwrap();
+    let engine = HotStuff::recover(chain.config(1), Some(&bytes), Vec::new()).unwrap();
+    let data = engine.safety_data();
+    assert_eq!(data.last_voted_view, View(5));
+    assert_eq!(data.last_proposed_view, View(5));
+    assert_eq!(data.high_qc.data.block, h1);
+    // Garbage is still refused, naming the current layout's problem.
+    assert!(
+        HotStuff::recover(chain.config(1), Some(&bytes[..bytes.len() - 1]), Vec::new()).is_err()
+    );
+}

@@ -182,7 +182,8 @@ pub struct SeedReport {
     /// Proposals by unmodified engines (honest validators and twins) in views entered by a TC.
     pub tc_proposals: u64,
     /// Those of them whose justify QC was older than a QC some signer of the TC had reported in
-    /// its timeout. Always 0 for this engine; see [`World::check_tc_proposal`].
+    /// its timeout. 0 unless a Byzantine validator hands a leader a TC with an old QC (the
+    /// simulated ones do not); see [`World::check_tc_proposal`].
     pub tc_proposals_below_high_qc: u64,
     pub trace_hash: Digest,
 }
@@ -771,8 +772,10 @@ impl<'a> World<'a> {
     /// proposal extends a QC at least as high as any the TC's signers held. A QC that commits b
     /// (for b'' in view v+2) was signed by 2f+1, and any 2f+1 timeout signers for a later view
     /// include one of its honest voters, holding QC(b') or higher: every later proposal extends
-    /// b' whether or not anyone checks a lock. The lock is what stops a Byzantine leader that
-    /// pairs a TC with an old QC (see [`Withheld`]). This checks the premise on every run.
+    /// b' whether or not anyone checks a lock. What the lock stops is a Byzantine validator
+    /// getting a fork below it certified: as a leader pairing a TC with an old QC (see
+    /// [`Withheld`]), or by handing an honest leader a genuine TC together with an old genuine QC
+    /// (a TC does not say which QCs its signers held). This checks the premise on every run.
     fn check_tc_proposal(&mut self, node: usize, message: &Message) {
         match message {
             Message::HotStuff(HsMessage::Timeout(timeout)) => {
