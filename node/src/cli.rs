@@ -461,7 +461,8 @@ fn sim(args: SimArgs) -> Result<()> {
     } else {
         println!(
             "{} n={} byzantine={} ({:?}) drop={} seeds={}: safety_violations={} liveness_failures={} \
-             min_committed={} mean_committed={:.1} msgs/block={:.1} bytes/block={:.0} in {:.1}s",
+             min_committed={} mean_committed={:.1} msgs/block={:.1} bytes/block={:.0} \
+             lock_refusals={} in {:.1}s",
             summary.protocol,
             summary.validators,
             summary.byzantine,
@@ -474,6 +475,7 @@ fn sim(args: SimArgs) -> Result<()> {
             summary.mean_committed,
             summary.msgs_per_block,
             summary.bytes_per_block,
+            summary.lock_refusals,
             summary.elapsed_s
         );
         if let (Some(seed), Some(what)) = (summary.first_violating_seed, &summary.first_violation) {
