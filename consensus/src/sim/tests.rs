@@ -65,6 +65,12 @@ fn check(n: usize, f: usize, behaviour: Behaviour, drop: f64) {
         summary.first_stalled_seed
     );
     assert!(summary.min_committed > 0);
+    // No simulated adversary relays a TC with an old QC, so no unmodified engine may ever propose
+    // below the high QCs its TC's signers reported (what makes twins harmless; see the sim docs).
+    assert_eq!(
+        summary.tc_proposals_below_high_qc, 0,
+        "n={n} f={f} {behaviour:?}: a TC-justified proposal below its signers' high QCs"
+    );
 }
 
 #[test]
