@@ -315,8 +315,13 @@ impl Executor {
         if header.parent == self.head.hash {
             return Ok(Some(self.head.header.timestamp_ms));
         }
-        Ok(match self.store.pending_block(&header.parent)? {
-            Some(bytes) => Some(codec::decode::<HsBlock>(&bytes)?.header.timestamp_ms),
+        Ok(self.pending_header(&header.parent)?.map(|h| h.timestamp_ms))
+    }
+
+    /// The header of a stored, not yet committed block.
+    fn pending_header(&self, hash: &Digest) -> Result<Option<BlockHeader>> {
+        Ok(match self.store.pending_block(hash)? {
+            Some(bytes) => Some(codec::decode::<HsBlock>(&bytes)?.header),
             None => None,
         })
     }
@@ -385,8 +390,8 @@ impl Executor {
         }
         let header = match header {
             Some(header) => header.clone(),
-            None => match self.store.pending_block(hash)? {
-                Some(bytes) => codec::decode::<HsBlock>(&bytes)?.header,
+            None => match self.pending_header(hash)? {
+                Some(header) => header,
                 None => return Ok(Outcome::Missing),
             },
         };
@@ -596,8 +601,8 @@ impl Executor {
             if target.parent == self.head.hash || self.speculative.contains_key(&target.parent) {
                 break;
             }
-            match self.store.pending_block(&target.parent)? {
-                Some(bytes) => target = codec::decode::<HsBlock>(&bytes)?.header,
+            match self.pending_header(&target.parent)? {
+                Some(parent) => target = parent,
                 None => break, // the engine fetches missing blocks itself
             }
         }

@@ -21,7 +21,7 @@ use crate::{
 };
 use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, SigningKey};
 use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
-use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, View, VoteData};
+use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, TimeoutCert, View, VoteData};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -820,7 +820,6 @@ impl<'a> World<'a> {
                 // parent of the block it is locked on: the block it proposes conflicts with a block
                 // that may already be committed somewhere, and only the lock keeps the validators
                 // that locked it from voting for the fork.
-                let mut twin = proposal.clone();
                 let view = proposal.block.header.view;
                 let (locked, last_tc) = match self.nodes[node].engine.as_ref() {
                     Some(engine) => {
@@ -836,20 +835,11 @@ impl<'a> World<'a> {
                 let older = locked
                     .and_then(|l| self.nodes[node].justifies.get(&l).cloned())
                     .filter(|qc| tc.is_some() && qc.data.view < proposal.block.justify.data.view);
-                if let Some(older) = older {
-                    twin.block.header.parent = older.data.block;
-                    twin.block.header.height = older.data.height.next();
-                    twin.block.justify = older;
-                    twin.tc = tc;
-                }
-                let parent = self.nodes[node]
-                    .headers
-                    .get(&twin.block.header.parent)
-                    .cloned();
-                if let Some(parent) = parent {
-                    let payload = self.payload(node, twin.block.header.view, &parent, b"evil");
-                    twin.block.header.payload_digest = payload.payload_digest;
-                    twin.block.header.state_root = payload.state_root;
+                let (justify, tc) = match older {
+                    Some(older) => (older, tc),
+                    None => (proposal.block.justify.clone(), proposal.tc.clone()),
+                };
+                if let Some(twin) = self.rebuild(node, proposal, justify, tc, b"evil") {
                     let forked = twin.block.justify != proposal.block.justify;
                     let twin = Message::HotStuff(HsMessage::Proposal(twin));
                     self.remember(node, &twin);
@@ -934,6 +924,30 @@ impl<'a> World<'a> {
 
     /// The second half of the [`Withheld`] attack, once the equivocator's engine proposes in the
     /// view after the withheld one, entered by a TC. Returns false if the attack does not apply.
+    /// `proposal` rebuilt on the block `justify` certifies, with a payload of its own (`salt`)
+    /// executed on that parent; `None` if this node never stored the parent.
+    fn rebuild(
+        &mut self,
+        node: usize,
+        proposal: &Proposal,
+        justify: QuorumCert,
+        tc: Option<TimeoutCert>,
+        salt: &[u8],
+    ) -> Option<Proposal> {
+        let parent = self.nodes[node].headers.get(&justify.data.block)?.clone();
+        let view = proposal.block.header.view;
+        let payload = self.payload(node, view, &parent, salt);
+        let mut rebuilt = proposal.clone();
+        let header = &mut rebuilt.block.header;
+        header.parent = justify.data.block;
+        header.height = justify.data.height.next();
+        header.payload_digest = payload.payload_digest;
+        header.state_root = payload.state_root;
+        rebuilt.block.justify = justify;
+        rebuilt.tc = tc;
+        Some(rebuilt)
+    }
+
     fn break_lock(&mut self, node: usize, proposal: &Proposal, targets: &[usize]) -> bool {
         let view = proposal.block.header.view;
         let Some(withheld) = self.nodes[node].withheld.take() else {
@@ -945,37 +959,22 @@ impl<'a> World<'a> {
         if withheld.view.next() != view {
             return false;
         }
+        // b's justify: the QC of b's parent, where the fork starts.
         let n = &self.nodes[node];
-        let blocks = (|| {
-            let b2 = n.headers.get(&withheld.block)?.clone();
-            let qc1 = n.justifies.get(&withheld.block)?;
-            let qc0 = n.justifies.get(&qc1.data.block)?;
-            let base_qc = n.justifies.get(&qc0.data.block)?.clone();
-            let base = n.headers.get(&base_qc.data.block)?.clone();
-            Some((b2, base, base_qc))
-        })();
-        let Some((b2, base, base_qc)) = blocks else {
+        let base_qc = n
+            .justifies
+            .get(&withheld.block)
+            .and_then(|qc1| n.justifies.get(&qc1.data.block))
+            .and_then(|qc0| n.justifies.get(&qc0.data.block))
+            .cloned();
+        let Some(base_qc) = base_qc else {
             return false;
         };
-        let mut extend = proposal.clone();
-        extend.tc = None;
-        extend.block.justify = qc2;
-        let payload = self.payload(node, view, &b2, b"extend");
-        let header = &mut extend.block.header;
-        header.parent = withheld.block;
-        header.height = b2.height.next();
-        header.payload_digest = payload.payload_digest;
-        header.state_root = payload.state_root;
-
-        let mut fork = proposal.clone();
-        fork.tc = Some(tc);
-        fork.block.justify = base_qc;
-        let payload = self.payload(node, view, &base, b"fork");
-        let header = &mut fork.block.header;
-        header.parent = base.hash().unwrap_or(Digest::ZERO);
-        header.height = base.height.next();
-        header.payload_digest = payload.payload_digest;
-        header.state_root = payload.state_root;
+        let extend = self.rebuild(node, proposal, qc2, None, b"extend");
+        let fork = self.rebuild(node, proposal, base_qc, Some(tc), b"fork");
+        let (Some(extend), Some(fork)) = (extend, fork) else {
+            return false;
+        };
 
         let honest: Vec<usize> = targets
             .iter()
