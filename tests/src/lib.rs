@@ -5,24 +5,22 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `quorate` binary built for this test run: `$QUORATE_BIN`, else `target/<profile>/quorate`
-/// next to this crate. `scripts/test.sh` builds it before running the tests.
+/// The `quorate` binary built for this test run: `$QUORATE_BIN`, else the `quorate` in the
+/// profile directory this test executable was built into (`target/<profile>/deps/<test>` ->
+/// `target/<profile>/quorate`). `scripts/test.sh` builds it before running the tests.
 pub fn quorate_binary() -> PathBuf {
     if let Ok(path) = std::env::var("QUORATE_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let path = target.join(profile).join("quorate");
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join("quorate");
     assert!(
         path.is_file(),
-        "{} not found: run `cargo build --bin quorate` first (scripts/test.sh does)",
+        "{} not found: run `cargo build --release --bin quorate` first (scripts/test.sh does)",
         path.display()
     );
     path
