@@ -7,7 +7,9 @@
 # workspace denies all warnings ([workspace.lints] in Cargo.toml), so any clippy warning fails.
 #
 # Knobs (environment):
-#   QUORATE_SIM_SEEDS   simulation seeds per configuration in the consensus tests (default 42)
+#   QUORATE_SIM_SEEDS     fast-crypto simulation seeds per configuration in the consensus tests
+#                         (default 200; a tenth of that, at least 4, also runs with real BLS)
+#   QUORATE_TEST_PROFILE  release | dev | auto (default: release if localnet.sh built it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +26,24 @@ if [ -z "$clippy_driver" ]; then
 fi
 export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
 
-# The suite runs in the release profile so that it shares every dependency (RocksDB's C++ above
-# all) with the build scripts/localnet.sh made; workspace crates keep overflow checks and debug
-# assertions there (Cargo.toml, [profile.release]).
-echo "== build every target with clippy, warnings denied (release profile, shared with localnet.sh)"
-cargo test --workspace --all-targets --locked --release --no-run
-echo "== cargo test"
-cargo test --workspace --locked --release
+# Which build the suite runs in: the release build scripts/localnet.sh made, if there is one,
+# so that a newcomer who ran localnet.sh compiles no dependency again (RocksDB's C++ above all;
+# workspace crates keep overflow checks and debug assertions there, see Cargo.toml); otherwise
+# the dev profile, whose RocksDB compiles without optimisation and so fastest from cold (CI).
+# QUORATE_TEST_PROFILE=release|dev chooses by hand.
+profile=${QUORATE_TEST_PROFILE:-auto}
+if [ "$profile" = auto ]; then
+  if [ -x target/release/quorate ]; then profile=release; else profile=dev; fi
+fi
+case "$profile" in
+  release) profile_flag=(--release) ;;
+  dev) profile_flag=() ;;
+  *) echo "test.sh: QUORATE_TEST_PROFILE must be release, dev or auto (got $profile)" >&2; exit 2 ;;
+esac
+# Always the whole workspace: selecting packages changes how features unify, and that alone
+# rebuilds RocksDB.
+echo "== build every target with clippy, warnings denied ($profile profile)"
+cargo test --workspace --all-targets --locked "${profile_flag[@]}" --no-run
+echo "== cargo test ($profile profile)"
+cargo test --workspace --locked "${profile_flag[@]}"
 echo "== done in $(( $(date +%s) - start ))s"

@@ -1,8 +1,9 @@
 //! The protocol-neutral boundary between an engine and its runtime.
 
+use crate::crypto::Signer;
 use crate::hotstuff::HsMessage;
 use crate::verifier::CertificateVerifier;
-use quorate_crypto::{BlsKeyPair, Digest};
+use quorate_crypto::Digest;
 use quorate_genesis::{ConsensusParams, ValidatorSet};
 use quorate_ledger::{BlockHeader, QuorumCert, View};
 use serde::{Deserialize, Serialize};
@@ -130,7 +131,8 @@ pub struct EngineConfig {
     pub genesis_hash: Digest,
     pub validators: ValidatorSet,
     pub own_index: ValidatorIndex,
-    pub bls_key: Arc<BlsKeyPair>,
+    /// The key this validator signs votes and timeouts with.
+    pub signer: Signer,
     pub params: ConsensusParams,
     /// The committed block the engine starts from: the epoch's first root (genesis, or the last
     /// block of the previous epoch), or after a restart the last block the ledger committed.

@@ -12,6 +12,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod crypto;
 mod engine;
 pub mod hotstuff;
 mod proof;
@@ -20,6 +21,7 @@ mod verifier;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use crypto::Signer;
 pub use engine::{
     Action, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection, Input, Message,
     PayloadProposal, TimerId, ValidatorIndex,

@@ -5,6 +5,7 @@
 //! (domain, bytes, signers, signature, committee), so a cache shared by several engines of one
 //! epoch (the simulator's validators) gives every one of them the answer it would compute.
 
+use crate::crypto::Scheme;
 use quorate_crypto::{hash, Committee, CryptoError, Digest, Domain, Hasher};
 use quorate_ledger::{codec, QuorumCert, TimeoutCert};
 use std::collections::{HashMap, VecDeque};
@@ -19,10 +20,12 @@ struct Memo {
     order: VecDeque<Digest>,
 }
 
-/// A bounded, thread-safe memo of certificate verdicts.
+/// A bounded, thread-safe memo of certificate verdicts, and the signature scheme it checks
+/// them with (BLS, unless the simulator built it).
 #[derive(Default)]
 pub struct CertificateVerifier {
     memo: Mutex<Memo>,
+    scheme: Scheme,
 }
 
 impl std::fmt::Debug for CertificateVerifier {
@@ -32,8 +35,23 @@ impl std::fmt::Debug for CertificateVerifier {
 }
 
 impl CertificateVerifier {
+    /// A BLS verifier: what every node, sync and `audit` use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A verifier of the simulation backend (see [`crate::crypto`]).
+    #[cfg(feature = "sim")]
+    pub(crate) fn fast(keys: std::sync::Arc<crate::crypto::FastKeys>) -> Self {
+        CertificateVerifier {
+            memo: Mutex::default(),
+            scheme: Scheme::Fast(keys),
+        }
+    }
+
+    /// The scheme member signatures and aggregates are checked with.
+    pub(crate) fn scheme(&self) -> &Scheme {
+        &self.scheme
     }
 
     fn memoized(
@@ -64,8 +82,9 @@ impl CertificateVerifier {
         result
     }
 
-    fn key(kind: &[u8], committee: &Committee, bytes: &[u8]) -> Digest {
+    fn key(&self, kind: &[u8], committee: &Committee, bytes: &[u8]) -> Digest {
         let mut hasher = Hasher::new(Domain::Vote);
+        hasher.update(self.scheme.tag());
         hasher.update(kind);
         // Committees differ by epoch; bind the verdict to the committee's keys.
         for index in 0..committee.len() {
@@ -78,18 +97,35 @@ impl CertificateVerifier {
     }
 
     pub fn verify_qc(&self, qc: &QuorumCert, committee: &Committee) -> Result<(), CryptoError> {
-        let bytes = codec::encode(qc).map_err(|e| CryptoError::Malformed {
-            what: "quorum certificate",
-            reason: e.to_string(),
-        })?;
-        self.memoized(Self::key(b"qc", committee, &bytes), || qc.verify(committee))
+        match &self.scheme {
+            Scheme::Bls => {
+                let bytes = codec::encode(qc).map_err(|e| CryptoError::Malformed {
+                    what: "quorum certificate",
+                    reason: e.to_string(),
+                })?;
+                self.memoized(self.key(b"qc", committee, &bytes), || qc.verify(committee))
+            }
+            // A keyed-hash check costs less than the memo's own encoding and lock.
+            #[cfg(feature = "sim")]
+            scheme => qc.verify_with(&|domain, bytes, signers, signature| {
+                scheme.verify_quorum(committee, domain, bytes, signers, signature)
+            }),
+        }
     }
 
     pub fn verify_tc(&self, tc: &TimeoutCert, committee: &Committee) -> Result<(), CryptoError> {
-        let bytes = codec::encode(tc).map_err(|e| CryptoError::Malformed {
-            what: "timeout certificate",
-            reason: e.to_string(),
-        })?;
-        self.memoized(Self::key(b"tc", committee, &bytes), || tc.verify(committee))
+        match &self.scheme {
+            Scheme::Bls => {
+                let bytes = codec::encode(tc).map_err(|e| CryptoError::Malformed {
+                    what: "timeout certificate",
+                    reason: e.to_string(),
+                })?;
+                self.memoized(self.key(b"tc", committee, &bytes), || tc.verify(committee))
+            }
+            #[cfg(feature = "sim")]
+            scheme => tc.verify_with(&|domain, bytes, signers, signature| {
+                scheme.verify_quorum(committee, domain, bytes, signers, signature)
+            }),
+        }
     }
 }

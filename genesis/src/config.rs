@@ -30,6 +30,14 @@ pub struct MempoolConfig {
     pub max_transactions: usize,
     /// How far ahead of an account's committed nonce a transaction may be.
     pub max_nonce_gap: u64,
+    /// Transactions of one account held at most (pending and in uncommitted batches); beyond
+    /// it RPC answers 429.
+    #[serde(default = "default_max_pending_per_account")]
+    pub max_pending_per_account: usize,
+}
+
+fn default_max_pending_per_account() -> usize {
+    256
 }
 
 impl Default for MempoolConfig {
@@ -37,6 +45,7 @@ impl Default for MempoolConfig {
         MempoolConfig {
             max_transactions: 200_000,
             max_nonce_gap: 1_000,
+            max_pending_per_account: default_max_pending_per_account(),
         }
     }
 }

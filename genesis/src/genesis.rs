@@ -203,6 +203,13 @@ impl Genesis {
                 "max_block_transactions and max_batch_transactions must be positive".into(),
             );
         }
+        if p.max_batch_transactions > p.max_block_transactions {
+            return invalid(format!(
+                "max_batch_transactions ({}) exceeds max_block_transactions ({}): a full batch \
+                 could never be proposed",
+                p.max_batch_transactions, p.max_block_transactions
+            ));
+        }
         if p.checkpoint_interval == 0 || p.pbft_window < p.checkpoint_interval {
             return invalid(format!(
                 "need 0 < checkpoint_interval ({}) <= pbft_window ({})",

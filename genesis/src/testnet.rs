@@ -235,6 +235,12 @@ mod tests {
         overflow.accounts[1].balance = 1;
         assert!(overflow.validate().is_err());
 
+        // A batch that no block could carry would stall every proposal that names it.
+        let mut big_batch = genesis.clone();
+        big_batch.params.max_batch_transactions = big_batch.params.max_block_transactions + 1;
+        let error = big_batch.validate().unwrap_err().to_string();
+        assert!(error.contains("max_batch_transactions"), "{error}");
+
         let mut changed = genesis.clone();
         changed.accounts[0].balance += 1;
         assert_ne!(changed.hash().unwrap(), genesis.hash().unwrap());

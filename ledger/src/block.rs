@@ -48,10 +48,7 @@ impl BlockHeader {
 
     /// The block hash.
     pub fn hash(&self) -> Result<Digest, CodecError> {
-        Ok(quorate_crypto::hash(
-            Domain::BlockHeader,
-            &codec::encode(self)?,
-        ))
+        codec::hash_encoded(Domain::BlockHeader, self)
     }
 }
 

@@ -46,9 +46,20 @@ pub struct QuorumCert {
     pub signature: BlsSignature,
 }
 
+/// Checks an aggregate: (domain, signed bytes, signers, aggregate signature).
+pub type QuorumCheck<'a> =
+    &'a dyn Fn(Domain, &[u8], &SignerBitmap, &BlsSignature) -> Result<(), CryptoError>;
+
 impl QuorumCert {
     /// Checks quorum and the aggregate signature against the epoch's committee.
     pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
+        self.verify_with(&|domain, bytes, signers, signature| {
+            committee.verify_quorum(domain, bytes, signers, signature)
+        })
+    }
+
+    /// Checks the certificate with `check` over exactly what its signers signed.
+    pub fn verify_with(&self, check: QuorumCheck<'_>) -> Result<(), CryptoError> {
         let bytes = self
             .data
             .signing_bytes()
@@ -56,7 +67,7 @@ impl QuorumCert {
                 what: "vote data",
                 reason: e.to_string(),
             })?;
-        committee.verify_quorum(Domain::Vote, &bytes, &self.signers, &self.signature)
+        check(Domain::Vote, &bytes, &self.signers, &self.signature)
     }
 }
 
@@ -84,6 +95,13 @@ pub struct TimeoutCert {
 
 impl TimeoutCert {
     pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
+        self.verify_with(&|domain, bytes, signers, signature| {
+            committee.verify_quorum(domain, bytes, signers, signature)
+        })
+    }
+
+    /// Checks the certificate with `check` over exactly what its signers signed.
+    pub fn verify_with(&self, check: QuorumCheck<'_>) -> Result<(), CryptoError> {
         let bytes = self
             .data
             .signing_bytes()
@@ -91,7 +109,7 @@ impl TimeoutCert {
                 what: "timeout data",
                 reason: e.to_string(),
             })?;
-        committee.verify_quorum(Domain::Timeout, &bytes, &self.signers, &self.signature)
+        check(Domain::Timeout, &bytes, &self.signers, &self.signature)
     }
 }
 

@@ -36,6 +36,19 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// The domain-separated hash of `value`'s canonical encoding. Small values (block headers,
+/// votes) are encoded on the stack: hashing them allocates nothing.
+pub fn hash_encoded<T: Serialize>(
+    domain: quorate_crypto::Domain,
+    value: &T,
+) -> Result<quorate_crypto::Digest, CodecError> {
+    let mut buffer = [0u8; 1024];
+    match bincode::serde::encode_into_slice(value, &mut buffer, config()) {
+        Ok(written) => Ok(quorate_crypto::hash(domain, &buffer[..written])),
+        Err(_) => Ok(quorate_crypto::hash(domain, &encode(value)?)),
+    }
+}
+
 /// Decodes exactly one `T` occupying all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_DECODE_BYTES {

@@ -14,8 +14,8 @@ mod transaction;
 
 pub use block::{Batch, Block, BlockHeader};
 pub use certificate::{
-    CertificateError, CheckpointCert, CheckpointData, QuorumCert, TimeoutCert, TimeoutData,
-    VoteData,
+    CertificateError, CheckpointCert, CheckpointData, QuorumCert, QuorumCheck, TimeoutCert,
+    TimeoutData, VoteData,
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use newtypes::{Epoch, Height, SeqNum, View};

@@ -121,6 +121,19 @@ pub enum TxFailure {
     ZeroAmount,
 }
 
+impl TxFailure {
+    /// Whether the transaction consumed its nonce (it executed, without effect on balances): a
+    /// failure of its effect. A bad nonce or another chain's transaction changes nothing.
+    pub fn consumes_nonce(&self) -> bool {
+        match self {
+            TxFailure::BadNonce { .. } | TxFailure::WrongChain => false,
+            TxFailure::InsufficientBalance { .. } | TxFailure::Overflow | TxFailure::ZeroAmount => {
+                true
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for TxFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -162,8 +175,13 @@ impl Execution {
 }
 
 /// Executes `transactions` in order on `state` whose accumulator is `accumulator`. Signatures
-/// are NOT checked here: the node admits only batches whose signatures it verified. Everything
-/// else is: a transaction that cannot apply changes nothing and gets a failed receipt.
+/// are NOT checked here: the node admits only batches whose signatures it verified.
+///
+/// The nonce rule: a transaction for this chain that carries its sender's next nonce consumes
+/// that nonce whatever its effect; if the effect cannot apply (zero amount, insufficient balance,
+/// overflow) its receipt says so and only the nonce changes. A transaction for another chain or
+/// with any other nonce changes nothing. So a signed transaction executes at most once: a
+/// transfer that failed can never be carried out later, by anyone holding its bytes.
 pub fn execute<'a>(
     chain_id: &str,
     state: &dyn StateView,
@@ -181,47 +199,26 @@ pub fn execute<'a>(
     for signed in transactions {
         let tx = signed.transaction();
         let sender = signed.sender();
-        let receipt = (|| {
-            if tx.chain_id != chain_id {
-                return Err(TxFailure::WrongChain);
+        if tx.chain_id != chain_id {
+            receipts.push(Err(TxFailure::WrongChain));
+            continue;
+        }
+        let mut from = read(&changes, &sender);
+        if tx.nonce != from.nonce {
+            receipts.push(Err(TxFailure::BadNonce {
+                expected: from.nonce,
+                actual: tx.nonce,
+            }));
+            continue;
+        }
+        // From here on the nonce is consumed, whatever the effect.
+        from.nonce += 1;
+        changes.insert(sender, from);
+        let receipt = match tx.kind {
+            TransactionKind::Transfer { to, amount } => {
+                apply_transfer(&mut changes, &read, sender, to, amount)
             }
-            let from = read(&changes, &sender);
-            if tx.nonce != from.nonce {
-                return Err(TxFailure::BadNonce {
-                    expected: from.nonce,
-                    actual: tx.nonce,
-                });
-            }
-            match tx.kind {
-                TransactionKind::Transfer { to, amount } => {
-                    if amount == 0 {
-                        return Err(TxFailure::ZeroAmount);
-                    }
-                    if from.balance < amount {
-                        return Err(TxFailure::InsufficientBalance {
-                            balance: from.balance,
-                            amount,
-                        });
-                    }
-                    let mut from = from;
-                    from.balance -= amount;
-                    from.nonce += 1;
-                    if to == sender {
-                        from.balance += amount;
-                        changes.insert(sender, from);
-                        return Ok(());
-                    }
-                    let mut receiver = read(&changes, &to);
-                    receiver.balance = receiver
-                        .balance
-                        .checked_add(amount)
-                        .ok_or(TxFailure::Overflow)?;
-                    changes.insert(sender, from);
-                    changes.insert(to, receiver);
-                    Ok(())
-                }
-            }
-        })();
+        };
         receipts.push(receipt);
     }
     let mut accumulator = accumulator.clone();
@@ -233,6 +230,39 @@ pub fn execute<'a>(
         receipts,
         accumulator,
     }
+}
+
+/// Moves `amount` from `sender` (whose nonce is already consumed in `changes`) to `to`, or
+/// changes nothing more and says why not.
+fn apply_transfer(
+    changes: &mut BTreeMap<Address, Account>,
+    read: &dyn Fn(&BTreeMap<Address, Account>, &Address) -> Account,
+    sender: Address,
+    to: Address,
+    amount: u64,
+) -> Receipt {
+    if amount == 0 {
+        return Err(TxFailure::ZeroAmount);
+    }
+    let mut from = read(changes, &sender);
+    if from.balance < amount {
+        return Err(TxFailure::InsufficientBalance {
+            balance: from.balance,
+            amount,
+        });
+    }
+    if to == sender {
+        return Ok(());
+    }
+    let mut receiver = read(changes, &to);
+    receiver.balance = receiver
+        .balance
+        .checked_add(amount)
+        .ok_or(TxFailure::Overflow)?;
+    from.balance -= amount;
+    changes.insert(sender, from);
+    changes.insert(to, receiver);
+    Ok(())
 }
 
 /// The accumulator of an initial state (genesis balances).
@@ -261,14 +291,7 @@ mod tests {
     }
 
     fn transfer(key: &SigningKey, nonce: u64, to: Address, amount: u64) -> SignedTransaction {
-        Transaction {
-            chain_id: "c".into(),
-            sender: key.public(),
-            nonce,
-            kind: TransactionKind::Transfer { to, amount },
-        }
-        .sign(key)
-        .unwrap()
+        transfer_on("c", key, nonce, to, amount)
     }
 
     #[test]
@@ -292,8 +315,25 @@ mod tests {
         assert_eq!(back, failures);
     }
 
+    fn transfer_on(
+        chain: &str,
+        key: &SigningKey,
+        nonce: u64,
+        to: Address,
+        amount: u64,
+    ) -> SignedTransaction {
+        Transaction {
+            chain_id: chain.into(),
+            sender: key.public(),
+            nonce,
+            kind: TransactionKind::Transfer { to, amount },
+        }
+        .sign(key)
+        .unwrap()
+    }
+
     #[test]
-    fn transfers_move_balances_and_failures_change_nothing() {
+    fn failed_transfers_consume_their_nonce_and_nothing_else() {
         let alice = SigningKey::from_seed_insecure(1);
         let bob = SigningKey::from_seed_insecure(2).public().address();
         let mut map = HashMap::new();
@@ -308,38 +348,48 @@ mod tests {
         let state = Map(map.clone());
         let txs = vec![
             transfer(&alice, 0, bob, 30),
-            transfer(&alice, 0, bob, 30),  // replay: bad nonce
-            transfer(&alice, 1, bob, 500), // too much
-            transfer(&alice, 1, bob, 70),
+            transfer(&alice, 0, bob, 30), // replay: bad nonce, changes nothing
+            transfer(&alice, 1, bob, 500), // too much: fails, consumes nonce 1
+            transfer(&alice, 1, bob, 70), // nonce 1 is taken now
+            transfer(&alice, 2, bob, 60),
+            transfer(&alice, 3, bob, 0), // zero: fails, consumes nonce 3
+            transfer_on("other", &alice, 4, bob, 1), // another chain: changes nothing
+            transfer(&alice, 4, alice.public().address(), 1), // to itself: only the nonce moves
         ];
         let out = execute("c", &state, &accumulator, &txs);
-        assert_eq!(out.receipts[0], Ok(()));
         assert_eq!(
-            out.receipts[1],
-            Err(TxFailure::BadNonce {
-                expected: 1,
-                actual: 0
-            })
+            out.receipts,
+            vec![
+                Ok(()),
+                Err(TxFailure::BadNonce {
+                    expected: 1,
+                    actual: 0
+                }),
+                Err(TxFailure::InsufficientBalance {
+                    balance: 70,
+                    amount: 500
+                }),
+                Err(TxFailure::BadNonce {
+                    expected: 2,
+                    actual: 1
+                }),
+                Ok(()),
+                Err(TxFailure::ZeroAmount),
+                Err(TxFailure::WrongChain),
+                Ok(()),
+            ]
         );
-        assert_eq!(
-            out.receipts[2],
-            Err(TxFailure::InsufficientBalance {
-                balance: 70,
-                amount: 500
-            })
-        );
-        assert_eq!(out.receipts[3], Ok(()));
         assert_eq!(
             out.changes[&alice.public().address()],
             Account {
-                balance: 0,
-                nonce: 2
+                balance: 10,
+                nonce: 5
             }
         );
         assert_eq!(
             out.changes[&bob],
             Account {
-                balance: 100,
+                balance: 90,
                 nonce: 0
             }
         );
@@ -349,6 +399,57 @@ mod tests {
         let scratch = initial_accumulator(full.iter().filter(|(_, a)| !a.is_empty()));
         assert_eq!(out.state_root(), scratch.root());
         assert_ne!(out.state_root(), accumulator.root());
+    }
+
+    #[test]
+    fn a_failed_transfer_never_executes_later_even_once_funded() {
+        let alice = SigningKey::from_seed_insecure(5);
+        let bob = SigningKey::from_seed_insecure(6).public().address();
+        let address = alice.public().address();
+        let mut map = HashMap::new();
+        map.insert(
+            address,
+            Account {
+                balance: 10,
+                nonce: 0,
+            },
+        );
+        let accumulator = initial_accumulator(map.iter());
+        let payment = transfer(&alice, 0, bob, 500);
+        let first = execute("c", &Map(map.clone()), &accumulator, [&payment]);
+        assert_eq!(
+            first.receipts,
+            vec![Err(TxFailure::InsufficientBalance {
+                balance: 10,
+                amount: 500
+            })]
+        );
+        assert_eq!(
+            first.changes[&address],
+            Account {
+                balance: 10,
+                nonce: 1
+            }
+        );
+        // Funded meanwhile; a Byzantine leader puts the same bytes in a later block.
+        map.insert(
+            address,
+            Account {
+                balance: 1_000,
+                nonce: 1,
+            },
+        );
+        let funded = initial_accumulator(map.iter());
+        let again = execute("c", &Map(map), &funded, [&payment]);
+        assert_eq!(
+            again.receipts,
+            vec![Err(TxFailure::BadNonce {
+                expected: 1,
+                actual: 0
+            })]
+        );
+        assert!(again.changes.is_empty());
+        assert_eq!(again.state_root(), funded.root());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! is written synced on its own, before anything that depends on it leaves the node.
 
 use crate::codec::{self, CodecError};
-use crate::state::{Account, Execution, Receipt, StateAccumulator, StateView};
+use crate::state::{Account, Execution, Receipt, StateAccumulator, StateView, TxFailure};
 use crate::{Batch, BlockHeader, Height};
 use quorate_crypto::{Address, Digest};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -315,12 +315,11 @@ impl Store {
         }
         let tx_index = self.cf(CF_TX_INDEX)?;
         for (index, (id, receipt)) in transactions.iter().zip(&execution.receipts).enumerate() {
-            if receipt.is_err() {
-                if let Some(existing) = self.tx(id)? {
-                    if existing.receipt.is_ok() {
-                        continue;
-                    }
-                }
+            // A transaction executes at most once (it consumes its nonce then); a later copy in
+            // another block fails without effect and must not hide where it executed.
+            let executed = receipt.as_ref().err().is_none_or(TxFailure::consumes_nonce);
+            if !executed && self.tx(id)?.is_some() {
+                continue;
             }
             let location = TxLocation {
                 height: record.header.height,

@@ -3,7 +3,7 @@
 use crate::client::RpcClient;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use quorate_consensus::sim::{run_seeds, Behaviour, Setup, SimConfig};
+use quorate_consensus::sim::{run_seeds, Behaviour, CryptoMode, Setup, SimConfig};
 use quorate_consensus::FaultInjection;
 use quorate_crypto::{Address, Digest, SigningKey};
 use quorate_genesis::{
@@ -221,6 +221,9 @@ struct SimArgs {
     /// A synchronous network: no partitions, crashes or long delays (GST at 0).
     #[arg(long)]
     synchronous: bool,
+    /// Signatures: fast (keyed BLAKE3, simulation only) or real (BLS12-381).
+    #[arg(long, default_value = "fast")]
+    crypto: CryptoMode,
     /// Run a deliberately broken engine: ignore-lock.
     #[arg(long, value_parser = ["ignore-lock"])]
     fault_inject: Option<String>,
@@ -366,7 +369,7 @@ fn transfer(args: TransferArgs) -> Result<()> {
         bail!("node answered with an unexpected hash: {answer}");
     }
     if !args.wait {
-        println!("{hash}");
+        println!("{hash} nonce={nonce}");
         return Ok(());
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
@@ -377,11 +380,11 @@ fn transfer(args: TransferArgs) -> Result<()> {
             let block = state["block_hash"].as_str().unwrap_or_default();
             if state["result"] != "ok" {
                 bail!(
-                    "transaction {hash} committed at height {height} (block {block}) but failed: {}",
+                    "transaction {hash} (nonce {nonce}) committed at height {height} (block {block}) but failed: {}",
                     state["error"].as_str().unwrap_or("unknown reason")
                 );
             }
-            println!("committed {hash} height={height} block={block}");
+            println!("committed {hash} nonce={nonce} height={height} block={block}");
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
@@ -451,7 +454,7 @@ fn sim(args: SimArgs) -> Result<()> {
         Some("ignore-lock") => FaultInjection::IgnoreLock,
         _ => FaultInjection::None,
     };
-    let setup = Setup::new(n).context("building the simulated validator set")?;
+    let setup = Setup::new(n, args.crypto).context("building the simulated validator set")?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |t| t.get()));
@@ -462,7 +465,7 @@ fn sim(args: SimArgs) -> Result<()> {
         println!(
             "{} n={} byzantine={} ({:?}) drop={} seeds={}: safety_violations={} liveness_failures={} \
              min_committed={} mean_committed={:.1} msgs/block={:.1} bytes/block={:.0} \
-             lock_refusals={} in {:.1}s",
+             lock_refusals={} crypto={:?} in {:.1}s ({:.1} seeds/s)",
             summary.protocol,
             summary.validators,
             summary.byzantine,
@@ -476,7 +479,9 @@ fn sim(args: SimArgs) -> Result<()> {
             summary.msgs_per_block,
             summary.bytes_per_block,
             summary.lock_refusals,
-            summary.elapsed_s
+            summary.crypto,
+            summary.elapsed_s,
+            summary.seeds_per_s
         );
         if let (Some(seed), Some(what)) = (summary.first_violating_seed, &summary.first_violation) {
             println!("first violation: seed {seed}: {what}");

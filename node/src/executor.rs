@@ -480,11 +480,7 @@ impl Executor {
         self.speculative.retain(|_, b| b.height > head_height);
         {
             let mut mempool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
-            mempool.on_commit(&block.batches);
-            let store = &self.store;
-            if header.height.0.is_multiple_of(64) {
-                mempool.prune_nonces(|a| Store::account(store, a).map(|a| a.nonce).unwrap_or(0));
-            }
+            mempool.on_commit(&block.batches, &block.execution.changes);
         }
         if header.height.0.is_multiple_of(PRUNE_EVERY) {
             self.prune_abandoned_forks()?;

@@ -19,6 +19,21 @@ pub async fn ingest_batch(
     digest: Digest,
     jobs: &Sender<Job>,
 ) -> bool {
+    // Every limit is checked at ingest: a batch no block could carry, or an empty one, is
+    // refused and its sender scored down (it would otherwise sit in every proposal's way).
+    let max_batch = mempool
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .max_batch();
+    if batch.transactions.is_empty() || batch.transactions.len() > max_batch {
+        warn!(
+            %digest,
+            transactions = batch.transactions.len(),
+            max_batch,
+            "refusing a batch outside the batch size limits"
+        );
+        return false;
+    }
     match store.has_batch(&digest) {
         Ok(true) => return true,
         Ok(false) => {}
@@ -56,10 +71,14 @@ pub async fn ingest_batch(
         error!(%error, "storing a batch");
         return true;
     }
-    mempool
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .add_ready(digest, &batch);
+    {
+        // Room was checked before the verification; others may have filled it since. A batch
+        // kept out here stays stored: a block that names it still finds it.
+        let mut mempool = mempool.lock().unwrap_or_else(|p| p.into_inner());
+        if mempool.has_room(batch.transactions.len()) {
+            mempool.add_ready(digest, &batch);
+        }
+    }
     let _ = jobs.send(Job::DataArrived);
     true
 }

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     pub lock_refusals: AtomicU64,
     pub mempool_size: AtomicU64,
+    pub mempool_evicted: AtomicU64,
     pub peers: AtomicU64,
     pub rejected_transactions: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
@@ -99,6 +100,13 @@ impl Metrics {
             "Transactions in the mempool.",
             "gauge",
             get(&self.mempool_size),
+        );
+        gauge(
+            "quorate_mempool_evicted_total",
+            "Unsealed transactions dropped from the mempool because they could no longer apply \
+             (their nonce taken, or their sender's balance no longer covers them).",
+            "counter",
+            get(&self.mempool_evicted),
         );
         gauge(
             "quorate_peers",

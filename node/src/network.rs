@@ -51,6 +51,11 @@ enum Command {
         request: NetRequest,
         reply: oneshot::Sender<Option<NetResponse>>,
     },
+    /// A peer sent something that decoded but broke a rule (scored like an undecodable frame).
+    Fault {
+        peer: usize,
+        why: String,
+    },
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -76,6 +81,11 @@ impl NetHandle {
             .send(Command::Request { to, request, reply })
             .ok()?;
         answer.await.ok().flatten()
+    }
+
+    /// Scores validator `peer` down for `why` (enough faults disconnect it for a while).
+    pub fn report_fault(&self, peer: usize, why: String) {
+        let _ = self.commands.send(Command::Fault { peer, why });
     }
 
     /// Validators currently connected.
@@ -211,6 +221,11 @@ impl Network {
                             .behaviour_mut()
                             .send_request(&id, request.clone());
                     }
+                }
+            }
+            Command::Fault { peer, why } => {
+                if let Some(id) = self.peers.get(peer).map(|p| p.id) {
+                    self.fault(id, &why);
                 }
             }
             Command::Request { to, request, reply } => match self.usable(to) {

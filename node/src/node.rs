@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use quorate_consensus::hotstuff::HotStuff;
 use quorate_consensus::{
     Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection,
-    Input,
+    Input, Signer,
 };
 use quorate_crypto::Digest;
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
@@ -78,7 +78,7 @@ impl Handler for NetHandler {
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let digest = batch.digest();
-                        ingest_batch(
+                        let valid = ingest_batch(
                             &shared.store,
                             &shared.mempool,
                             &shared.chain_id,
@@ -87,6 +87,11 @@ impl Handler for NetHandler {
                             &shared.jobs,
                         )
                         .await;
+                        if !valid {
+                            shared
+                                .net
+                                .report_fault(from, format!("invalid batch {digest}"));
+                        }
                     });
                 }
                 // When full, the batch is fetched on demand once a block needs it.
@@ -229,7 +234,7 @@ pub async fn run(home: &Path) -> Result<()> {
                 keys.identity.public()
             )
         })?;
-    let bls_key = Arc::new(keys.bls);
+    let signer = Signer::bls(Arc::new(keys.bls));
     let identity = keys.identity;
     let data_dir = NodeConfig::resolve(home, &config.data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -243,7 +248,7 @@ pub async fn run(home: &Path) -> Result<()> {
         genesis_hash,
         validators: validators.clone(),
         own_index: me,
-        bls_key: bls_key.clone(),
+        signer,
         params: genesis.params.clone(),
         root: head.header.clone(),
         root_qc: None,
@@ -335,10 +340,15 @@ pub async fn run(home: &Path) -> Result<()> {
                 if let Some(batch) = sealed {
                     shared.publish_batch(batch);
                 }
+                let (size, evicted) = {
+                    let mempool = shared.mempool();
+                    (mempool.len() as u64, mempool.evicted_total())
+                };
+                shared.metrics.mempool_size.store(size, Ordering::Relaxed);
                 shared
                     .metrics
-                    .mempool_size
-                    .store(shared.mempool().len() as u64, Ordering::Relaxed);
+                    .mempool_evicted
+                    .store(evicted, Ordering::Relaxed);
                 shared
                     .metrics
                     .peers

@@ -14,8 +14,7 @@ use quorate_consensus::CommitProof;
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::audit::ChainSource;
 use quorate_ledger::{
-    codec, Batch, CommittedBlock, SignedTransaction, StateView, TransactionError,
-    MAX_TRANSACTION_BYTES,
+    codec, Batch, CommittedBlock, SignedTransaction, TransactionError, MAX_TRANSACTION_BYTES,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -73,6 +72,8 @@ fn submit_error(error: SubmitError) -> ApiError {
     let status = match &error {
         SubmitError::Invalid(TransactionError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
         SubmitError::Duplicate(_) | SubmitError::AlreadyCommitted(_) => StatusCode::CONFLICT,
+        SubmitError::NonceTaken { .. } => StatusCode::CONFLICT,
+        SubmitError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -102,10 +103,9 @@ async fn submit(
     if let Ok(Some(_)) = shared.store.tx(&id) {
         return Err(reject(submit_error(SubmitError::AlreadyCommitted(id))));
     }
-    let committed = StateView::account(shared.store.as_ref(), &tx.sender());
     shared
         .mempool()
-        .precheck(&tx, &committed)
+        .precheck(&tx, shared.store.as_ref())
         .map_err(|e| reject(submit_error(e)))?;
     let tx = tokio::task::spawn_blocking(move || tx.verify_signature().map(|()| tx))
         .await
@@ -113,7 +113,7 @@ async fn submit(
         .map_err(|error| reject(submit_error(SubmitError::BadSignature(error.to_string()))))?;
     let sealed = shared
         .mempool()
-        .insert(tx)
+        .insert(tx, shared.store.as_ref())
         .map_err(|e| reject(submit_error(e)))?;
     if let Some(batch) = sealed {
         shared.publish_batch(batch);
@@ -153,13 +153,10 @@ async fn submit_many(
         let id = tx.id();
         let checked = match shared.store.tx(&id) {
             Ok(Some(_)) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
-            Ok(None) => {
-                let committed = StateView::account(shared.store.as_ref(), &tx.sender());
-                shared
-                    .mempool()
-                    .precheck(&tx, &committed)
-                    .map_err(submit_error)
-            }
+            Ok(None) => shared
+                .mempool()
+                .precheck(&tx, shared.store.as_ref())
+                .map_err(submit_error),
             Err(error) => Err(internal(error)),
         };
         match checked {
@@ -189,7 +186,7 @@ async fn submit_many(
                     "ed25519 verification failed".into(),
                 )))
             } else {
-                match mempool.insert(tx) {
+                match mempool.insert(tx, shared.store.as_ref()) {
                     Ok(batch) => {
                         sealed.extend(batch);
                         Ok(id)
@@ -258,7 +255,7 @@ async fn account(
     let address = Address::from_hex(&address)
         .map_err(|error| bad(format!("address {address:?}: {error}")))?;
     let committed = shared.store.account(&address).map_err(internal)?;
-    let next_nonce = shared.mempool().next_nonce(&address, &committed);
+    let next_nonce = shared.mempool().next_nonce(&address, shared.store.as_ref());
     let height = shared.store.head().map_err(internal)?.map(|h| h.height.0);
     Ok(Json(json!({
         "address": address,

@@ -1,5 +1,8 @@
 //! Shared fixtures for the workspace-level integration tests: finding the `quorate` binary,
-//! running it, free loopback ports.
+//! running it, free loopback ports, a cluster of real validators, and (in [`peer`]) a stand-in
+//! validator that speaks libp2p with a genuine identity.
+
+pub mod peer;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

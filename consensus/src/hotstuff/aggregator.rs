@@ -6,9 +6,10 @@
 //! Memory is bounded: only views in a window around the current one are kept.
 
 use super::messages::{Timeout, Vote};
-use quorate_crypto::{BlsAggregate, BlsSignature, Committee, Digest, Domain};
+use crate::crypto::Scheme;
+use quorate_crypto::{BlsSignature, Committee, Digest, Domain};
 use quorate_ledger::{QuorumCert, TimeoutCert, TimeoutData, View, VoteData};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How far ahead of the current view votes and timeouts are kept.
 pub(crate) const FUTURE_VIEWS_MAX: u64 = 64;
@@ -33,6 +34,7 @@ impl<D> Signed<D> {
     fn try_certify(
         &mut self,
         committee: &Committee,
+        scheme: &Scheme,
         domain: Domain,
         bytes: &[u8],
         banned: &mut BTreeSet<usize>,
@@ -41,14 +43,14 @@ impl<D> Signed<D> {
             return None;
         }
         let certify = |signatures: &BTreeMap<usize, BlsSignature>| {
-            let mut aggregate = BlsAggregate::new(committee.len());
-            for (index, signature) in signatures {
-                aggregate.add(*index, signature).ok()?;
-            }
-            let signature = aggregate.signature()?;
-            let bitmap = aggregate.bitmap().clone();
-            committee
-                .verify_quorum(domain, bytes, &bitmap, &signature)
+            let (bitmap, signature) = scheme.aggregate(
+                committee.len(),
+                signatures
+                    .iter()
+                    .map(|(index, signature)| (*index, signature)),
+            )?;
+            scheme
+                .verify_quorum(committee, domain, bytes, &bitmap, &signature)
                 .ok()
                 .map(|()| (bitmap, signature))
         };
@@ -59,8 +61,8 @@ impl<D> Signed<D> {
             .signatures
             .iter()
             .filter(|(index, signature)| {
-                committee
-                    .verify_member(**index, domain, bytes, signature)
+                scheme
+                    .verify_member(committee, **index, domain, bytes, signature)
                     .is_err()
             })
             .map(|(index, _)| *index)
@@ -79,9 +81,12 @@ impl<D> Signed<D> {
 
 #[derive(Default)]
 struct ViewVotes {
-    /// Which block each validator voted for (its first vote counts; later ones are ignored).
+    /// What each validator voted for (its first vote counts; later ones are ignored).
     voted: BTreeMap<usize, Digest>,
-    blocks: BTreeMap<Digest, Signed<VoteData>>,
+    /// Votes by everything they sign: a vote never decides what another vote must say, so one
+    /// with the right block hash and a wrong height (say) gathers its own signers and nobody
+    /// else's. At most one entry per validator, since each counts once per view.
+    blocks: HashMap<VoteData, Signed<VoteData>>,
     banned: BTreeSet<usize>,
     certified: bool,
 }
@@ -93,7 +98,13 @@ pub(crate) struct VoteAggregator {
 
 impl VoteAggregator {
     /// Adds `from`'s vote; returns a QC when this vote completes one.
-    pub fn add(&mut self, from: usize, vote: &Vote, committee: &Committee) -> Option<QuorumCert> {
+    pub fn add(
+        &mut self,
+        from: usize,
+        vote: &Vote,
+        committee: &Committee,
+        scheme: &Scheme,
+    ) -> Option<QuorumCert> {
         let view = self.views.entry(vote.data.view).or_default();
         if view.certified || view.banned.contains(&from) || view.voted.contains_key(&from) {
             return None;
@@ -101,16 +112,13 @@ impl VoteAggregator {
         view.voted.insert(from, vote.data.block);
         let signed = view
             .blocks
-            .entry(vote.data.block)
+            .entry(vote.data)
             .or_insert_with(|| Signed::new(vote.data));
-        if signed.data != vote.data {
-            return None;
-        }
         signed.signatures.insert(from, vote.signature);
         signed.power += committee.power(from);
         let bytes = vote.data.signing_bytes().ok()?;
         let (signers, signature) =
-            signed.try_certify(committee, Domain::Vote, &bytes, &mut view.banned)?;
+            signed.try_certify(committee, scheme, Domain::Vote, &bytes, &mut view.banned)?;
         view.certified = true;
         Some(QuorumCert {
             data: signed.data,
@@ -144,6 +152,7 @@ impl TimeoutAggregator {
         from: usize,
         timeout: &Timeout,
         committee: &Committee,
+        scheme: &Scheme,
     ) -> (u64, Option<TimeoutCert>) {
         let view = self
             .views
@@ -167,7 +176,7 @@ impl TimeoutAggregator {
         };
         match view
             .signed
-            .try_certify(committee, Domain::Timeout, &bytes, &mut view.banned)
+            .try_certify(committee, scheme, Domain::Timeout, &bytes, &mut view.banned)
         {
             Some((signers, signature)) => {
                 view.certified = true;
@@ -186,5 +195,70 @@ impl TimeoutAggregator {
 
     pub fn prune_below(&mut self, view: View) {
         self.views = self.views.split_off(&view);
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::sim::{CryptoMode, Setup};
+    use quorate_ledger::{Epoch, Height};
+
+    fn vote(setup: &Setup, from: usize, data: VoteData) -> Vote {
+        let bytes = data.signing_bytes().unwrap();
+        Vote {
+            data,
+            signature: setup.signer_for_tests(from).sign(Domain::Vote, &bytes),
+        }
+    }
+
+    /// A vote's data for a block in view 1 at height 1.
+    fn data(setup: &Setup, block: u8) -> VoteData {
+        VoteData {
+            genesis_hash: setup.genesis_hash_for_tests(),
+            epoch: Epoch(0),
+            view: View(1),
+            height: Height(1),
+            block: Digest([block; 32]),
+        }
+    }
+
+    /// The first reproduction of the vote-poisoning hole: validator 3 votes at once for the
+    /// right block hash with a wrong height; the honest votes that follow must still form a QC.
+    #[test]
+    fn a_vote_with_the_right_block_and_a_wrong_height_poisons_nobody() {
+        for crypto in [CryptoMode::Fast, CryptoMode::Real] {
+            let setup = Setup::new(4, crypto).unwrap();
+            let (committee, scheme) = (setup.committee_for_tests(), setup.scheme_for_tests());
+            let data = data(&setup, 7);
+            let poisoned = VoteData {
+                height: Height(9),
+                ..data
+            };
+            let mut votes = VoteAggregator::default();
+            let mut add =
+                |from, data| votes.add(from, &vote(&setup, from, data), committee, scheme);
+            assert!(add(3, poisoned).is_none());
+            assert!(add(0, data).is_none());
+            assert!(add(1, data).is_none());
+            let qc = add(2, data).expect("the honest votes form a QC");
+            assert_eq!(qc.data, data);
+            assert_eq!(qc.signers.signers().collect::<Vec<_>>(), vec![0, 1, 2]);
+        }
+    }
+
+    /// A validator counts once per view, whatever it signs.
+    #[test]
+    fn a_second_vote_in_a_view_counts_for_nothing() {
+        let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+        let (committee, scheme) = (setup.committee_for_tests(), setup.scheme_for_tests());
+        let (data, other) = (data(&setup, 7), data(&setup, 8));
+        let mut votes = VoteAggregator::default();
+        let mut add = |from, data| votes.add(from, &vote(&setup, from, data), committee, scheme);
+        assert!(add(0, other).is_none());
+        assert!(add(0, data).is_none());
+        assert!(add(1, data).is_none());
+        assert!(add(2, data).is_none());
+        assert!(add(3, data).is_some());
     }
 }

@@ -112,35 +112,37 @@ impl BlockTree {
     }
 
     /// Marks `hash` committed and drops what can no longer matter: blocks off the committed
-    /// chain at or below its height, and committed blocks older than the retained tail.
+    /// chain at or below its height, and committed blocks older than the retained tail. Costs
+    /// the blocks committed now plus those dropped, not the retained tail: at heights at or
+    /// below the previous commit only the committed chain is left already.
     pub fn commit(&mut self, hash: Digest) {
         let Some(block) = self.blocks.get(&hash) else {
             return;
         };
+        let previous_height = self.committed_height;
         self.committed = hash;
         self.committed_height = block.header.height;
-        // The committed chain within the retained tail.
-        let floor = Height(self.committed_height.0.saturating_sub(COMMITTED_RETAINED));
+        // The chain committed now: from `hash` down to just above the previous commit.
         let mut keep = std::collections::HashSet::new();
         let mut cursor = hash;
         while let Some(b) = self.blocks.get(&cursor) {
-            keep.insert(cursor);
-            if b.header.height <= floor {
+            if b.header.height <= previous_height {
                 break;
             }
+            keep.insert(cursor);
             cursor = b.header.parent;
         }
-        let stale: Vec<Height> = self
+        let decided: Vec<Height> = self
             .by_height
-            .range(..=self.committed_height)
+            .range(previous_height.next()..=self.committed_height)
             .map(|(h, _)| *h)
             .collect();
-        for height in stale {
+        for height in decided {
             let Some(hashes) = self.by_height.get_mut(&height) else {
                 continue;
             };
             hashes.retain(|h| {
-                let retain = keep.contains(h) && height >= floor;
+                let retain = keep.contains(h);
                 if !retain {
                     self.blocks.remove(h);
                 }
@@ -148,6 +150,14 @@ impl BlockTree {
             });
             if hashes.is_empty() {
                 self.by_height.remove(&height);
+            }
+        }
+        // Committed blocks below the retained tail.
+        let floor = Height(self.committed_height.0.saturating_sub(COMMITTED_RETAINED));
+        let old = self.by_height.split_off(&floor);
+        for hashes in std::mem::replace(&mut self.by_height, old).into_values() {
+            for h in hashes {
+                self.blocks.remove(&h);
             }
         }
     }

@@ -191,7 +191,7 @@ impl HotStuff {
             params.view_timeout_max_ms,
             params.idle_interval_ms,
         );
-        let safety = SafetyRules::new(config.bls_key.clone(), data, config.fault);
+        let safety = SafetyRules::new(config.signer.clone(), data, config.fault);
         Ok(HotStuff {
             config,
             root_qc,
@@ -641,10 +641,12 @@ impl HotStuff {
     }
 
     fn aggregate_vote(&mut self, from: ValidatorIndex, vote: &Vote) {
-        if let Some(qc) = self
-            .votes
-            .add(from, vote, self.config.validators.committee())
-        {
+        if let Some(qc) = self.votes.add(
+            from,
+            vote,
+            self.config.validators.committee(),
+            self.config.verifier.scheme(),
+        ) {
             debug!(validator = self.me(), view = %qc.data.view, "formed QC");
             let committed_before = self.tree.committed().1;
             self.process_qc(&qc);
@@ -751,9 +753,12 @@ impl HotStuff {
         if !self.in_window(data.view) {
             return;
         }
-        let (power, tc) = self
-            .timeouts
-            .add(from, &timeout, self.config.validators.committee());
+        let (power, tc) = self.timeouts.add(
+            from,
+            &timeout,
+            self.config.validators.committee(),
+            self.config.verifier.scheme(),
+        );
         if let Some(tc) = tc {
             debug!(validator = self.me(), view = %tc.data.view, "formed TC");
             self.process_tc(&tc);
@@ -834,6 +839,16 @@ impl HotStuff {
         if response.blocks.len() > BLOCKS_PER_REQUEST_MAX as usize {
             return;
         }
+        // Only answers to our own requests are taken: the newest block is one we asked for by
+        // hash, and the rest are authenticated by the hash chain from it. Checked before any
+        // certificate is: an unsolicited response costs one hash, never a signature check.
+        let asked = match response.blocks.first().map(HsBlock::hash) {
+            Some(Ok(newest)) => self.requested.contains_key(&newest),
+            _ => false,
+        };
+        if !asked {
+            return;
+        }
         // Walk newest to oldest: each must be well formed, certified by a valid justify, and be
         // the parent of the one before it.
         let mut expected_parent: Option<Digest> = None;
@@ -852,8 +867,6 @@ impl HotStuff {
         let Some((newest, _)) = accepted.first().cloned() else {
             return;
         };
-        // Only answers to our own requests are taken: the newest block is one we asked for by
-        // hash, and the rest are authenticated by the hash chain from it.
         if self.requested.remove(&newest).is_none() {
             return;
         }

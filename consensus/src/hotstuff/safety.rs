@@ -4,13 +4,13 @@
 //! on it leaves the node, so a restarted validator never signs two different votes in one view.
 
 use super::messages::{HsBlock, Vote};
+use crate::crypto::Signer;
 use crate::FaultInjection;
-use quorate_crypto::{BlsKeyPair, BlsSignature, Digest, Domain};
+use quorate_crypto::{BlsSignature, Digest, Domain};
 use quorate_ledger::{
     codec, CodecError, Epoch, QuorumCert, TimeoutCert, TimeoutData, View, VoteData,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use thiserror::Error;
 
 /// The state that must survive a crash.
@@ -81,13 +81,13 @@ pub enum VoteRefused {
 }
 
 pub(crate) struct SafetyRules {
-    key: Arc<BlsKeyPair>,
+    key: Signer,
     data: SafetyData,
     fault: FaultInjection,
 }
 
 impl SafetyRules {
-    pub fn new(key: Arc<BlsKeyPair>, data: SafetyData, fault: FaultInjection) -> Self {
+    pub fn new(key: Signer, data: SafetyData, fault: FaultInjection) -> Self {
         SafetyRules { key, data, fault }
     }
 

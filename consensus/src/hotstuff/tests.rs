@@ -1,7 +1,7 @@
 //! Unit tests of the safety rules, the commit rule, and restart from persisted state.
 
 use super::*;
-use crate::sim::Setup;
+use crate::sim::{CryptoMode, Setup};
 use crate::FaultInjection;
 use quorate_crypto::{BlsAggregate, Domain};
 use quorate_ledger::{Epoch, Height, TimeoutData};
@@ -13,7 +13,8 @@ struct Chain {
 impl Chain {
     fn new() -> Self {
         Chain {
-            setup: Setup::new(4).unwrap(),
+            // Real BLS: these certificates also go through `verify_commit_proof`, as in audit.
+            setup: Setup::new(4, CryptoMode::Real).unwrap(),
         }
     }
 
@@ -76,7 +77,10 @@ impl Chain {
         let mut aggregate = BlsAggregate::new(4);
         for i in 0..3 {
             aggregate
-                .add(i, &self.setup.keys_for_tests(i).sign(Domain::Vote, &bytes))
+                .add(
+                    i,
+                    &self.setup.signer_for_tests(i).sign(Domain::Vote, &bytes),
+                )
                 .unwrap();
         }
         QuorumCert {
@@ -99,7 +103,7 @@ impl Chain {
             aggregate
                 .add(
                     i,
-                    &self.setup.keys_for_tests(i).sign(Domain::Timeout, &bytes),
+                    &self.setup.signer_for_tests(i).sign(Domain::Timeout, &bytes),
                 )
                 .unwrap();
         }
@@ -292,7 +296,9 @@ fn forged_certificates_are_rejected_before_touching_state() {
 fn safe_node_rule_refuses_a_fork_of_the_lock_unless_justified_by_a_newer_qc() {
     let chain = Chain::new();
     let (_, root_qc) = chain.root();
-    let key = std::sync::Arc::new(quorate_crypto::BlsKeyPair::from_seed_insecure(3));
+    let key = crate::Signer::bls(std::sync::Arc::new(
+        quorate_crypto::BlsKeyPair::from_seed_insecure(3),
+    ));
     let (h1, b1) = chain.block(1, &root_qc, 1);
     let qc1 = chain.qc(h1, &b1);
     let (h2, b2) = chain.block(2, &qc1, 2);

@@ -14,6 +14,7 @@ mod rng;
 
 pub use rng::Rng;
 
+use crate::crypto::{FastKeys, Signer};
 use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator};
 use crate::{
     Action, CertificateVerifier, CommitProof, Engine, EngineConfig, FaultInjection, Input, Message,
@@ -57,6 +58,29 @@ impl std::str::FromStr for Behaviour {
     }
 }
 
+/// Which signatures the simulated validators make and check (see [`crate::crypto`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CryptoMode {
+    /// Keyed BLAKE3 tags, checked member by member: same bitmaps, domains and failures as BLS,
+    /// a thousand times cheaper.
+    #[default]
+    Fast,
+    /// BLS12-381, as on a real chain.
+    Real,
+}
+
+impl std::str::FromStr for CryptoMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "fast" => Ok(CryptoMode::Fast),
+            "real" => Ok(CryptoMode::Real),
+            other => Err(format!("unknown crypto {other:?} (expected fast or real)")),
+        }
+    }
+}
+
 /// One simulation configuration; each seed is one schedule of it.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -91,8 +115,10 @@ impl SimConfig {
 
 /// Keys, validator set and genesis shared by every seed of a configuration.
 pub struct Setup {
+    crypto: CryptoMode,
     validators: ValidatorSet,
-    keys: Vec<Arc<BlsKeyPair>>,
+    /// Each validator's signer; a Byzantine validator signs only with its own.
+    signers: Vec<Signer>,
     genesis_hash: Digest,
     root: BlockHeader,
     params: ConsensusParams,
@@ -102,8 +128,9 @@ pub struct Setup {
 const CHAIN_ID: &str = "quorate-sim";
 
 impl Setup {
-    /// Deterministic keys for `n` validators (PoPs are checked, as on a real chain).
-    pub fn new(n: usize) -> Result<Self, quorate_genesis::GenesisError> {
+    /// Deterministic keys for `n` validators (PoPs are checked, as on a real chain), signing
+    /// with `crypto`.
+    pub fn new(n: usize, crypto: CryptoMode) -> Result<Self, quorate_genesis::GenesisError> {
         let keys: Vec<Arc<BlsKeyPair>> = (0..n as u64)
             .map(|i| Arc::new(BlsKeyPair::from_seed_insecure(i)))
             .collect();
@@ -134,19 +161,48 @@ impl Setup {
             idle_interval_ms: 0,
             ..ConsensusParams::default()
         };
+        let (signers, verifier) = match crypto {
+            CryptoMode::Real => (
+                keys.into_iter().map(Signer::bls).collect(),
+                CertificateVerifier::new(),
+            ),
+            CryptoMode::Fast => {
+                let fast = Arc::new(FastKeys::new(n));
+                (
+                    (0..n).map(|i| Signer::fast(fast.clone(), i)).collect(),
+                    CertificateVerifier::fast(fast),
+                )
+            }
+        };
         Ok(Setup {
+            crypto,
             validators,
-            keys,
+            signers,
             genesis_hash,
             root,
             params,
-            verifier: Arc::new(CertificateVerifier::new()),
+            verifier: Arc::new(verifier),
         })
     }
 
     #[cfg(test)]
-    pub(crate) fn keys_for_tests(&self, index: usize) -> &BlsKeyPair {
-        &self.keys[index]
+    pub(crate) fn signer_for_tests(&self, index: usize) -> &Signer {
+        &self.signers[index]
+    }
+
+    #[cfg(test)]
+    pub(crate) fn committee_for_tests(&self) -> &quorate_crypto::Committee {
+        self.validators.committee()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn scheme_for_tests(&self) -> &crate::crypto::Scheme {
+        self.verifier.scheme()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn genesis_hash_for_tests(&self) -> Digest {
+        self.genesis_hash
     }
 
     pub(crate) fn engine_config(&self, index: usize, fault: FaultInjection) -> EngineConfig {
@@ -155,7 +211,7 @@ impl Setup {
             genesis_hash: self.genesis_hash,
             validators: self.validators.clone(),
             own_index: index,
-            bls_key: self.keys[index].clone(),
+            signer: self.signers[index].clone(),
             params: self.params.clone(),
             root: self.root.clone(),
             root_qc: None,
@@ -725,11 +781,21 @@ impl<'a> World<'a> {
     }
 
     fn deliver(&mut self, from_node: usize, to_node: usize, message: Message) {
-        let Ok(encoded) = codec::encode(&message) else {
-            return;
-        };
+        if let Some(fingerprint) = fingerprint(&message) {
+            self.deliver_fingerprinted(from_node, to_node, message, fingerprint);
+        }
+    }
+
+    /// [`World::deliver`] of a message whose fingerprint is known (a broadcast encodes once).
+    fn deliver_fingerprinted(
+        &mut self,
+        from_node: usize,
+        to_node: usize,
+        message: Message,
+        (length, bytes): (u64, Digest),
+    ) {
         self.messages += 1;
-        self.bytes += encoded.len() as u64;
+        self.bytes += length;
         if let Some(sides) = &self.partition {
             if sides[from_node] != sides[to_node] {
                 return;
@@ -748,7 +814,7 @@ impl<'a> World<'a> {
                 to: to_node,
                 from,
                 message,
-                bytes: quorate_crypto::hash(Domain::Batch, &encoded),
+                bytes,
             },
         );
     }
@@ -759,9 +825,12 @@ impl<'a> World<'a> {
                 self.equivocating_votes(node, to, vote);
             }
         }
+        let Some(fingerprint) = fingerprint(&message) else {
+            return;
+        };
         for target in self.by_index[to].clone() {
             if target != node {
-                self.deliver(node, target, message.clone());
+                self.deliver_fingerprinted(node, target, message.clone(), fingerprint);
             }
         }
     }
@@ -860,8 +929,11 @@ impl<'a> World<'a> {
                 }
             }
         }
+        let Some(fingerprint) = fingerprint(&message) else {
+            return;
+        };
         for target in targets {
-            self.deliver(node, target, message.clone());
+            self.deliver_fingerprinted(node, target, message.clone(), fingerprint);
         }
     }
 
@@ -876,7 +948,8 @@ impl<'a> World<'a> {
             if withheld.view == view {
                 if vote.data.block == withheld.block {
                     let committee = self.setup.validators.committee();
-                    if let Some(qc) = withheld.votes.add(from, vote, committee) {
+                    let scheme = self.setup.verifier.scheme();
+                    if let Some(qc) = withheld.votes.add(from, vote, committee, scheme) {
                         withheld.qc = Some(qc);
                     }
                 }
@@ -907,12 +980,13 @@ impl<'a> World<'a> {
         };
         let own = Vote {
             data: vote.data,
-            signature: self.setup.keys[index].sign(Domain::Vote, &bytes),
+            signature: self.setup.signers[index].sign(Domain::Vote, &bytes),
         };
         let committee = self.setup.validators.committee();
+        let scheme = self.setup.verifier.scheme();
         let mut votes = VoteAggregator::default();
-        votes.add(index, &own, committee);
-        let qc = votes.add(from, vote, committee);
+        votes.add(index, &own, committee, scheme);
+        let qc = votes.add(from, vote, committee, scheme);
         self.nodes[node].withheld = Some(Withheld {
             view,
             block: b2,
@@ -1016,7 +1090,7 @@ impl<'a> World<'a> {
             let Ok(bytes) = data.signing_bytes() else {
                 continue;
             };
-            let signature = self.setup.keys[index].sign(Domain::Vote, &bytes);
+            let signature = self.setup.signers[index].sign(Domain::Vote, &bytes);
             let extra = Message::HotStuff(HsMessage::Vote(Vote { data, signature }));
             for target in self.by_index[to].clone() {
                 if target != node {
@@ -1056,6 +1130,16 @@ impl<'a> World<'a> {
     }
 }
 
+/// A message's encoded length (what the network carries) and the digest of its encoding (what
+/// the trace records), computed once however many validators it goes to.
+fn fingerprint(message: &Message) -> Option<(u64, Digest)> {
+    let encoded = codec::encode(message).ok()?;
+    Some((
+        encoded.len() as u64,
+        quorate_crypto::hash(Domain::Batch, &encoded),
+    ))
+}
+
 fn state_root(parent: &Digest, payload: &Digest) -> Digest {
     let mut hasher = Hasher::new(Domain::StateLeaf);
     hasher.update(&parent.0).update(&payload.0);
@@ -1066,6 +1150,7 @@ fn state_root(parent: &Digest, payload: &Digest) -> Digest {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub protocol: &'static str,
+    pub crypto: CryptoMode,
     pub validators: usize,
     pub byzantine: usize,
     pub behaviour: Behaviour,
@@ -1088,6 +1173,90 @@ pub struct Summary {
     pub tc_proposals: u64,
     pub tc_proposals_below_high_qc: u64,
     pub elapsed_s: f64,
+    pub seeds_per_s: f64,
+}
+
+/// Seed reports folded as they come (a run of a million seeds keeps no per-seed data).
+#[derive(Default)]
+struct Tally {
+    seeds: u64,
+    /// (seed, what) of the lowest violating seed.
+    first_violation: Option<(u64, String)>,
+    violations: u64,
+    first_stalled: Option<u64>,
+    stalls: u64,
+    min_committed: Option<u64>,
+    committed_sum: u64,
+    committed_count: u64,
+    blocks: u64,
+    messages: u64,
+    bytes: u64,
+    timeouts: u64,
+    lock_refusals: u64,
+    tc_proposals: u64,
+    tc_proposals_below_high_qc: u64,
+}
+
+impl Tally {
+    fn add(&mut self, report: SeedReport) {
+        self.seeds += 1;
+        if let Some(violation) = report.violation {
+            self.violations += 1;
+            if self
+                .first_violation
+                .as_ref()
+                .is_none_or(|(s, _)| report.seed < *s)
+            {
+                self.first_violation = Some((report.seed, violation));
+            }
+        }
+        if !report.live {
+            self.stalls += 1;
+            if self.first_stalled.is_none_or(|s| report.seed < s) {
+                self.first_stalled = Some(report.seed);
+            }
+        }
+        for &committed in &report.committed {
+            self.min_committed = Some(self.min_committed.map_or(committed, |m| m.min(committed)));
+            self.committed_sum += committed;
+            self.committed_count += 1;
+        }
+        self.blocks += report.committed.iter().copied().max().unwrap_or(0);
+        self.messages += report.messages;
+        self.bytes += report.bytes;
+        self.timeouts += report.timeouts;
+        self.lock_refusals += report.lock_refusals;
+        self.tc_proposals += report.tc_proposals;
+        self.tc_proposals_below_high_qc += report.tc_proposals_below_high_qc;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        if let Some((seed, violation)) = other.first_violation {
+            if self.first_violation.as_ref().is_none_or(|(s, _)| seed < *s) {
+                self.first_violation = Some((seed, violation));
+            }
+        }
+        if let Some(seed) = other.first_stalled {
+            if self.first_stalled.is_none_or(|s| seed < s) {
+                self.first_stalled = Some(seed);
+            }
+        }
+        if let Some(min) = other.min_committed {
+            self.min_committed = Some(self.min_committed.map_or(min, |m| m.min(min)));
+        }
+        self.seeds += other.seeds;
+        self.violations += other.violations;
+        self.stalls += other.stalls;
+        self.committed_sum += other.committed_sum;
+        self.committed_count += other.committed_count;
+        self.blocks += other.blocks;
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.timeouts += other.timeouts;
+        self.lock_refusals += other.lock_refusals;
+        self.tc_proposals += other.tc_proposals;
+        self.tc_proposals_below_high_qc += other.tc_proposals_below_high_qc;
+    }
 }
 
 /// Runs seeds `first_seed..first_seed + seeds` on `threads` threads.
@@ -1100,58 +1269,55 @@ pub fn run_seeds(
 ) -> Summary {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(first_seed);
-    let reports = Mutex::new(Vec::new());
+    let total = Mutex::new(Tally::default());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, AtomicOrdering::Relaxed);
-                if seed >= first_seed + seeds {
-                    break;
+            scope.spawn(|| {
+                let mut tally = Tally::default();
+                loop {
+                    let seed = next.fetch_add(1, AtomicOrdering::Relaxed);
+                    if seed >= first_seed.saturating_add(seeds) {
+                        break;
+                    }
+                    tally.add(run_seed(setup, config, seed));
                 }
-                let report = run_seed(setup, config, seed);
-                if let Ok(mut reports) = reports.lock() {
-                    reports.push(report);
+                if let Ok(mut total) = total.lock() {
+                    total.merge(tally);
                 }
             });
         }
     });
-    let mut reports = reports.into_inner().unwrap_or_default();
-    reports.sort_by_key(|r| r.seed);
+    let tally = total.into_inner().unwrap_or_default();
     summarize(
+        setup,
         config,
         first_seed,
-        &reports,
+        tally,
         started.elapsed().as_secs_f64(),
     )
 }
 
 fn summarize(
+    setup: &Setup,
     config: &SimConfig,
     first_seed: u64,
-    reports: &[SeedReport],
+    tally: Tally,
     elapsed_s: f64,
 ) -> Summary {
-    let violating: Vec<&SeedReport> = reports.iter().filter(|r| r.violation.is_some()).collect();
-    let stalled: Vec<&SeedReport> = reports.iter().filter(|r| !r.live).collect();
-    let all_committed: Vec<u64> = reports
-        .iter()
-        .flat_map(|r| r.committed.iter().copied())
-        .collect();
-    let blocks: u64 = reports
-        .iter()
-        .map(|r| r.committed.iter().copied().max().unwrap_or(0))
-        .sum();
-    let messages: u64 = reports.iter().map(|r| r.messages).sum();
-    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
-    let per_block = |total: u64| {
-        if blocks == 0 {
+    let ratio = |total: u64, count: u64| {
+        if count == 0 {
             0.0
         } else {
-            total as f64 / blocks as f64
+            total as f64 / count as f64
         }
+    };
+    let (first_violating_seed, first_violation) = match tally.first_violation {
+        Some((seed, violation)) => (Some(seed), Some(violation)),
+        None => (None, None),
     };
     Summary {
         protocol: "hotstuff",
+        crypto: setup.crypto,
         validators: config.validators,
         byzantine: config.byzantine,
         behaviour: config.behaviour,
@@ -1160,30 +1326,27 @@ fn summarize(
             FaultInjection::None => None,
             FaultInjection::IgnoreLock => Some("ignore-lock"),
         },
-        seeds: reports.len() as u64,
+        seeds: tally.seeds,
         first_seed,
-        safety_violations: violating.len() as u64,
-        first_violating_seed: violating.first().map(|r| r.seed),
-        first_violation: violating.first().and_then(|r| r.violation.clone()),
-        liveness_failures: stalled.len() as u64,
-        first_stalled_seed: stalled.first().map(|r| r.seed),
-        min_committed: all_committed.iter().copied().min().unwrap_or(0),
-        mean_committed: if all_committed.is_empty() {
-            0.0
-        } else {
-            all_committed.iter().sum::<u64>() as f64 / all_committed.len() as f64
-        },
-        msgs_per_block: per_block(messages),
-        bytes_per_block: per_block(bytes),
-        timeouts_per_seed: if reports.is_empty() {
-            0.0
-        } else {
-            reports.iter().map(|r| r.timeouts).sum::<u64>() as f64 / reports.len() as f64
-        },
-        lock_refusals: reports.iter().map(|r| r.lock_refusals).sum(),
-        tc_proposals: reports.iter().map(|r| r.tc_proposals).sum(),
-        tc_proposals_below_high_qc: reports.iter().map(|r| r.tc_proposals_below_high_qc).sum(),
+        safety_violations: tally.violations,
+        first_violating_seed,
+        first_violation,
+        liveness_failures: tally.stalls,
+        first_stalled_seed: tally.first_stalled,
+        min_committed: tally.min_committed.unwrap_or(0),
+        mean_committed: ratio(tally.committed_sum, tally.committed_count),
+        msgs_per_block: ratio(tally.messages, tally.blocks),
+        bytes_per_block: ratio(tally.bytes, tally.blocks),
+        timeouts_per_seed: ratio(tally.timeouts, tally.seeds),
+        lock_refusals: tally.lock_refusals,
+        tc_proposals: tally.tc_proposals,
+        tc_proposals_below_high_qc: tally.tc_proposals_below_high_qc,
         elapsed_s,
+        seeds_per_s: if elapsed_s > 0.0 {
+            tally.seeds as f64 / elapsed_s
+        } else {
+            0.0
+        },
     }
 }
 

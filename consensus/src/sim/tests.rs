@@ -1,6 +1,8 @@
-//! Simulator tests: determinism, and safety and liveness under each Byzantine behaviour.
+//! Simulator tests: determinism, and safety and liveness under each Byzantine behaviour, with
+//! the fast signature backend and (a share of the seeds) real BLS.
 //!
-//! `QUORATE_SIM_SEEDS` sets seeds per configuration (default 42: 504 seeds over 12 configs).
+//! `QUORATE_SIM_SEEDS` sets fast-crypto seeds per configuration (default 200: 2,400 seeds over
+//! 12 configurations); a tenth of that (at least 4) also runs with real BLS.
 
 use super::*;
 
@@ -8,60 +10,79 @@ fn seeds_per_config() -> u64 {
     std::env::var("QUORATE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(42)
+        .unwrap_or(200)
+}
+
+fn seeds(crypto: CryptoMode) -> u64 {
+    match crypto {
+        CryptoMode::Fast => seeds_per_config(),
+        CryptoMode::Real => (seeds_per_config() / 10).max(4),
+    }
 }
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+const BOTH: [CryptoMode; 2] = [CryptoMode::Fast, CryptoMode::Real];
+
 #[test]
 fn same_seed_same_trace() {
-    let setup = Setup::new(4).unwrap();
-    let config = SimConfig::new(4, 1, Behaviour::Random);
-    for seed in [1, 7, 42] {
-        let a = run_seed(&setup, &config, seed);
-        let b = run_seed(&setup, &config, seed);
-        assert_eq!(
-            a.trace_hash, b.trace_hash,
-            "seed {seed} is not deterministic"
-        );
-        assert_eq!(a.committed, b.committed);
+    for crypto in BOTH {
+        let setup = Setup::new(4, crypto).unwrap();
+        let config = SimConfig::new(4, 1, Behaviour::Random);
+        for seed in [1, 7, 42] {
+            let a = run_seed(&setup, &config, seed);
+            let b = run_seed(&setup, &config, seed);
+            assert_eq!(
+                a.trace_hash, b.trace_hash,
+                "seed {seed} is not deterministic ({crypto:?})"
+            );
+            assert_eq!(a.committed, b.committed);
+        }
+        let a = run_seed(&setup, &config, 1);
+        let c = run_seed(&setup, &config, 2);
+        assert_ne!(a.trace_hash, c.trace_hash);
     }
-    let a = run_seed(&setup, &config, 1);
-    let c = run_seed(&setup, &config, 2);
-    assert_ne!(a.trace_hash, c.trace_hash);
 }
 
 #[test]
 fn fault_free_network_commits_without_timeouts() {
-    let setup = Setup::new(4).unwrap();
-    let mut config = SimConfig::new(4, 0, Behaviour::Silent);
-    config.asynchrony = false;
-    let report = run_seed(&setup, &config, 3);
-    assert!(report.violation.is_none());
-    assert!(report.live);
-    assert!(
-        report.committed.iter().all(|&c| c > 20),
-        "{:?}",
-        report.committed
-    );
-    assert_eq!(report.timeouts, 0, "a fault-free run must not time out");
+    for crypto in BOTH {
+        let setup = Setup::new(4, crypto).unwrap();
+        let mut config = SimConfig::new(4, 0, Behaviour::Silent);
+        config.asynchrony = false;
+        let report = run_seed(&setup, &config, 3);
+        assert!(report.violation.is_none());
+        assert!(report.live);
+        assert!(
+            report.committed.iter().all(|&c| c > 20),
+            "{crypto:?}: {:?}",
+            report.committed
+        );
+        assert_eq!(report.timeouts, 0, "a fault-free run must not time out");
+    }
 }
 
 fn check(n: usize, f: usize, behaviour: Behaviour, drop: f64) {
-    let setup = Setup::new(n).unwrap();
+    for crypto in BOTH {
+        check_with(n, f, behaviour, drop, crypto);
+    }
+}
+
+fn check_with(n: usize, f: usize, behaviour: Behaviour, drop: f64, crypto: CryptoMode) {
+    let setup = Setup::new(n, crypto).unwrap();
     let mut config = SimConfig::new(n, f, behaviour);
     config.drop_probability = drop;
-    let summary = run_seeds(&setup, &config, 0, seeds_per_config(), threads());
+    let summary = run_seeds(&setup, &config, 0, seeds(crypto), threads());
     assert_eq!(
         summary.safety_violations, 0,
-        "n={n} f={f} {behaviour:?}: {:?} (seed {:?})",
+        "n={n} f={f} {behaviour:?} {crypto:?}: {:?} (seed {:?})",
         summary.first_violation, summary.first_violating_seed
     );
     assert_eq!(
         summary.liveness_failures, 0,
-        "n={n} f={f} {behaviour:?}: no progress after GST in seed {:?}",
+        "n={n} f={f} {behaviour:?} {crypto:?}: no progress after GST in seed {:?}",
         summary.first_stalled_seed
     );
     assert!(summary.min_committed > 0);
@@ -111,31 +132,33 @@ fn n10_f3_all_behaviours() {
 
 /// The checker bites: an equivocating leader that withholds a committing QC and forks below the
 /// lock (see `Withheld`) breaks an engine that votes without the lock, and not the real one, on
-/// the same seeds.
+/// the same seeds -- with either signature backend.
 #[test]
 fn checker_bites_without_the_lock() {
-    let setup = Setup::new(4).unwrap();
-    let mut config = SimConfig::new(4, 1, Behaviour::Equivocate);
-    let sound = run_seeds(&setup, &config, 0, 20, threads());
-    assert_eq!(sound.safety_violations, 0, "{:?}", sound.first_violation);
-    assert_eq!(sound.liveness_failures, 0);
-    assert!(
-        sound.lock_refusals > 0,
-        "the lock never had to refuse a vote"
-    );
-    config.fault = FaultInjection::IgnoreLock;
-    let broken = run_seeds(&setup, &config, 0, 20, threads());
-    assert!(
-        broken.safety_violations > 0,
-        "no violation in 20 seeds without the lock"
-    );
+    for crypto in BOTH {
+        let setup = Setup::new(4, crypto).unwrap();
+        let mut config = SimConfig::new(4, 1, Behaviour::Equivocate);
+        let sound = run_seeds(&setup, &config, 0, 20, threads());
+        assert_eq!(sound.safety_violations, 0, "{:?}", sound.first_violation);
+        assert_eq!(sound.liveness_failures, 0);
+        assert!(
+            sound.lock_refusals > 0,
+            "{crypto:?}: the lock never had to refuse a vote"
+        );
+        config.fault = FaultInjection::IgnoreLock;
+        let broken = run_seeds(&setup, &config, 0, 20, threads());
+        assert!(
+            broken.safety_violations > 0,
+            "{crypto:?}: no violation in 20 seeds without the lock"
+        );
+    }
 }
 
 /// The premise that makes the lock redundant against unmodified engines (twins included): a
 /// proposal in a view entered by a TC never extends a QC older than one a TC signer reported.
 #[test]
 fn tc_proposals_extend_the_signers_high_qc() {
-    let setup = Setup::new(4).unwrap();
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
     let mut config = SimConfig::new(4, 1, Behaviour::Twins);
     config.fault = FaultInjection::IgnoreLock;
     let summary = run_seeds(&setup, &config, 0, 30, threads());
