@@ -157,7 +157,8 @@ impl Mempool {
             return Err(SubmitError::Duplicate(tx.id()));
         }
         let entry = Entry::of(tx, false);
-        if let Some(view) = self.senders.get(&tx.sender()) {
+        let view = self.senders.get(&tx.sender());
+        if let Some(view) = view {
             if let Some(held) = view.by_nonce.get(&nonce) {
                 return Err(SubmitError::NonceTaken {
                     nonce,
@@ -172,10 +173,7 @@ impl Mempool {
                 });
             }
         }
-        let available = self
-            .senders
-            .get(&tx.sender())
-            .map_or(committed.balance, |view| view.run(committed).available);
+        let available = view.map_or(committed.balance, |view| view.run(committed).available);
         if entry.need > available {
             return Err(SubmitError::InsufficientBalance {
                 amount: entry.need,
