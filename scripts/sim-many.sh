@@ -6,13 +6,15 @@
 #     PROTOCOLS  comma-separated (default hotstuff; the only protocol the simulator has so far)
 #   CRYPTO=fast|real   signature backend (default fast; real is BLS, ~50x slower)
 #   OUT=DIR            one JSON summary per configuration (default sim-out/), times in DIR/times.log
+#   QUORATE=PATH       a quorate binary to run (default: build target/release/quorate); a copy
+#                      keeps a long run on one build while the tree is rebuilt beside it
 #
 # Each configuration has its own seed range, so runs never overlap. Prints seeds/s per
 # configuration and overall; exits non-zero if any configuration reports a safety violation or
 # a stalled seed (the JSON names the first such seed: `quorate sim ... --first-seed S --seeds 1`
 # replays it).
 #
-#   scripts/sim-many.sh 1000000      # a million schedules (about an hour at n=4..7 on 2 cores)
+#   scripts/sim-many.sh 1000000      # a million schedules (about two hours on 2 cores)
 #   scripts/sim-many.sh 400          # a quick pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +23,15 @@ PROTOCOLS=${2:-hotstuff}
 CRYPTO=${CRYPTO:-fast}
 OUT=${OUT:-sim-out}
 case "$SEEDS" in ''|*[!0-9]*) echo "sim-many.sh: SEEDS must be a number, got '$SEEDS'" >&2; exit 2;; esac
-scripts/setup.sh
-cargo build --release --locked -p quorate-node --bin quorate
+if [ -n "${QUORATE:-}" ]; then
+  [ -x "$QUORATE" ] || { echo "sim-many.sh: QUORATE=$QUORATE is not an executable" >&2; exit 2; }
+  Q=$QUORATE
+else
+  scripts/setup.sh
+  cargo build --release --locked -p quorate-node --bin quorate
+  Q=target/release/quorate
+fi
 mkdir -p "$OUT"
-Q=target/release/quorate
 
 # name | arguments
 configs=(
@@ -34,12 +41,15 @@ configs=(
   "random-n4|--validators 4 --byzantine 1 --behaviour random --drop 0.05"
   "random-n7|--validators 7 --byzantine 2 --behaviour random"
   "silent-n4|--validators 4 --byzantine 1 --behaviour silent"
+  "poison-n4|--validators 4 --byzantine 1 --behaviour poison"
+  "badpayload-n4|--validators 4 --byzantine 1 --behaviour bad-payload"
+  "flood-n7|--validators 7 --byzantine 2 --behaviour flood --drop 0.1"
 )
 per=$(( SEEDS / ${#configs[@]} ))
 [ "$per" -ge 1 ] || per=1
 status=0
 now() { date +%s.%N; }
-field() { grep -o "\"$1\":[0-9]*" "$2" | head -1 | cut -d: -f2; }
+field() { grep -o "\"$1\":[0-9.]*" "$2" | head -1 | cut -d: -f2; }
 all_start=$(now)
 total=0
 IFS=',' read -r -a protocols <<< "$PROTOCOLS"
@@ -60,7 +70,7 @@ for protocol in "${protocols[@]}"; do
     total=$(( total + per ))
     json="$OUT/$protocol-$name.json"
     if [ -s "$json" ]; then
-      summary="violations=$(field safety_violations "$json") stalls=$(field liveness_failures "$json") min_committed=$(field min_committed "$json") lock_refusals=$(field lock_refusals "$json")"
+      summary="violations=$(field safety_violations "$json") stalls=$(field liveness_failures "$json") min_committed=$(field min_committed "$json") committed_per_s=$(field committed_per_s "$json") lock_refusals=$(field lock_refusals "$json")"
     else
       summary="no summary (see $OUT/$protocol-$name.err)"
     fi

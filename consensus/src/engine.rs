@@ -113,6 +113,9 @@ pub enum Action {
         header: BlockHeader,
         proof: CommitProof,
     },
+    /// Validator `peer` sent something only a Byzantine validator sends (a certificate that
+    /// does not verify); the engine ignores it for a while, the runtime may score it.
+    Misbehaved { peer: ValidatorIndex, why: String },
 }
 
 /// Fault injection: deliberately broken engines that show the simulator's checker bites.

@@ -16,7 +16,9 @@ const CACHE_ENTRIES_MAX: usize = 4096;
 
 #[derive(Default)]
 struct Memo {
-    verdicts: HashMap<Digest, bool>,
+    /// The verdict, with the exact error: a caller tells a failed signature check (proof the
+    /// sender is Byzantine) from a certificate that is merely not one (the epoch root's).
+    verdicts: HashMap<Digest, Result<(), CryptoError>>,
     order: VecDeque<Digest>,
 }
 
@@ -60,17 +62,13 @@ impl CertificateVerifier {
         check: impl FnOnce() -> Result<(), CryptoError>,
     ) -> Result<(), CryptoError> {
         if let Ok(memo) = self.memo.lock() {
-            if let Some(&ok) = memo.verdicts.get(&key) {
-                return if ok {
-                    Ok(())
-                } else {
-                    Err(CryptoError::BadBlsSignature)
-                };
+            if let Some(verdict) = memo.verdicts.get(&key) {
+                return verdict.clone();
             }
         }
         let result = check();
         if let Ok(mut memo) = self.memo.lock() {
-            if memo.verdicts.insert(key, result.is_ok()).is_none() {
+            if memo.verdicts.insert(key, result.clone()).is_none() {
                 memo.order.push_back(key);
                 while memo.order.len() > CACHE_ENTRIES_MAX {
                     if let Some(old) = memo.order.pop_front() {

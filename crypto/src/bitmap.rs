@@ -95,8 +95,13 @@ impl SignerBitmap {
         if index >= self.len() || self.bit(index) {
             return false;
         }
-        self.bits[index / 8] |= 1 << (index % 8);
-        true
+        match self.bits.get_mut(index / 8) {
+            Some(byte) => {
+                *byte |= 1 << (index % 8);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Clears bit `index` (used by tests that forge certificates, and when dropping bad votes).
@@ -104,8 +109,13 @@ impl SignerBitmap {
         if !self.contains(index) {
             return false;
         }
-        self.bits[index / 8] &= !(1 << (index % 8));
-        true
+        match self.bits.get_mut(index / 8) {
+            Some(byte) => {
+                *byte &= !(1 << (index % 8));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Indices of the signers, ascending.

@@ -311,7 +311,12 @@ impl Committee {
                 committee_len: self.members.len(),
             });
         }
-        Ok(bitmap.signers().map(|i| self.members[i].power).sum())
+        // The bitmap's length equals the committee's, so every signer index names a member.
+        Ok(bitmap
+            .signers()
+            .filter_map(|i| self.members.get(i))
+            .map(|m| m.power)
+            .sum())
     }
 
     /// Verifies one member's signature.
@@ -358,8 +363,11 @@ impl Committee {
                 quorum: threshold,
             });
         }
-        let keys: Vec<&min_pk::PublicKey> =
-            bitmap.signers().map(|i| &self.members[i].key).collect();
+        let keys: Vec<&min_pk::PublicKey> = bitmap
+            .signers()
+            .filter_map(|i| self.members.get(i))
+            .map(|m| &m.key)
+            .collect();
         let aggregate_key = min_pk::AggregatePublicKey::aggregate(&keys, false)
             .map_err(|_| CryptoError::NoSigners)?
             .to_public_key();

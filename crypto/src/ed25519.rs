@@ -212,8 +212,13 @@ pub fn verify_batch(
             return Ok(());
         }
     }
-    let invalid: Vec<usize> = (0..messages.len())
-        .filter(|&i| keys[i].verify(domain, messages[i], &signatures[i]).is_err())
+    let invalid: Vec<usize> = keys
+        .iter()
+        .zip(messages)
+        .zip(signatures)
+        .enumerate()
+        .filter(|(_, ((key, message), signature))| key.verify(domain, message, signature).is_err())
+        .map(|(i, _)| i)
         .collect();
     if invalid.is_empty() {
         Ok(())

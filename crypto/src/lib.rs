@@ -4,8 +4,10 @@
 //!
 //! Every byte string that is hashed, signed or MAC'd carries a [`Domain`] tag, so a signature or
 //! digest made for one kind of object can never be replayed as another kind.
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Nothing from a network, a disk or a client may panic a library: no unwrap, expect, panic or
+// unchecked indexing outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::indexing_slicing))]
 
 mod bitmap;
 mod bls;

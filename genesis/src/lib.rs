@@ -1,7 +1,9 @@
 //! The genesis file, validator sets per epoch, key files, node configuration and testnet
 //! generation.
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Nothing from a network, a disk or a client may panic a library: no unwrap, expect, panic or
+// unchecked indexing outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::indexing_slicing))]
 
 mod config;
 mod error;

@@ -11,7 +11,7 @@
 //! proves the commit rule directly covers itself and, through the hash chain, every block before
 //! it; the head must be covered. The first failure stops the audit with its height and check.
 
-use crate::state::{execute, StateAccumulator, StateView};
+use crate::state::{execute, StateAccumulator, StateReadError, StateView};
 use crate::store::CommittedBlock;
 use crate::{Account, Batch, Block, BlockHeader, Height, SignedTransaction};
 use quorate_crypto::{Address, Digest};
@@ -137,8 +137,8 @@ fn fail(height: u64, check: &'static str, detail: impl Into<String>) -> AuditFai
 struct AuditState(HashMap<Address, Account>);
 
 impl StateView for AuditState {
-    fn account(&self, address: &Address) -> Account {
-        self.0.get(address).copied().unwrap_or_default()
+    fn account(&self, address: &Address) -> Result<Account, StateReadError> {
+        Ok(self.0.get(address).copied().unwrap_or_default())
     }
 }
 
@@ -223,7 +223,10 @@ pub fn audit(
                     "{} of {} signatures do not verify (first: transaction {} at index {first})",
                     invalid.len(),
                     transactions.len(),
-                    transactions[*first].id()
+                    transactions
+                        .get(*first)
+                        .map(|t| t.id().to_string())
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -246,7 +249,8 @@ pub fn audit(
                 "the batches do not match the header's payload digest",
             ));
         }
-        let execution = execute(&genesis.chain_id, &state, &accumulator, &transactions);
+        let execution = execute(&genesis.chain_id, &state, &accumulator, &transactions)
+            .map_err(|e| fail(height, "state", e.to_string()))?;
         if execution.receipts != record.receipts {
             let at = execution
                 .receipts

@@ -33,8 +33,20 @@ pub enum CodecError {
 /// Encoding only fails for values larger than [`MAX_DECODE_BYTES`] or types serde cannot express
 /// in this format (a bug in this crate, caught by the round-trip tests).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    // Most values (votes, headers, certificates, messages) fit a small stack buffer: encoded
+    // there, they cost one allocation of the exact size instead of a vector grown field by
+    // field (the simulator's profile had a tenth of its time in those reallocations).
+    let mut buffer = [0u8; STACK_BYTES];
+    if let Ok(written) = bincode::serde::encode_into_slice(value, &mut buffer, config()) {
+        if let Some(encoded) = buffer.get(..written) {
+            return Ok(encoded.to_vec());
+        }
+    }
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
+
+/// Values up to this size are encoded on the stack first.
+const STACK_BYTES: usize = 1024;
 
 /// The domain-separated hash of `value`'s canonical encoding. Small values (block headers,
 /// votes) are encoded on the stack: hashing them allocates nothing.
@@ -42,11 +54,13 @@ pub fn hash_encoded<T: Serialize>(
     domain: quorate_crypto::Domain,
     value: &T,
 ) -> Result<quorate_crypto::Digest, CodecError> {
-    let mut buffer = [0u8; 1024];
-    match bincode::serde::encode_into_slice(value, &mut buffer, config()) {
-        Ok(written) => Ok(quorate_crypto::hash(domain, &buffer[..written])),
-        Err(_) => Ok(quorate_crypto::hash(domain, &encode(value)?)),
+    let mut buffer = [0u8; STACK_BYTES];
+    if let Ok(written) = bincode::serde::encode_into_slice(value, &mut buffer, config()) {
+        if let Some(encoded) = buffer.get(..written) {
+            return Ok(quorate_crypto::hash(domain, encoded));
+        }
     }
+    Ok(quorate_crypto::hash(domain, &encode(value)?))
 }
 
 /// Decodes exactly one `T` occupying all of `bytes`.
@@ -62,7 +76,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if read != bytes.len() {
         return Err(CodecError::TrailingBytes {
-            trailing: bytes.len() - read,
+            trailing: bytes.len().saturating_sub(read),
         });
     }
     Ok(value)

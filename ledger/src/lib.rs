@@ -1,7 +1,9 @@
 //! Quorate's ledger: transactions, blocks and certificates with one canonical binary encoding,
 //! and (with the node) the state machine and its storage.
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+// Nothing from a network, a disk or a client may panic a library: no unwrap, expect, panic or
+// unchecked indexing outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::indexing_slicing))]
 
 pub mod audit;
 mod block;
@@ -19,7 +21,9 @@ pub use certificate::{
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use newtypes::{Epoch, Height, SeqNum, View};
-pub use state::{execute, Account, Execution, Receipt, StateAccumulator, StateView, TxFailure};
+pub use state::{
+    execute, Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,
+};
 pub use store::{CommittedBlock, Head, Store, StoreError, TxLocation};
 pub use transaction::{
     SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,

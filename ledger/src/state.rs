@@ -11,6 +11,7 @@ use crate::{SignedTransaction, TransactionKind};
 use quorate_crypto::{Address, Digest, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use thiserror::Error;
 
 /// Lanes of the state accumulator.
 pub const ACCUMULATOR_LANES: usize = 1024;
@@ -48,14 +49,22 @@ impl Default for StateAccumulator {
 
 fn leaf(address: &Address, account: &Account) -> [u16; ACCUMULATOR_LANES] {
     let mut input = [0u8; 20 + 16];
-    input[..20].copy_from_slice(&address.0);
-    input[20..28].copy_from_slice(&account.balance.to_le_bytes());
-    input[28..].copy_from_slice(&account.nonce.to_le_bytes());
+    for (slot, byte) in input.iter_mut().zip(
+        address
+            .0
+            .iter()
+            .chain(&account.balance.to_le_bytes())
+            .chain(&account.nonce.to_le_bytes()),
+    ) {
+        *slot = *byte;
+    }
     let mut bytes = [0u8; ACCUMULATOR_LANES * 2];
     quorate_crypto::hash_xof(Domain::StateLeaf, &input, &mut bytes);
     let mut lanes = [0u16; ACCUMULATOR_LANES];
     for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
-        *lane = u16::from_le_bytes([pair[0], pair[1]]);
+        if let [low, high] = pair {
+            *lane = u16::from_le_bytes([*low, *high]);
+        }
     }
     lanes
 }
@@ -94,7 +103,9 @@ impl StateAccumulator {
         }
         let mut lanes = Box::new([0u16; ACCUMULATOR_LANES]);
         for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
-            *lane = u16::from_le_bytes([pair[0], pair[1]]);
+            if let [low, high] = pair {
+                *lane = u16::from_le_bytes([*low, *high]);
+            }
         }
         Some(StateAccumulator(lanes))
     }
@@ -155,8 +166,15 @@ pub type Receipt = Result<(), TxFailure>;
 
 /// Reads committed (or speculative) account state.
 pub trait StateView {
-    fn account(&self, address: &Address) -> Account;
+    /// The account at `address` (`Account::default()` if it never received funds), or why it
+    /// could not be read (a broken or corrupt disk: a node must stop, not guess).
+    fn account(&self, address: &Address) -> Result<Account, StateReadError>;
 }
+
+/// Account state that could not be read.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("state read failed: {0}")]
+pub struct StateReadError(pub String);
 
 /// The result of executing a block's transactions on a state.
 #[derive(Clone, Debug)]
@@ -187,14 +205,13 @@ pub fn execute<'a>(
     state: &dyn StateView,
     accumulator: &StateAccumulator,
     transactions: impl IntoIterator<Item = &'a SignedTransaction>,
-) -> Execution {
+) -> Result<Execution, StateReadError> {
     let mut changes: BTreeMap<Address, Account> = BTreeMap::new();
     let mut receipts = Vec::new();
-    let read = |changes: &BTreeMap<Address, Account>, address: &Address| {
-        changes
-            .get(address)
-            .copied()
-            .unwrap_or_else(|| state.account(address))
+    let read = |changes: &BTreeMap<Address, Account>, address: &Address| match changes.get(address)
+    {
+        Some(account) => Ok(*account),
+        None => state.account(address),
     };
     for signed in transactions {
         let tx = signed.transaction();
@@ -203,7 +220,7 @@ pub fn execute<'a>(
             receipts.push(Err(TxFailure::WrongChain));
             continue;
         }
-        let mut from = read(&changes, &sender);
+        let mut from = read(&changes, &sender)?;
         if tx.nonce != from.nonce {
             receipts.push(Err(TxFailure::BadNonce {
                 expected: from.nonce,
@@ -216,53 +233,56 @@ pub fn execute<'a>(
         changes.insert(sender, from);
         let receipt = match tx.kind {
             TransactionKind::Transfer { to, amount } => {
-                apply_transfer(&mut changes, &read, sender, to, amount)
+                apply_transfer(&mut changes, &read, sender, to, amount)?
             }
         };
         receipts.push(receipt);
     }
     let mut accumulator = accumulator.clone();
     for (address, new) in &changes {
-        accumulator.update(address, &state.account(address), new);
+        accumulator.update(address, &state.account(address)?, new);
     }
-    Execution {
+    Ok(Execution {
         changes,
         receipts,
         accumulator,
-    }
+    })
 }
 
+type Read<'r> =
+    &'r dyn Fn(&BTreeMap<Address, Account>, &Address) -> Result<Account, StateReadError>;
+
 /// Moves `amount` from `sender` (whose nonce is already consumed in `changes`) to `to`, or
-/// changes nothing more and says why not.
+/// changes nothing more and says why not (the receipt); `Err` only if state cannot be read.
 fn apply_transfer(
     changes: &mut BTreeMap<Address, Account>,
-    read: &dyn Fn(&BTreeMap<Address, Account>, &Address) -> Account,
+    read: Read<'_>,
     sender: Address,
     to: Address,
     amount: u64,
-) -> Receipt {
+) -> Result<Receipt, StateReadError> {
     if amount == 0 {
-        return Err(TxFailure::ZeroAmount);
+        return Ok(Err(TxFailure::ZeroAmount));
     }
-    let mut from = read(changes, &sender);
+    let mut from = read(changes, &sender)?;
     if from.balance < amount {
-        return Err(TxFailure::InsufficientBalance {
+        return Ok(Err(TxFailure::InsufficientBalance {
             balance: from.balance,
             amount,
-        });
+        }));
     }
     if to == sender {
-        return Ok(());
+        return Ok(Ok(()));
     }
-    let mut receiver = read(changes, &to);
-    receiver.balance = receiver
-        .balance
-        .checked_add(amount)
-        .ok_or(TxFailure::Overflow)?;
+    let mut receiver = read(changes, &to)?;
+    let Some(balance) = receiver.balance.checked_add(amount) else {
+        return Ok(Err(TxFailure::Overflow));
+    };
+    receiver.balance = balance;
     from.balance -= amount;
     changes.insert(sender, from);
     changes.insert(to, receiver);
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// The accumulator of an initial state (genesis balances).
@@ -285,8 +305,8 @@ mod tests {
 
     struct Map(HashMap<Address, Account>);
     impl StateView for Map {
-        fn account(&self, address: &Address) -> Account {
-            self.0.get(address).copied().unwrap_or_default()
+        fn account(&self, address: &Address) -> Result<Account, StateReadError> {
+            Ok(self.0.get(address).copied().unwrap_or_default())
         }
     }
 
@@ -356,7 +376,7 @@ mod tests {
             transfer_on("other", &alice, 4, bob, 1), // another chain: changes nothing
             transfer(&alice, 4, alice.public().address(), 1), // to itself: only the nonce moves
         ];
-        let out = execute("c", &state, &accumulator, &txs);
+        let out = execute("c", &state, &accumulator, &txs).unwrap();
         assert_eq!(
             out.receipts,
             vec![
@@ -416,7 +436,7 @@ mod tests {
         );
         let accumulator = initial_accumulator(map.iter());
         let payment = transfer(&alice, 0, bob, 500);
-        let first = execute("c", &Map(map.clone()), &accumulator, [&payment]);
+        let first = execute("c", &Map(map.clone()), &accumulator, [&payment]).unwrap();
         assert_eq!(
             first.receipts,
             vec![Err(TxFailure::InsufficientBalance {
@@ -440,7 +460,7 @@ mod tests {
             },
         );
         let funded = initial_accumulator(map.iter());
-        let again = execute("c", &Map(map), &funded, [&payment]);
+        let again = execute("c", &Map(map), &funded, [&payment]).unwrap();
         assert_eq!(
             again.receipts,
             vec![Err(TxFailure::BadNonce {

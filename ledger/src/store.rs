@@ -6,7 +6,9 @@
 //! is written synced on its own, before anything that depends on it leaves the node.
 
 use crate::codec::{self, CodecError};
-use crate::state::{Account, Execution, Receipt, StateAccumulator, StateView, TxFailure};
+use crate::state::{
+    Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,
+};
 use crate::{Batch, BlockHeader, Height};
 use quorate_crypto::{Address, Digest};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -35,6 +37,8 @@ const COLUMN_FAMILIES: [&str; 9] = [
     CF_META,
 ];
 const KEY_SAFETY: &[u8] = b"safety";
+/// Committed blocks whose manifests are kept (for peers that catch up through consensus).
+pub const MANIFESTS_RETAINED: u64 = 1024;
 const KEY_HEAD: &[u8] = b"head";
 const KEY_ACCUMULATOR: &[u8] = b"accumulator";
 
@@ -205,6 +209,12 @@ impl Store {
         self.get(CF_MANIFESTS, &payload.0)
     }
 
+    /// Forgets a manifest no block needs any more.
+    pub fn delete_manifest(&self, payload: &Digest) -> Result<(), StoreError> {
+        self.db.delete_cf(self.cf(CF_MANIFESTS)?, payload.0)?;
+        Ok(())
+    }
+
     pub fn head(&self) -> Result<Option<Head>, StoreError> {
         self.get(CF_META, KEY_HEAD)
     }
@@ -330,6 +340,14 @@ impl Store {
             batch.put_cf(tx_index, id.0, codec::encode(&location)?);
         }
         batch.delete_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0);
+        // A committed block's record keeps its batch list, but peers catching up through
+        // consensus still ask for the manifests of recent blocks: those of the last
+        // MANIFESTS_RETAINED committed blocks stay, older ones go.
+        if let Some(old) = record.header.height.0.checked_sub(MANIFESTS_RETAINED) {
+            if let Some(old) = self.committed(Height(old))? {
+                batch.delete_cf(self.cf(CF_MANIFESTS)?, old.header.payload_digest.0);
+            }
+        }
         self.put_committed(&mut batch, &hash, record, &execution.accumulator)?;
         self.db.write_opt(batch, &synced())?;
         Ok(())
@@ -346,6 +364,17 @@ impl Store {
             record.header.height.0.to_be_bytes(),
             codec::encode(record)?,
         )?;
+        Ok(())
+    }
+
+    /// Replaces the stored record of `address` with raw `bytes` (a corrupt disk, for tests
+    /// that show a node stops rather than guesses).
+    pub fn overwrite_account_raw_unchecked(
+        &self,
+        address: &Address,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db.put_cf(self.cf(CF_ACCOUNTS)?, address.0, bytes)?;
         Ok(())
     }
 
@@ -380,12 +409,9 @@ impl crate::audit::ChainSource for Store {
 }
 
 impl StateView for Store {
-    /// Committed state. A read error is a broken disk: the node cannot go on safely.
-    fn account(&self, address: &Address) -> Account {
-        match Store::account(self, address) {
-            Ok(account) => account,
-            Err(error) => panic!("state read failed: {error}"),
-        }
+    /// Committed state. A read error is a broken disk: the caller stops the node.
+    fn account(&self, address: &Address) -> Result<Account, StateReadError> {
+        Store::account(self, address).map_err(|error| StateReadError(error.to_string()))
     }
 }
 
@@ -444,7 +470,7 @@ mod tests {
             store.initialize(&genesis, &accounts, &accumulator).unwrap();
             assert!(store.initialize(&genesis, &accounts, &accumulator).is_err());
             store.put_batch(&batch.digest(), &batch).unwrap();
-            let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx]);
+            let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx]).unwrap();
             let mut header = genesis.clone();
             header.height = Height(1);
             header.parent = genesis.hash().unwrap();

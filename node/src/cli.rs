@@ -464,8 +464,8 @@ fn sim(args: SimArgs) -> Result<()> {
     } else {
         println!(
             "{} n={} byzantine={} ({:?}) drop={} seeds={}: safety_violations={} liveness_failures={} \
-             min_committed={} mean_committed={:.1} msgs/block={:.1} bytes/block={:.0} \
-             lock_refusals={} crypto={:?} in {:.1}s ({:.1} seeds/s)",
+             min_committed={} mean_committed={:.1} committed/s={:.2} msgs/block={:.1} \
+             bytes/block={:.0} lock_refusals={} crypto={:?} in {:.1}s ({:.1} seeds/s)",
             summary.protocol,
             summary.validators,
             summary.byzantine,
@@ -476,6 +476,7 @@ fn sim(args: SimArgs) -> Result<()> {
             summary.liveness_failures,
             summary.min_committed,
             summary.mean_committed,
+            summary.committed_per_s,
             summary.msgs_per_block,
             summary.bytes_per_block,
             summary.lock_refusals,

@@ -16,8 +16,8 @@ use quorate_consensus::hotstuff::HsBlock;
 use quorate_consensus::{CommitProof, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
-    codec, execute, Account, Batch, Block, BlockHeader, CommittedBlock, Execution, Head, StateView,
-    Store, View,
+    codec, execute, Account, Batch, Block, BlockHeader, CommittedBlock, Execution, Head,
+    StateReadError, StateView, Store, View,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -145,10 +145,10 @@ struct ChainView<'a> {
 }
 
 impl StateView for ChainView<'_> {
-    fn account(&self, address: &Address) -> Account {
+    fn account(&self, address: &Address) -> Result<Account, StateReadError> {
         for block in &self.chain {
             if let Some(account) = block.execution.changes.get(address) {
-                return *account;
+                return Ok(*account);
             }
         }
         StateView::account(self.store, address)
@@ -430,7 +430,7 @@ impl Executor {
             chain,
         };
         let transactions = batches.iter().flat_map(|b| b.transactions.iter());
-        let execution = execute(&self.config.chain_id, &view, &accumulator, transactions);
+        let execution = execute(&self.config.chain_id, &view, &accumulator, transactions)?;
         if execution.state_root() != header.state_root {
             return Ok(Outcome::Invalid(format!(
                 "state root {} but execution gives {}",
@@ -542,6 +542,9 @@ impl Executor {
             store: &self.store,
             chain,
         };
+        // A state read error is fatal; the first one is kept and returned once `propose` is
+        // done (an unreadable sender gets no transaction in meanwhile).
+        let read_error = std::cell::RefCell::new(None);
         let digests = self
             .mempool
             .lock()
@@ -549,9 +552,18 @@ impl Executor {
             .propose(
                 &exclude,
                 self.config.max_block_transactions,
-                |address| parent_state.account(address).nonce,
+                |address| match parent_state.account(address) {
+                    Ok(account) => account.nonce,
+                    Err(error) => {
+                        read_error.borrow_mut().get_or_insert(error);
+                        u64::MAX
+                    }
+                },
                 NONCE_GAP_PATIENCE,
             );
+        if let Some(error) = read_error.into_inner() {
+            return Err(error.into());
+        }
         let mut batches = Vec::with_capacity(digests.len());
         let mut included = Vec::with_capacity(digests.len());
         for digest in digests {
@@ -565,7 +577,7 @@ impl Executor {
             &parent_state,
             &accumulator,
             batches.iter().flat_map(|b| b.transactions.iter()),
-        );
+        )?;
         let payload_digest = Block::payload_digest_of(&included);
         debug!(%view, batches = included.len(), "proposing");
         if !included.is_empty() {

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub mempool_evicted: AtomicU64,
     pub peers: AtomicU64,
     pub rejected_transactions: AtomicU64,
+    pub inbox_messages: AtomicU64,
+    pub inbox_dropped: AtomicU64,
+    pub net_commands_dropped: AtomicU64,
+    pub manifests_forgotten: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_sum_ms: AtomicU64,
     latency_count: AtomicU64,
@@ -119,6 +123,38 @@ impl Metrics {
             "Transactions refused at submission.",
             "counter",
             get(&self.rejected_transactions),
+        );
+        gauge(
+            "quorate_engine_inbox_messages",
+            "Peers' consensus messages waiting for the engine.",
+            "gauge",
+            get(&self.inbox_messages),
+        );
+        gauge(
+            "quorate_engine_inbox_dropped_total",
+            "Peers' consensus messages dropped because the sender's inbox queue was full (its \
+             oldest go first).",
+            "counter",
+            get(&self.inbox_dropped),
+        );
+        gauge(
+            "quorate_p2p_commands_dropped_total",
+            "Messages to peers dropped because the network task's queue was full.",
+            "counter",
+            get(&self.net_commands_dropped),
+        );
+        gauge(
+            "quorate_manifests_forgotten_total",
+            "Uncommitted manifests deleted because their sender had sent too many newer ones.",
+            "counter",
+            get(&self.manifests_forgotten),
+        );
+        gauge(
+            "quorate_p2p_large_frames_refused_total",
+            "Frames over 1 MiB refused because large frames being read already used the shared \
+             budget.",
+            "counter",
+            crate::wire::LARGE_FRAMES_REFUSED.load(Ordering::Relaxed),
         );
         gauge(
             "quorate_p2p_sent_messages_total",

@@ -13,7 +13,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use quorate_crypto::{PublicKey, SigningKey};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +26,10 @@ const SHUN_DURATION: Duration = Duration::from_secs(30);
 const REDIAL_MIN: Duration = Duration::from_millis(250);
 const REDIAL_MAX: Duration = Duration::from_secs(8);
 const PROTOCOL: &str = "/quorate/1";
+/// Commands (messages to send, faults to score) queued for the network task at most. Past it a
+/// message is dropped and counted: consensus survives a lost message (timeouts, sync), a node
+/// does not survive unbounded memory.
+const COMMANDS_MAX: usize = 8192;
 
 pub fn peer_id(key: &PublicKey) -> Result<PeerId> {
     let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
@@ -61,31 +65,46 @@ enum Command {
 /// A cheap, cloneable handle to the network task.
 #[derive(Clone)]
 pub struct NetHandle {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     connected: Arc<AtomicUsize>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl NetHandle {
+    /// Queues a command without waiting; at the bound it is dropped and counted.
+    fn queue(&self, command: Command) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(command) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn send(&self, to: usize, request: NetRequest) {
-        let _ = self.commands.send(Command::Send { to, request });
+        self.queue(Command::Send { to, request });
     }
 
     pub fn broadcast(&self, request: NetRequest) {
-        let _ = self.commands.send(Command::Broadcast { request });
+        self.queue(Command::Broadcast { request });
     }
 
-    /// Sends a request and waits for the answer (`None` if the peer failed to answer).
+    /// Sends a request and waits for the answer (`None` if the peer failed to answer). Waits
+    /// for room in the queue rather than dropping: the caller is waiting anyway.
     pub async fn request(&self, to: usize, request: NetRequest) -> Option<NetResponse> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Request { to, request, reply })
+            .await
             .ok()?;
         answer.await.ok().flatten()
     }
 
     /// Scores validator `peer` down for `why` (enough faults disconnect it for a while).
     pub fn report_fault(&self, peer: usize, why: String) {
-        let _ = self.commands.send(Command::Fault { peer, why });
+        self.queue(Command::Fault { peer, why });
+    }
+
+    /// Commands dropped at the queue's bound since start.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Validators currently connected.
@@ -112,7 +131,7 @@ pub struct Network {
     peers: Vec<Peer>,
     index: HashMap<PeerId, usize>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Option<NetResponse>>>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
     connected: Arc<AtomicUsize>,
 }
 
@@ -142,7 +161,7 @@ impl Network {
             .context("building the TCP transport")?
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
-                    WireCodec,
+                    WireCodec::default(),
                     [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                     codec_config,
                 )
@@ -179,11 +198,12 @@ impl Network {
                 shunned_until: None,
             });
         }
-        let (tx, commands) = mpsc::unbounded_channel();
+        let (tx, commands) = mpsc::channel(COMMANDS_MAX);
         let connected = Arc::new(AtomicUsize::new(0));
         let handle = NetHandle {
             commands: tx,
             connected: connected.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
         };
         Ok((
             Network {
@@ -381,5 +401,30 @@ fn zeroize_bytes(bytes: &mut [u8]) {
     for byte in bytes.iter_mut() {
         // SAFETY: a volatile write to a valid, exclusively borrowed byte.
         unsafe { std::ptr::write_volatile(byte, 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_past_the_command_bound_are_dropped_and_counted() {
+        let (commands, mut queue) = mpsc::channel(4);
+        let handle = NetHandle {
+            commands,
+            connected: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for _ in 0..10 {
+            handle.broadcast(NetRequest::GetCommitted { from: 1, count: 1 });
+        }
+        handle.report_fault(1, "test".into());
+        assert_eq!(handle.dropped_total(), 7);
+        let mut queued = 0;
+        while queue.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 4);
     }
 }

@@ -4,7 +4,9 @@
 //! checking and execution run on the executor thread; signature checks on the blocking pool.
 
 use crate::executor::{log_head, Executor, ExecutorConfig, Job};
+use crate::inbox::PeerInbox;
 use crate::ingest::ingest_batch;
+use crate::manifests::PeerManifests;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::network::{Handler, NetHandle, Network};
@@ -37,7 +39,11 @@ pub struct Shared {
     pub mempool: Arc<Mutex<Mempool>>,
     pub net: NetHandle,
     pub jobs: Sender<Job>,
-    pub engine: UnboundedSender<Input>,
+    /// Peers' consensus messages for the engine (bounded per peer).
+    pub inbox: Arc<PeerInbox>,
+    /// Uncommitted manifests peers sent first (bounded per peer).
+    pub manifests: PeerManifests,
+    pub max_block_transactions: usize,
     pub metrics: Arc<Metrics>,
     pub status: Mutex<EngineStatus>,
 }
@@ -69,7 +75,7 @@ impl Handler for NetHandler {
         let shared = &self.shared;
         match request {
             NetRequest::Consensus(message) => {
-                let _ = shared.engine.send(Input::Message { from, message });
+                shared.inbox.push(from, message);
                 NetResponse::Ack
             }
             NetRequest::Batch(batch) => {
@@ -98,13 +104,17 @@ impl Handler for NetHandler {
                 NetResponse::Ack
             }
             NetRequest::Manifest { payload, batches } => {
-                if Block::payload_digest_of(&batches) == payload {
-                    if let Err(error) = shared.store.put_manifest(&payload, &batches) {
-                        error!(%error, "storing a manifest");
-                    }
-                    let _ = shared.jobs.send(Job::DataArrived);
-                } else {
-                    warn!(from, "manifest does not match its digest");
+                if Block::payload_digest_of(&batches) != payload {
+                    shared
+                        .net
+                        .report_fault(from, "manifest does not match its digest".into());
+                } else if batches.len() > shared.max_block_transactions {
+                    // Every batch holds a transaction at least: no block can carry this.
+                    shared
+                        .net
+                        .report_fault(from, format!("manifest of {} batches", batches.len()));
+                } else if let Err(error) = store_peer_manifest(shared, from, payload, &batches) {
+                    error!(%error, "storing a manifest");
                 }
                 NetResponse::Ack
             }
@@ -129,6 +139,23 @@ impl Handler for NetHandler {
             }
         }
     }
+}
+
+/// Stores a manifest from `from`, within the peer's bound (see [`crate::manifests`]).
+fn store_peer_manifest(
+    shared: &Shared,
+    from: usize,
+    payload: Digest,
+    batches: &[Digest],
+) -> Result<()> {
+    if shared.store.manifest(&payload)?.is_none() {
+        shared.store.put_manifest(&payload, batches)?;
+        if let Some(oldest) = shared.manifests.record(from, payload) {
+            shared.store.delete_manifest(&oldest)?;
+        }
+    }
+    let _ = shared.jobs.send(Job::DataArrived);
+    Ok(())
 }
 
 /// The engine, resumed from persisted safety state and stored blocks, rooted at the ledger's
@@ -269,7 +296,10 @@ pub async fn run(home: &Path) -> Result<()> {
         genesis.params.max_batch_transactions as usize,
     )));
     let metrics = Arc::new(Metrics::default());
+    // Local inputs (timers, the executor's answers): made by this node, a bounded number per
+    // engine action. Peers' messages go to the per-peer bounded inbox.
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let inbox = Arc::new(PeerInbox::new(validators.len(), crate::inbox::PER_PEER_MAX));
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
     let shared = Arc::new(Shared {
         chain_id: genesis.chain_id.clone(),
@@ -280,7 +310,9 @@ pub async fn run(home: &Path) -> Result<()> {
         mempool: mempool.clone(),
         net: net.clone(),
         jobs: jobs_tx.clone(),
-        engine: inputs_tx.clone(),
+        inbox: inbox.clone(),
+        manifests: PeerManifests::new(validators.len(), crate::manifests::PER_PEER_MAX),
+        max_block_transactions: genesis.params.max_block_transactions as usize,
         metrics: metrics.clone(),
         status: Mutex::new(engine.status()),
     });
@@ -353,6 +385,22 @@ pub async fn run(home: &Path) -> Result<()> {
                     .metrics
                     .peers
                     .store(shared.net.connected() as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .inbox_messages
+                    .store(shared.inbox.len(), Ordering::Relaxed);
+                shared
+                    .metrics
+                    .inbox_dropped
+                    .store(shared.inbox.dropped_total(), Ordering::Relaxed);
+                shared
+                    .metrics
+                    .net_commands_dropped
+                    .store(shared.net.dropped_total(), Ordering::Relaxed);
+                shared
+                    .metrics
+                    .manifests_forgotten
+                    .store(shared.manifests.forgotten_total(), Ordering::Relaxed);
             }
         })
     };
@@ -370,17 +418,22 @@ pub async fn run(home: &Path) -> Result<()> {
         .context("installing the SIGTERM handler")?;
     let outcome = loop {
         tokio::select! {
+            // Local inputs first: a timer or a payload answer is never starved by peers.
+            biased;
             input = inputs.recv() => {
                 let Some(input) = input else { break Ok(()) };
                 let actions = engine.handle(input);
                 if let Err(error) = runtime.perform(actions) {
                     break Err(error);
                 }
-                let status = engine.status();
-                metrics.view.store(status.view.0, Ordering::Relaxed);
-                metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
-                metrics.lock_refusals.store(status.lock_refusals, Ordering::Relaxed);
-                *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+                publish_status(&engine, &metrics, &shared);
+            }
+            (from, message) = inbox.recv() => {
+                let actions = engine.handle(Input::Message { from, message });
+                if let Err(error) = runtime.perform(actions) {
+                    break Err(error);
+                }
+                publish_status(&engine, &metrics, &shared);
             }
             Some(()) = restart.recv() => {
                 match recover_engine(&engine_config, &store) {
@@ -421,6 +474,16 @@ pub async fn run(home: &Path) -> Result<()> {
         Err(error) => error!("stopping: {error:#}"),
     }
     outcome
+}
+
+fn publish_status(engine: &HotStuff, metrics: &Metrics, shared: &Shared) {
+    let status = engine.status();
+    metrics.view.store(status.view.0, Ordering::Relaxed);
+    metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
+    metrics
+        .lock_refusals
+        .store(status.lock_refusals, Ordering::Relaxed);
+    *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
 }
 
 struct Runtime {
@@ -476,6 +539,7 @@ impl Runtime {
                 Action::Commit { header, proof } => {
                     let _ = self.jobs.send(Job::Commit { header, proof });
                 }
+                Action::Misbehaved { peer, why } => self.net.report_fault(peer, why),
             }
         }
         Ok(())

@@ -75,6 +75,7 @@ fn submit_error(error: SubmitError) -> ApiError {
         SubmitError::NonceTaken { .. } => StatusCode::CONFLICT,
         SubmitError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SubmitError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError(status, error.to_string())
@@ -255,7 +256,10 @@ async fn account(
     let address = Address::from_hex(&address)
         .map_err(|error| bad(format!("address {address:?}: {error}")))?;
     let committed = shared.store.account(&address).map_err(internal)?;
-    let next_nonce = shared.mempool().next_nonce(&address, shared.store.as_ref());
+    let next_nonce = shared
+        .mempool()
+        .next_nonce(&address, shared.store.as_ref())
+        .map_err(internal)?;
     let height = shared.store.head().map_err(internal)?.map(|h| h.height.0);
     Ok(Json(json!({
         "address": address,

@@ -2,7 +2,10 @@
 //!
 //! Every message is a request on the `/quorate/1` request-response protocol, framed as a 4-byte
 //! big-endian length and the canonical (bincode) encoding. A frame longer than
-//! [`MAX_FRAME_BYTES`] is refused before anything is allocated for it.
+//! [`MAX_FRAME_BYTES`] is refused before anything is allocated for it; a frame is read as its
+//! bytes arrive (memory follows what a peer really sent, not what its prefix claims), and frames
+//! over [`LARGE_FRAME_BYTES`] draw on one budget shared by every stream of every peer while they
+//! are read ([`LARGE_FRAMES_BUDGET`]): many streams at once cannot exhaust memory.
 
 use futures::prelude::*;
 use quorate_consensus::Message;
@@ -10,7 +13,8 @@ use quorate_crypto::Digest;
 use quorate_ledger::{codec, Batch, CommittedBlock};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Requests this process sent to peers (for `/metrics` and `quorate bench`).
 pub static SENT_MESSAGES: AtomicU64 = AtomicU64::new(0);
@@ -19,6 +23,14 @@ pub static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The largest frame read or written.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Frames above this size are read against the shared budget.
+pub const LARGE_FRAME_BYTES: usize = 1024 * 1024;
+/// Bytes of large frames read at once, over all peers and streams.
+pub const LARGE_FRAMES_BUDGET: usize = 256 * 1024 * 1024;
+/// Large frames refused since start because the budget was spent (not scored: an honest peer's
+/// big answer can meet a flood; the requester asks again).
+pub static LARGE_FRAMES_REFUSED: AtomicU64 = AtomicU64::new(0);
+
 /// Batches asked for in one request at most.
 pub const MAX_BATCHES_PER_REQUEST: usize = 64;
 /// Committed blocks asked for in one sync request at most.
@@ -58,10 +70,64 @@ pub enum NetResponse {
     Committed(Vec<CommittedBlock>),
 }
 
-#[derive(Clone, Default)]
-pub struct WireCodec;
+/// The codec, with the large-frame budget its clones (one per connection and stream) share.
+#[derive(Clone)]
+pub struct WireCodec {
+    budget: Arc<FrameBudget>,
+}
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+impl WireCodec {
+    pub fn new(budget_bytes: usize) -> Self {
+        WireCodec {
+            budget: Arc::new(FrameBudget {
+                available: AtomicUsize::new(budget_bytes),
+            }),
+        }
+    }
+}
+
+impl Default for WireCodec {
+    fn default() -> Self {
+        WireCodec::new(LARGE_FRAMES_BUDGET)
+    }
+}
+
+struct FrameBudget {
+    available: AtomicUsize,
+}
+
+/// Bytes taken from the budget, given back when dropped (also when the read fails midway).
+struct Reservation<'a> {
+    budget: &'a FrameBudget,
+    bytes: usize,
+}
+
+impl FrameBudget {
+    fn reserve(&self, bytes: usize) -> Option<Reservation<'_>> {
+        self.available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |available| {
+                available.checked_sub(bytes)
+            })
+            .ok()?;
+        Some(Reservation {
+            budget: self,
+            bytes,
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .available
+            .fetch_add(self.bytes, Ordering::AcqRel);
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    budget: &FrameBudget,
+) -> io::Result<Vec<u8>> {
     let mut length = [0u8; 4];
     io.read_exact(&mut length).await?;
     let length = u32::from_be_bytes(length) as usize;
@@ -71,8 +137,31 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u
             format!("frame of {length} bytes exceeds {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut bytes = vec![0u8; length];
-    io.read_exact(&mut bytes).await?;
+    let _reservation = if length > LARGE_FRAME_BYTES {
+        match budget.reserve(length) {
+            Some(reservation) => Some(reservation),
+            None => {
+                LARGE_FRAMES_REFUSED.fetch_add(1, Ordering::Relaxed);
+                return Err(io::Error::other(format!(
+                    "frame of {length} bytes refused: large frames in flight exhaust the budget"
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    // Grows as bytes arrive: a prefix that lies about the length costs nothing.
+    let mut bytes = Vec::with_capacity(length.min(64 * 1024));
+    (&mut *io)
+        .take(length as u64)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() != length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {length} bytes", bytes.len()),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -106,7 +195,10 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        match read_frame(io).await.and_then(|bytes| decode(&bytes)) {
+        match read_frame(io, &self.budget)
+            .await
+            .and_then(|bytes| decode(&bytes))
+        {
             Ok(request) => Ok(request),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
                 Ok(NetRequest::Undecodable(error.to_string()))
@@ -119,7 +211,7 @@ impl libp2p::request_response::Codec for WireCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode(&read_frame(io).await?)
+        decode(&read_frame(io, &self.budget).await?)
     }
 
     async fn write_request<T>(
@@ -146,5 +238,72 @@ impl libp2p::request_response::Codec for WireCodec {
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &encode(&response)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+
+    fn frame(length: u32, body: &[u8]) -> Vec<u8> {
+        let mut bytes = length.to_be_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn a_length_prefix_that_lies_costs_nothing_and_ends_in_an_error() {
+        futures::executor::block_on(async {
+            let budget = FrameBudget {
+                available: AtomicUsize::new(LARGE_FRAMES_BUDGET),
+            };
+            // Claims 16 MiB, sends 10 bytes.
+            let mut io = Cursor::new(frame(MAX_FRAME_BYTES as u32, &[7; 10]));
+            let error = read_frame(&mut io, &budget).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+            // Its reservation was given back.
+            assert_eq!(
+                budget.available.load(Ordering::Acquire),
+                LARGE_FRAMES_BUDGET
+            );
+            let mut io = Cursor::new(frame(MAX_FRAME_BYTES as u32 + 1, &[]));
+            let error = read_frame(&mut io, &budget).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            let mut io = Cursor::new(frame(3, &[1, 2, 3]));
+            assert_eq!(read_frame(&mut io, &budget).await.unwrap(), vec![1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn large_frames_in_flight_are_refused_past_the_shared_budget() {
+        let budget = FrameBudget {
+            available: AtomicUsize::new(3 * LARGE_FRAME_BYTES),
+        };
+        let big = LARGE_FRAME_BYTES + 1;
+        let first = budget.reserve(big).expect("room for one");
+        let second = budget.reserve(big).expect("room for two");
+        assert!(
+            budget.reserve(big).is_none(),
+            "the third exceeds the budget"
+        );
+        let refused_before = LARGE_FRAMES_REFUSED.load(Ordering::Relaxed);
+        futures::executor::block_on(async {
+            let mut io = Cursor::new(frame(big as u32, &vec![0; big]));
+            let error = read_frame(&mut io, &budget).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::Other);
+        });
+        assert!(LARGE_FRAMES_REFUSED.load(Ordering::Relaxed) > refused_before);
+        drop(first);
+        drop(second);
+        // Small frames never touch the budget; with room again a large one reads.
+        futures::executor::block_on(async {
+            let mut io = Cursor::new(frame(big as u32, &vec![9; big]));
+            assert_eq!(read_frame(&mut io, &budget).await.unwrap().len(), big);
+        });
+        assert_eq!(
+            budget.available.load(Ordering::Acquire),
+            3 * LARGE_FRAME_BYTES
+        );
     }
 }

@@ -212,6 +212,16 @@ impl Cluster {
         false
     }
 
+    /// Node `i`'s process id while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(|c| c.id())
+    }
+
+    /// How node `i`'s process ended, or `None` while it runs (or was never started).
+    pub fn exit_status(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.children[i].as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Whether node `i`'s process is still alive.
     pub fn is_running(&mut self, i: usize) -> bool {
         match self.children[i].as_mut() {

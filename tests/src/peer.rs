@@ -11,9 +11,10 @@ use serde::Serialize;
 use std::io;
 use std::time::Duration;
 
-/// Writes raw bytes as a request and reads whatever comes back.
+/// Writes raw bytes as a request and reads whatever comes back (frames included: a request is
+/// the 4-byte length and the body, as the node writes it).
 #[derive(Clone, Default)]
-struct Raw;
+pub struct Raw;
 
 impl request_response::Codec for Raw {
     type Protocol = StreamProtocol;

@@ -312,6 +312,11 @@ fn a_validator_behind_by_more_than_peers_keep_in_memory_syncs_the_ledger_and_rej
         );
     }
     assert_eq!(cluster.balance(3, &to), cluster.balance(0, &to));
+    // The sync task logs once it sees the head it applied (it polls; the RPC may see it first).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.full_log(3).contains("sync: caught up") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         cluster.full_log(3).contains("sync: caught up"),
         "node3 did not use ledger sync; log:\n{}",

@@ -80,7 +80,7 @@ impl BlockTree {
 
     /// The uncommitted blocks from just above the committed block up to `hash`, oldest first.
     /// `None` if `hash` does not descend from the committed block.
-    pub fn uncommitted_path(&self, hash: &Digest) -> Option<Vec<Digest>> {
+    pub fn uncommitted_path(&self, hash: &Digest) -> Option<Vec<Arc<HsBlock>>> {
         let mut path = Vec::new();
         let mut cursor = *hash;
         while cursor != self.committed {
@@ -88,7 +88,7 @@ impl BlockTree {
             if block.header.height <= self.committed_height {
                 return None;
             }
-            path.push(cursor);
+            path.push(block.clone());
             cursor = block.header.parent;
         }
         path.reverse();

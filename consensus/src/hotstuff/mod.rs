@@ -47,9 +47,10 @@ pub(crate) use aggregator::VoteAggregator;
 use aggregator::{TimeoutAggregator, FUTURE_VIEWS_MAX};
 use block_tree::BlockTree;
 use pacemaker::Pacemaker;
+use quorate_crypto::CryptoError;
 use quorate_crypto::{BlsSignature, Digest, SignerBitmap};
 use quorate_ledger::{
-    codec, Block, BlockHeader, QuorumCert, TimeoutCert, TimeoutData, View, VoteData,
+    codec, Block, BlockHeader, Epoch, QuorumCert, TimeoutCert, TimeoutData, View, VoteData,
 };
 use safety::SafetyRules;
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +63,10 @@ pub const BLOCKS_PER_REQUEST_MAX: u16 = 64;
 const ORPHANS_MAX: usize = 256;
 /// Most outstanding block requests remembered.
 const REQUESTS_REMEMBERED_MAX: usize = 64;
+/// Views whose first proposal is remembered (to refuse a leader's second one).
+const PROPOSALS_REMEMBERED_MAX: usize = 256;
+/// Views a validator is ignored for after it sent a certificate that does not verify.
+const PENALTY_VIEWS: u64 = 100;
 
 /// Why an engine could not be built or recovered.
 #[derive(Debug, Error)]
@@ -95,6 +100,11 @@ pub struct HotStuff {
     pending_proposal: Option<(ValidatorIndex, Proposal)>,
     /// Blocks received whose parent is unknown, by their own hash.
     orphans: BTreeMap<Digest, HsBlock>,
+    /// The first valid proposal seen in each recent view: a leader's second, different one is
+    /// an equivocation and is neither verified nor stored (bounded: oldest views forgotten).
+    proposals_seen: BTreeMap<View, Digest>,
+    /// Per validator: its messages are ignored before this view (it sent a forged certificate).
+    ignored_until: Vec<View>,
     /// Block hashes asked for and not yet received (bounded, oldest forgotten first).
     requested: BTreeMap<Digest, View>,
     requested_order: VecDeque<Digest>,
@@ -206,6 +216,8 @@ impl HotStuff {
             awaiting_check: None,
             pending_proposal: None,
             orphans: BTreeMap::new(),
+            proposals_seen: BTreeMap::new(),
+            ignored_until: vec![View(0); n],
             requested: BTreeMap::new(),
             requested_order: VecDeque::new(),
             timed_out_view: None,
@@ -257,30 +269,90 @@ impl HotStuff {
         self.inbox.push_back(Message::HotStuff(message));
     }
 
-    fn persist_safety(&mut self) {
+    /// Emits the safety state to persist; false if it cannot be encoded (a fixed set of
+    /// serde-encodable fields: a bug, never input), and then the caller sends nothing that
+    /// depends on it -- not voting is always safe.
+    #[must_use]
+    fn persist_safety(&mut self) -> bool {
         match self.safety.encode() {
-            Ok(bytes) => self.emit(Action::PersistSafety { bytes }),
-            // A fixed set of serde-encodable fields: failure here is a bug, never input.
-            Err(error) => panic!("cannot encode safety data: {error}"),
+            Ok(bytes) => {
+                self.emit(Action::PersistSafety { bytes });
+                true
+            }
+            Err(error) => {
+                tracing::error!(validator = self.me(), %error, "cannot encode safety data");
+                false
+            }
         }
     }
 
-    fn verify_qc(&self, qc: &QuorumCert) -> bool {
+    /// Whether `qc`, received from `from`, verifies. One whose signature does not verify is
+    /// proof that `from` is Byzantine (honest validators forward only certificates they
+    /// verified): see [`HotStuff::certificate_failed`].
+    /// Whether `qc`, received from `from`, verifies. One whose signature does not verify is
+    /// proof that `from` is Byzantine (honest validators forward only certificates they
+    /// verified): see [`HotStuff::certificate_failed`].
+    fn verify_qc(&mut self, from: ValidatorIndex, qc: &QuorumCert) -> bool {
         if qc == &self.root_qc {
             return true;
         }
-        if qc.data.genesis_hash != self.config.genesis_hash
-            || qc.data.epoch != self.config.validators.epoch()
-        {
-            return false;
+        self.of_this_epoch(&qc.data.genesis_hash, qc.data.epoch) && {
+            let verdict = self.config.verifier.verify_qc(qc, self.committee());
+            self.certificate_verdict(from, "QC", verdict)
         }
-        self.config.verifier.verify_qc(qc, self.committee()).is_ok()
     }
 
-    fn verify_tc(&self, tc: &TimeoutCert) -> bool {
-        tc.data.genesis_hash == self.config.genesis_hash
-            && tc.data.epoch == self.config.validators.epoch()
-            && self.config.verifier.verify_tc(tc, self.committee()).is_ok()
+    fn verify_tc(&mut self, from: ValidatorIndex, tc: &TimeoutCert) -> bool {
+        self.of_this_epoch(&tc.data.genesis_hash, tc.data.epoch) && {
+            let verdict = self.config.verifier.verify_tc(tc, self.committee());
+            self.certificate_verdict(from, "TC", verdict)
+        }
+    }
+
+    fn of_this_epoch(&self, genesis_hash: &Digest, epoch: Epoch) -> bool {
+        *genesis_hash == self.config.genesis_hash && epoch == self.config.validators.epoch()
+    }
+
+    fn certificate_verdict(
+        &mut self,
+        from: ValidatorIndex,
+        kind: &'static str,
+        verdict: Result<(), CryptoError>,
+    ) -> bool {
+        match verdict {
+            Ok(()) => true,
+            Err(error) => {
+                self.certificate_failed(from, kind, &error);
+                false
+            }
+        }
+    }
+
+    /// The per-peer budget for certificate checks: a validator that made us check a certificate
+    /// whose aggregate signature does not verify (a pairing each, ~1 ms with BLS) is ignored for
+    /// the next [`PENALTY_VIEWS`] views, so a flood of forged certificates costs one check, not
+    /// one per message; the runtime is told (the node scores and disconnects it). Honest
+    /// validators forward only certificates they verified, or the epoch root's, which has no
+    /// signers and fails before any pairing: only a failed signature check counts.
+    fn certificate_failed(
+        &mut self,
+        from: ValidatorIndex,
+        kind: &'static str,
+        error: &CryptoError,
+    ) {
+        if from == self.me() || *error != CryptoError::BadBlsSignature {
+            return;
+        }
+        let what = format!("a {kind} whose signature does not verify");
+        let until = View(self.pacemaker.view().0.saturating_add(PENALTY_VIEWS));
+        if let Some(slot) = self.ignored_until.get_mut(from) {
+            *slot = until;
+        }
+        warn!(validator = self.me(), from, %until, "peer sent {what}: ignored until view {until}");
+        self.emit(Action::Misbehaved {
+            peer: from,
+            why: format!("sent {what}"),
+        });
     }
 
     // ---- views ------------------------------------------------------------------------------
@@ -351,7 +423,6 @@ impl HotStuff {
             .uncommitted_path(hash)
             .unwrap_or_default()
             .iter()
-            .filter_map(|hash| self.tree.get(hash))
             .any(|block| block.header.payload_digest != empty)
     }
 
@@ -391,8 +462,8 @@ impl HotStuff {
             timestamp_ms: payload.timestamp_ms.max(parent.header.timestamp_ms),
         };
         // Durable before it leaves: after a crash this validator never proposes again in `view`.
-        if self.safety.record_proposal(view) {
-            self.persist_safety();
+        if self.safety.record_proposal(view) && !self.persist_safety() {
+            return;
         }
         self.broadcast(HsMessage::Proposal(Proposal {
             block: HsBlock {
@@ -457,17 +528,15 @@ impl HotStuff {
             warn!(validator = self.me(), %hash, "three-chain commits a block off the committed chain");
             return;
         };
-        for (position, block_hash) in path.iter().enumerate() {
-            let Some(block) = self.tree.get(block_hash).cloned() else {
-                return;
-            };
-            let (qc, three_chain) = match path.get(position + 1) {
-                Some(child) => match self.tree.get(child) {
-                    Some(child) => (child.justify.clone(), None),
-                    None => return,
-                },
-                None => (qc.clone(), Some(proof.clone())),
-            };
+        // All or nothing: the path holds every block itself, so nothing below can fail between
+        // the first Commit emitted and the tree recording the commit. A block's proof is the QC
+        // its child carries; the newest one's is the three-chain's QC.
+        let proofs = path
+            .iter()
+            .skip(1)
+            .map(|child| (child.justify.clone(), None))
+            .chain(std::iter::once((qc.clone(), Some(proof))));
+        for (block, (qc, three_chain)) in path.iter().zip(proofs) {
             self.emit(Action::Commit {
                 header: block.header.clone(),
                 proof: CommitProof::HotStuff { qc, three_chain },
@@ -484,11 +553,18 @@ impl HotStuff {
         if from >= self.n() {
             return;
         }
+        if self
+            .ignored_until
+            .get(from)
+            .is_some_and(|until| *until > self.pacemaker.view())
+        {
+            return;
+        }
         match message {
             HsMessage::Proposal(proposal) => self.on_proposal(from, proposal),
             HsMessage::Vote(vote) => self.on_vote(from, vote),
             HsMessage::Timeout(timeout) => self.on_timeout(from, timeout),
-            HsMessage::SyncInfo(sync) => self.on_sync_info(sync),
+            HsMessage::SyncInfo(sync) => self.on_sync_info(from, sync),
             HsMessage::BlockRequest(request) => self.on_block_request(from, request),
             HsMessage::BlockResponse(response) => self.on_block_response(from, response),
         }
@@ -517,13 +593,23 @@ impl HotStuff {
             debug!(validator = self.me(), from, %view, "malformed proposal");
             return;
         }
-        if !self.verify_qc(&proposal.block.justify) {
+        let Ok(hash) = header.hash() else {
+            return;
+        };
+        if let Some(first) = self.proposals_seen.get(&view) {
+            if *first != hash {
+                // Costs no signature check and no storage: silence would cost as much.
+                warn!(validator = self.me(), from, %view, "leader equivocated: second proposal dropped");
+                return;
+            }
+        }
+        if !self.verify_qc(from, &proposal.block.justify) {
             debug!(validator = self.me(), from, %view, "proposal with invalid justify QC");
             return;
         }
         let justified_by_tc = match &proposal.tc {
             Some(tc) => {
-                if tc.data.view.next() != view || !self.verify_tc(tc) {
+                if tc.data.view.next() != view || !self.verify_tc(from, tc) {
                     debug!(validator = self.me(), from, %view, "proposal with invalid TC");
                     return;
                 }
@@ -534,13 +620,14 @@ impl HotStuff {
         if !justified_by_tc && proposal.block.justify.data.view.next() != view {
             return;
         }
+        self.proposals_seen.insert(view, hash);
+        while self.proposals_seen.len() > PROPOSALS_REMEMBERED_MAX {
+            self.proposals_seen.pop_first();
+        }
         self.process_qc(&proposal.block.justify.clone());
         if let Some(tc) = &proposal.tc {
             self.process_tc(&tc.clone());
         }
-        let Ok(hash) = header.hash() else {
-            return;
-        };
         if !self.tree.contains(&header.parent) {
             // Hold it and fetch the missing ancestors from the proposer.
             self.pending_proposal = Some((from, proposal));
@@ -608,8 +695,8 @@ impl HotStuff {
         let extends_lock = self.tree.extends(&block, &locked).unwrap_or(false);
         match self.safety.vote(&proposed, block, extends_lock) {
             Ok((vote, changed)) => {
-                if changed {
-                    self.persist_safety();
+                if changed && !self.persist_safety() {
+                    return;
                 }
                 let next_leader = self.leader(view.next());
                 self.send(next_leader, HsMessage::Vote(vote));
@@ -674,8 +761,8 @@ impl HotStuff {
             view,
         };
         let (signature, changed) = self.safety.timeout(&data);
-        if changed {
-            self.persist_safety();
+        if changed && !self.persist_safety() {
+            return;
         }
         let last_vote = self
             .safety
@@ -717,11 +804,11 @@ impl HotStuff {
         {
             return;
         }
-        if !self.verify_qc(&timeout.high_qc) {
+        if !self.verify_qc(from, &timeout.high_qc) {
             return;
         }
         if let Some(tc) = &timeout.last_tc {
-            if !self.verify_tc(tc) {
+            if !self.verify_tc(from, tc) {
                 return;
             }
         }
@@ -773,12 +860,12 @@ impl HotStuff {
         }
     }
 
-    fn on_sync_info(&mut self, sync: SyncInfo) {
-        if self.verify_qc(&sync.high_qc) {
+    fn on_sync_info(&mut self, from: ValidatorIndex, sync: SyncInfo) {
+        if self.verify_qc(from, &sync.high_qc) {
             self.process_qc(&sync.high_qc);
         }
         if let Some(tc) = &sync.last_tc {
-            if self.verify_tc(tc) {
+            if self.verify_tc(from, tc) {
                 self.process_tc(tc);
             }
         }
@@ -814,11 +901,12 @@ impl HotStuff {
     /// Fetches a certified block from one of its signers (round-robin by view so retries vary).
     fn fetch_from_signers(&mut self, qc: &QuorumCert) {
         let signers: Vec<usize> = qc.signers.signers().filter(|&s| s != self.me()).collect();
-        if signers.is_empty() {
+        let Some(turn) = (self.pacemaker.view().0 as usize).checked_rem(signers.len()) else {
             return;
+        };
+        if let Some(&pick) = signers.get(turn) {
+            self.request_blocks(pick, qc.data.block);
         }
-        let pick = signers[(self.pacemaker.view().0 as usize) % signers.len()];
-        self.request_blocks(pick, qc.data.block);
     }
 
     fn on_block_request(&mut self, from: ValidatorIndex, request: BlockRequest) {
@@ -858,7 +946,7 @@ impl HotStuff {
             if expected_parent.is_some_and(|p| p != hash) {
                 break;
             }
-            if !self.well_formed(&block) || !self.verify_qc(&block.justify) {
+            if !self.well_formed(&block) || !self.verify_qc(from, &block.justify) {
                 break;
             }
             expected_parent = Some(block.header.parent);

@@ -549,3 +549,107 @@ fn safety_data_of_the_previous_layout_is_read_on_upgrade() {
         HotStuff::recover(chain.config(1), Some(&bytes[..bytes.len() - 1]), Vec::new()).is_err()
     );
 }
+
+#[test]
+fn a_leaders_second_proposal_in_a_view_is_neither_verified_nor_stored() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let stored = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::StoreBlock { .. }))
+            .count()
+    };
+    let (_, first) = chain.block(1, &root_qc, 1);
+    assert_eq!(stored(&deliver(&mut engine, &first, None)), 1);
+    // The equivocating leader of view 1 sends many more blocks for the same view: before this
+    // bound every one was inserted into the tree and written to the store until the next commit.
+    for salt in 2..40u8 {
+        let (_, other) = chain.block(1, &root_qc, salt);
+        let actions = deliver(&mut engine, &other, None);
+        assert_eq!(stored(&actions), 0, "equivocation {salt} was stored");
+        assert!(votes(&actions).is_empty());
+    }
+    assert_eq!(engine.tree.chain(&first.hash().unwrap(), 10).len(), 2);
+    // The first one is still there and the chain goes on from it.
+    let qc1 = chain.qc(first.hash().unwrap(), &first);
+    let (_, second) = chain.block(2, &qc1, 50);
+    assert_eq!(stored(&deliver(&mut engine, &second, None)), 1);
+}
+
+#[test]
+fn a_peer_that_sends_a_forged_certificate_costs_one_check_then_is_ignored() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let mut forged = chain.qc(h1, &b1);
+    forged.signers.insert(3); // claims a signature it does not carry
+    let sync = |qc: &QuorumCert| Input::Message {
+        from: 2,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo {
+            high_qc: qc.clone(),
+            last_tc: None,
+        })),
+    };
+    let misbehaved = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Misbehaved { peer: 2, .. }))
+            .count()
+    };
+    assert_eq!(misbehaved(&engine.handle(sync(&forged))), 1);
+    // The flood that follows costs nothing: before this budget every copy was a pairing.
+    for _ in 0..50 {
+        assert!(engine.handle(sync(&forged)).is_empty());
+    }
+    // Even a valid certificate from it is ignored for now...
+    let valid = chain.qc(h1, &b1);
+    assert!(engine.handle(sync(&valid)).is_empty());
+    assert_eq!(engine.status().high_qc_view, View(0));
+    // ...while the same certificate from an honest peer is taken.
+    engine.handle(Input::Message {
+        from: 1,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo {
+            high_qc: valid,
+            last_tc: None,
+        })),
+    });
+    assert_eq!(engine.status().high_qc_view, View(1));
+}
+
+/// Honest validators forward the epoch root's certificate, which has no signers (a restarted
+/// validator's root is a later block, so it is not that validator's own root QC): failing it
+/// costs no pairing and must not mark the sender Byzantine.
+#[test]
+fn a_certificate_without_signers_is_refused_without_blaming_the_sender() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let mut unsigned = root_qc.clone();
+    unsigned.data.view = View(7);
+    let actions = engine.handle(Input::Message {
+        from: 2,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo {
+            high_qc: unsigned,
+            last_tc: None,
+        })),
+    });
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::Misbehaved { .. })));
+    // The sender is still heard.
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    engine.handle(Input::Message {
+        from: 2,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo {
+            high_qc: chain.qc(h1, &b1),
+            last_tc: None,
+        })),
+    });
+    assert_eq!(engine.status().high_qc_view, View(1));
+}

@@ -3,13 +3,17 @@
 //! Runs the real engines (the code the node runs) on a simulated network where the seed is the
 //! only entropy: random delays, drops, partitions that heal at a global stabilisation time (GST),
 //! crashes and restarts from persisted state (what was not synced is lost), and Byzantine
-//! validators (`silent`, `equivocate`, `twins`, or a `random` mix). Time is simulated
-//! milliseconds, so thousands of schedules run per minute.
+//! validators (`silent`, `equivocate`, `twins`, `poison`, `bad-payload`, `flood`, or a `random`
+//! mix; one module each for the last three). Time is simulated milliseconds, so thousands of
+//! schedules run per minute.
 //!
 //! Checked across all honest validators: no two commit different blocks at one height (safety),
 //! and every one of them commits again after GST (liveness). The same seed always gives the same
 //! trace, whose hash [`SeedReport::trace_hash`] lets a test compare two runs.
 
+mod bad_payload;
+mod flood;
+mod poison;
 mod rng;
 
 pub use rng::Rng;
@@ -25,7 +29,7 @@ use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
 use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, TimeoutCert, View, VoteData};
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +43,16 @@ pub enum Behaviour {
     Equivocate,
     /// Two honest instances with one key, in different partitions before GST.
     Twins,
+    /// Votes and timeouts that reuse honest block hashes with wrong data or carry signatures
+    /// over other data; no proposal, no honest vote (see `sim/poison.rs`).
+    Poison,
+    /// Proposals whose payload no honest validator accepts; silent otherwise (see
+    /// `sim/bad_payload.rs`).
+    #[serde(rename = "bad-payload")]
+    BadPayload,
+    /// Forged certificates, far-future votes and replays in place of every message (see
+    /// `sim/flood.rs`).
+    Flood,
     /// Each Byzantine validator picks one of the above per seed.
     Random,
 }
@@ -50,9 +64,13 @@ impl std::str::FromStr for Behaviour {
             "silent" => Ok(Behaviour::Silent),
             "equivocate" => Ok(Behaviour::Equivocate),
             "twins" => Ok(Behaviour::Twins),
+            "poison" => Ok(Behaviour::Poison),
+            "bad-payload" => Ok(Behaviour::BadPayload),
+            "flood" => Ok(Behaviour::Flood),
             "random" => Ok(Behaviour::Random),
             other => Err(format!(
-                "unknown behaviour {other:?} (expected silent, equivocate, twins or random)"
+                "unknown behaviour {other:?} (expected silent, equivocate, twins, poison, \
+                 bad-payload, flood or random)"
             )),
         }
     }
@@ -230,6 +248,9 @@ pub struct SeedReport {
     pub live: bool,
     /// Blocks committed by each honest validator.
     pub committed: Vec<u64>,
+    /// Blocks committed after GST by each honest validator (over `after_gst_ms`).
+    pub committed_after_gst: Vec<u64>,
+    pub after_gst_ms: u64,
     pub messages: u64,
     pub bytes: u64,
     pub timeouts: u64,
@@ -250,6 +271,9 @@ enum Role {
     Silent,
     Equivocator,
     Twin,
+    Poisoner,
+    BadPayload,
+    Flooder,
 }
 
 struct Node {
@@ -273,6 +297,8 @@ struct Node {
     withheld: Option<Withheld>,
     /// Equivocators: the last view whose votes they considered withholding.
     considered: View,
+    /// Flooders: old messages received, to replay.
+    replays: VecDeque<Message>,
 }
 
 /// The lock-breaking attack of an equivocator that leads view v+3 after blocks b, b', b'' in
@@ -388,17 +414,23 @@ impl<'a> World<'a> {
         for (index, copies_of_index) in by_index.iter_mut().enumerate() {
             let role = if byzantine.contains(&index) {
                 let behaviour = match config.behaviour {
-                    Behaviour::Random => match rng.range(0, 2) {
+                    Behaviour::Random => match rng.range(0, 5) {
                         0 => Behaviour::Silent,
                         1 => Behaviour::Equivocate,
-                        _ => Behaviour::Twins,
+                        2 => Behaviour::Twins,
+                        3 => Behaviour::Poison,
+                        4 => Behaviour::BadPayload,
+                        _ => Behaviour::Flood,
                     },
                     other => other,
                 };
                 match behaviour {
                     Behaviour::Silent => Role::Silent,
                     Behaviour::Equivocate => Role::Equivocator,
-                    _ => Role::Twin,
+                    Behaviour::Poison => Role::Poisoner,
+                    Behaviour::BadPayload => Role::BadPayload,
+                    Behaviour::Flood => Role::Flooder,
+                    Behaviour::Twins | Behaviour::Random => Role::Twin,
                 }
             } else {
                 Role::Honest
@@ -425,6 +457,7 @@ impl<'a> World<'a> {
                     seen: BTreeMap::new(),
                     withheld: None,
                     considered: View(0),
+                    replays: VecDeque::new(),
                 });
             }
         }
@@ -537,13 +570,22 @@ impl<'a> World<'a> {
                 self.trace
                     .update(&[0, to as u8, from as u8])
                     .update(&bytes.0);
-                if self.nodes[to].role == Role::Equivocator {
-                    self.remember(to, &message);
-                    if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
-                        if self.withhold(to, from, vote) {
-                            return;
+                match self.nodes[to].role {
+                    Role::Equivocator => {
+                        self.remember(to, &message);
+                        if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
+                            if self.withhold(to, from, vote) {
+                                return;
+                            }
                         }
                     }
+                    Role::Poisoner => {
+                        if let Message::HotStuff(HsMessage::Proposal(proposal)) = &message {
+                            self.poison_votes(to, proposal);
+                        }
+                    }
+                    Role::Flooder => self.flood_remember(to, &message),
+                    Role::Honest | Role::Silent | Role::Twin | Role::BadPayload => {}
                 }
                 self.feed(to, Input::Message { from, message });
             }
@@ -705,6 +747,9 @@ impl<'a> World<'a> {
                     );
                 }
                 Action::Commit { header, proof } => self.commit(node, header, proof),
+                // The simulated network does not disconnect anyone: the engine's own penalty
+                // is what is tested.
+                Action::Misbehaved { .. } => {}
             }
         }
     }
@@ -819,7 +864,37 @@ impl<'a> World<'a> {
         );
     }
 
+    /// What a Byzantine validator sends in place of what its engine wants sent (`None`:
+    /// nothing); an honest validator's message unchanged.
+    fn outgoing(&mut self, node: usize, message: Message) -> Option<Message> {
+        match self.nodes[node].role {
+            Role::Poisoner => self.poison_outgoing(node, message),
+            Role::BadPayload => self.bad_payload_outgoing(message),
+            Role::Flooder => {
+                self.flood(node, &message);
+                None
+            }
+            Role::Honest | Role::Silent | Role::Equivocator | Role::Twin => Some(message),
+        }
+    }
+
+    /// To every validator but the sender's own index.
+    fn deliver_to_others(&mut self, node: usize, message: Message) {
+        let index = self.nodes[node].index;
+        let Some(fingerprint) = fingerprint(&message) else {
+            return;
+        };
+        for target in 0..self.nodes.len() {
+            if self.nodes[target].index != index {
+                self.deliver_fingerprinted(node, target, message.clone(), fingerprint);
+            }
+        }
+    }
+
     fn send(&mut self, node: usize, to: usize, message: Message) {
+        let Some(message) = self.outgoing(node, message) else {
+            return;
+        };
         if self.nodes[node].role == Role::Equivocator {
             if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
                 self.equivocating_votes(node, to, vote);
@@ -854,7 +929,7 @@ impl<'a> World<'a> {
                 *lowest = (*lowest).min(reported);
             }
             Message::HotStuff(HsMessage::Proposal(proposal))
-                if self.nodes[node].role != Role::Equivocator =>
+                if matches!(self.nodes[node].role, Role::Honest | Role::Twin) =>
             {
                 let Some(tc) = &proposal.tc else { return };
                 let signers_high = tc
@@ -874,6 +949,9 @@ impl<'a> World<'a> {
     }
 
     fn broadcast(&mut self, node: usize, message: Message) {
+        let Some(message) = self.outgoing(node, message) else {
+            return;
+        };
         self.check_tc_proposal(node, &message);
         let index = self.nodes[node].index;
         let targets: Vec<usize> = (0..self.nodes.len())
@@ -1119,6 +1197,8 @@ impl<'a> World<'a> {
             violation: self.violation,
             live,
             committed: honest.iter().map(|n| n.committed).collect(),
+            committed_after_gst: honest.iter().map(|n| n.committed_after_gst).collect(),
+            after_gst_ms: self.end.saturating_sub(self.gst),
             messages: self.messages,
             bytes: self.bytes,
             timeouts,
@@ -1165,6 +1245,10 @@ pub struct Summary {
     pub first_stalled_seed: Option<u64>,
     pub min_committed: u64,
     pub mean_committed: f64,
+    /// Blocks an honest validator commits per simulated second after GST (mean over honest
+    /// validators and seeds): the liveness a Byzantine behaviour leaves, to compare with
+    /// `silent` on the same seeds.
+    pub committed_per_s: f64,
     pub msgs_per_block: f64,
     pub bytes_per_block: f64,
     pub timeouts_per_seed: f64,
@@ -1188,6 +1272,8 @@ struct Tally {
     min_committed: Option<u64>,
     committed_sum: u64,
     committed_count: u64,
+    after_gst_committed: u64,
+    after_gst_ms: u64,
     blocks: u64,
     messages: u64,
     bytes: u64,
@@ -1221,6 +1307,10 @@ impl Tally {
             self.committed_sum += committed;
             self.committed_count += 1;
         }
+        for &committed in &report.committed_after_gst {
+            self.after_gst_committed += committed;
+            self.after_gst_ms += report.after_gst_ms;
+        }
         self.blocks += report.committed.iter().copied().max().unwrap_or(0);
         self.messages += report.messages;
         self.bytes += report.bytes;
@@ -1249,6 +1339,8 @@ impl Tally {
         self.stalls += other.stalls;
         self.committed_sum += other.committed_sum;
         self.committed_count += other.committed_count;
+        self.after_gst_committed += other.after_gst_committed;
+        self.after_gst_ms += other.after_gst_ms;
         self.blocks += other.blocks;
         self.messages += other.messages;
         self.bytes += other.bytes;
@@ -1335,6 +1427,7 @@ fn summarize(
         first_stalled_seed: tally.first_stalled,
         min_committed: tally.min_committed.unwrap_or(0),
         mean_committed: ratio(tally.committed_sum, tally.committed_count),
+        committed_per_s: 1000.0 * ratio(tally.after_gst_committed, tally.after_gst_ms),
         msgs_per_block: ratio(tally.messages, tally.blocks),
         bytes_per_block: ratio(tally.bytes, tally.blocks),
         timeouts_per_seed: ratio(tally.timeouts, tally.seeds),

@@ -16,7 +16,9 @@ mod senders;
 
 use quorate_crypto::{Address, Digest};
 use quorate_genesis::MempoolConfig;
-use quorate_ledger::{Account, Batch, SignedTransaction, StateView, TransactionError};
+use quorate_ledger::{
+    Account, Batch, SignedTransaction, StateReadError, StateView, TransactionError,
+};
 use senders::{Entry, SenderView};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -53,6 +55,9 @@ pub enum SubmitError {
     Full(usize),
     #[error("signature does not verify: {0}")]
     BadSignature(String),
+    /// The committed state could not be read (the node's disk, not the transaction).
+    #[error(transparent)]
+    State(#[from] StateReadError),
 }
 
 struct ReadyBatch {
@@ -119,12 +124,16 @@ impl Mempool {
 
     /// The nonce a client should use next for `address`: past every held transaction that will
     /// consume its nonce, and no further.
-    pub fn next_nonce(&self, address: &Address, state: &dyn StateView) -> u64 {
-        let committed = state.account(address);
-        match self.senders.get(address) {
+    pub fn next_nonce(
+        &self,
+        address: &Address,
+        state: &dyn StateView,
+    ) -> Result<u64, StateReadError> {
+        let committed = state.account(address)?;
+        Ok(match self.senders.get(address) {
             Some(view) => view.run(&committed).next_nonce,
             None => committed.nonce,
-        }
+        })
     }
 
     /// Every check but the signature (which the caller runs off the async threads, then calls
@@ -135,7 +144,7 @@ impl Mempool {
         state: &dyn StateView,
     ) -> Result<(), SubmitError> {
         tx.check_stateless(&self.chain_id)?;
-        self.admissible(tx, &state.account(&tx.sender()))
+        self.admissible(tx, &state.account(&tx.sender())?)
     }
 
     fn admissible(&self, tx: &SignedTransaction, committed: &Account) -> Result<(), SubmitError> {
@@ -196,7 +205,7 @@ impl Mempool {
         tx: SignedTransaction,
         state: &dyn StateView,
     ) -> Result<Option<Batch>, SubmitError> {
-        let committed = state.account(&tx.sender());
+        let committed = state.account(&tx.sender())?;
         self.admissible(&tx, &committed)?;
         let sender = tx.sender();
         let view = self.senders.entry(sender).or_default();
@@ -315,7 +324,7 @@ impl Mempool {
                         in_sequence = false;
                         break;
                     }
-                    trial.insert(*sender, expected.max(nonce + 1));
+                    trial.insert(*sender, expected.max(nonce.saturating_add(1)));
                 }
                 if !in_sequence && batch.since.elapsed() < patience {
                     continue;
@@ -420,8 +429,8 @@ mod tests {
     struct Committed(HashMap<Address, Account>);
 
     impl StateView for Committed {
-        fn account(&self, address: &Address) -> Account {
-            self.0.get(address).copied().unwrap_or_default()
+        fn account(&self, address: &Address) -> Result<Account, StateReadError> {
+            Ok(self.0.get(address).copied().unwrap_or_default())
         }
     }
 
@@ -482,7 +491,7 @@ mod tests {
             .expect("a full batch");
         assert_eq!(batch.transactions.len(), 2);
         pool.add_ready(batch.digest(), &batch);
-        assert_eq!(pool.next_nonce(&key.public().address(), &state), 7);
+        assert_eq!(pool.next_nonce(&key.public().address(), &state).unwrap(), 7);
         pool.insert(tx(&key, 7), &state).unwrap();
         assert!(matches!(
             pool.precheck(&tx(&key, 8), &state),
@@ -496,7 +505,7 @@ mod tests {
         pool.on_commit(&[batch.digest()], &after.0.clone().into_iter().collect());
         assert_eq!(pool.len(), 1);
         assert!(!pool.is_pending(&tx(&key, 5).id()));
-        assert_eq!(pool.next_nonce(&key.public().address(), &after), 8);
+        assert_eq!(pool.next_nonce(&key.public().address(), &after).unwrap(), 8);
         pool.precheck(&tx(&key, 8), &after).unwrap();
     }
 
@@ -534,7 +543,7 @@ mod tests {
             pool.insert(tx(&key, 2), &state),
             Err(SubmitError::InsufficientBalance { available: 0, .. })
         ));
-        assert_eq!(pool.next_nonce(&key.public().address(), &state), 2);
+        assert_eq!(pool.next_nonce(&key.public().address(), &state).unwrap(), 2);
         // An account with no balance cannot get anything in.
         let broke = SigningKey::from_seed_insecure(4);
         assert!(matches!(
@@ -562,13 +571,13 @@ mod tests {
         let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 100);
         let gapped = transfer(&key, 1, other(), 7);
         pool.insert(gapped.clone(), &state).unwrap(); // nothing before it: 7 of 10 is free
-        assert_eq!(pool.next_nonce(&address, &state), 0);
+        assert_eq!(pool.next_nonce(&address, &state).unwrap(), 0);
         pool.insert(transfer(&key, 0, other(), 7), &state).unwrap();
         // Nonce 0 leaves 3: the unsealed nonce-1 transfer cannot apply and is evicted.
         assert!(!pool.is_pending(&gapped.id()));
         assert_eq!(pool.evicted_total(), 1);
         assert_eq!(pool.len(), 1);
-        assert_eq!(pool.next_nonce(&address, &state), 1);
+        assert_eq!(pool.next_nonce(&address, &state).unwrap(), 1);
         let batch = pool.seal().unwrap();
         assert_eq!(batch.transactions.len(), 1);
     }
@@ -585,7 +594,7 @@ mod tests {
         pool.insert(transfer(&key, 0, other(), 7), &state).unwrap();
         // The sealed nonce-1 transfer will fail for want of funds, but it consumes nonce 1.
         assert_eq!(pool.evicted_total(), 0);
-        assert_eq!(pool.next_nonce(&address, &state), 2);
+        assert_eq!(pool.next_nonce(&address, &state).unwrap(), 2);
         assert!(matches!(
             pool.precheck(&transfer(&key, 2, other(), 4), &state),
             Err(SubmitError::InsufficientBalance { available: 3, .. })
@@ -602,7 +611,7 @@ mod tests {
         let next = transfer(&key, 1, other(), 5);
         pool.insert(mine.clone(), &state).unwrap();
         pool.insert(next.clone(), &state).unwrap();
-        assert_eq!(pool.next_nonce(&address, &state), 2);
+        assert_eq!(pool.next_nonce(&address, &state).unwrap(), 2);
         // Another validator's transaction with nonce 0 committed first and spent 9.
         let after = committed(&key, 1, 1);
         pool.on_commit(&[], &after.0.clone().into_iter().collect());
@@ -610,7 +619,7 @@ mod tests {
         assert!(!pool.is_pending(&next.id()));
         assert_eq!(pool.evicted_total(), 2);
         assert_eq!(pool.len(), 0);
-        assert_eq!(pool.next_nonce(&address, &after), 1);
+        assert_eq!(pool.next_nonce(&address, &after).unwrap(), 1);
         assert!(pool.seal().is_none());
     }
 
@@ -628,7 +637,7 @@ mod tests {
         assert!(!pool.is_pending(&mine.id()));
         assert_eq!(pool.len(), 1);
         assert!(pool.seal().is_none());
-        assert_eq!(pool.next_nonce(&key.public().address(), &state), 1);
+        assert_eq!(pool.next_nonce(&key.public().address(), &state).unwrap(), 1);
     }
 
     #[test]
