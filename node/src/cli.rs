@@ -24,6 +24,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this is `quorate sim`.
+    pub fn is_simulation(&self) -> bool {
+        matches!(self.command, Command::Sim(_))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Generate a new account key (or, with --validator, validator keys); prints the address.

@@ -48,13 +48,16 @@ fn stop_the_process_on_any_panic() {
 fn main() -> ExitCode {
     stop_the_process_on_any_panic();
     let cli = cli::Cli::parse();
+    // The simulator runs engines by the thousand, Byzantine ones among them: their warnings
+    // would flood stderr and slow it down. RUST_LOG still overrides.
+    let default_filter = if cli.is_simulation() { "error" } else { "info" };
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     match cli::run(cli) {

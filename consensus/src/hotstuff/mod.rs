@@ -599,7 +599,7 @@ impl HotStuff {
         if let Some(first) = self.proposals_seen.get(&view) {
             if *first != hash {
                 // Costs no signature check and no storage: silence would cost as much.
-                warn!(validator = self.me(), from, %view, "leader equivocated: second proposal dropped");
+                debug!(validator = self.me(), from, %view, "leader equivocated: second proposal dropped");
                 return;
             }
         }
