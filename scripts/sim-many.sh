@@ -45,8 +45,9 @@ configs=(
   "badpayload-n4|--validators 4 --byzantine 1 --behaviour bad-payload"
   "flood-n7|--validators 7 --byzantine 2 --behaviour flood --drop 0.1"
 )
-per=$(( SEEDS / ${#configs[@]} ))
-[ "$per" -ge 1 ] || per=1
+# SEEDS split evenly; the first SEEDS mod 9 configurations take one more, so the total is SEEDS.
+base=$(( SEEDS / ${#configs[@]} ))
+extra=$(( SEEDS % ${#configs[@]} ))
 status=0
 now() { date +%s.%N; }
 field() { grep -o "\"$1\":[0-9.]*" "$2" | head -1 | cut -d: -f2; }
@@ -59,6 +60,9 @@ for protocol in "${protocols[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
     k=$(( k + 1 ))
+    per=$base
+    [ "$k" -le "$extra" ] && per=$(( per + 1 ))
+    [ "$per" -ge 1 ] || per=1
     first=$(( k * 100000000 ))
     start=$(now)
     # shellcheck disable=SC2086

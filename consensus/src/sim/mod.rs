@@ -12,11 +12,16 @@
 //! trace, whose hash [`SeedReport::trace_hash`] lets a test compare two runs.
 
 mod bad_payload;
+mod equivocate;
 mod flood;
 mod poison;
 mod rng;
+mod summary;
 
 pub use rng::Rng;
+pub use summary::{run_seeds, Summary};
+
+use equivocate::Withheld;
 
 use crate::crypto::{FastKeys, Signer};
 use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator};
@@ -30,8 +35,7 @@ use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, TimeoutCert,
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What the Byzantine validators do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -299,21 +303,6 @@ struct Node {
     considered: View,
     /// Flooders: old messages received, to replay.
     replays: VecDeque<Message>,
-}
-
-/// The lock-breaking attack of an equivocator that leads view v+3 after blocks b, b', b'' in
-/// views v, v+1, v+2: it keeps the votes for b'' from its engine and aggregates them privately
-/// into QC(b''), which would commit b. The view times out everywhere; entering v+3 by the TC, it
-/// sends one honest validator a block justified by QC(b'') -- that validator commits b -- and
-/// all the others a fork from b's parent justified by the TC. Only the lock on b keeps them
-/// from voting for the fork; without it (`--fault-inject ignore-lock`) they certify and commit a
-/// block that conflicts with b.
-struct Withheld {
-    /// The view of the withheld votes (v+2) and the block they are for (b'').
-    view: View,
-    block: Digest,
-    votes: VoteAggregator,
-    qc: Option<QuorumCert>,
 }
 
 enum Event {
@@ -666,21 +655,6 @@ impl<'a> World<'a> {
         self.execute(node, actions);
     }
 
-    fn remember(&mut self, node: usize, message: &Message) {
-        let Message::HotStuff(HsMessage::Proposal(proposal)) = message else {
-            return;
-        };
-        if let Ok(hash) = proposal.block.hash() {
-            let seen = self.nodes[node]
-                .seen
-                .entry(proposal.block.header.view)
-                .or_default();
-            if !seen.iter().any(|(h, _)| *h == hash) {
-                seen.push((hash, proposal.block.header.clone()));
-            }
-        }
-    }
-
     fn execute(&mut self, node: usize, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -957,55 +931,10 @@ impl<'a> World<'a> {
         let targets: Vec<usize> = (0..self.nodes.len())
             .filter(|&t| self.nodes[t].index != index)
             .collect();
-        if self.nodes[node].role == Role::Equivocator {
-            if let Message::HotStuff(HsMessage::Proposal(proposal)) = &message {
-                if self.break_lock(node, proposal, &targets) {
-                    return;
-                }
-                // A conflicting block for the same view, to half of the validators. In a view
-                // entered by timeout (a TC justifies any older QC) it forks instead from the
-                // parent of the block it is locked on: the block it proposes conflicts with a block
-                // that may already be committed somewhere, and only the lock keeps the validators
-                // that locked it from voting for the fork.
-                let view = proposal.block.header.view;
-                let (locked, last_tc) = match self.nodes[node].engine.as_ref() {
-                    Some(engine) => {
-                        let data = engine.safety_data();
-                        (Some(data.locked_qc.data.block), data.last_tc.clone())
-                    }
-                    None => (None, None),
-                };
-                let tc = proposal
-                    .tc
-                    .clone()
-                    .or(last_tc.filter(|tc| tc.data.view.next() == view));
-                let older = locked
-                    .and_then(|l| self.nodes[node].justifies.get(&l).cloned())
-                    .filter(|qc| tc.is_some() && qc.data.view < proposal.block.justify.data.view);
-                let (justify, tc) = match older {
-                    Some(older) => (older, tc),
-                    None => (proposal.block.justify.clone(), proposal.tc.clone()),
-                };
-                if let Some(twin) = self.rebuild(node, proposal, justify, tc, b"evil") {
-                    let forked = twin.block.justify != proposal.block.justify;
-                    let twin = Message::HotStuff(HsMessage::Proposal(twin));
-                    self.remember(node, &twin);
-                    for target in targets {
-                        if forked {
-                            // A fork from below the lock goes to everyone: only the lock stops it.
-                            self.deliver(node, target, twin.clone());
-                            continue;
-                        }
-                        let which = if self.rng.chance(0.5) {
-                            &message
-                        } else {
-                            &twin
-                        };
-                        self.deliver(node, target, which.clone());
-                    }
-                    return;
-                }
-            }
+        if self.nodes[node].role == Role::Equivocator
+            && self.equivocate_proposal(node, &message, &targets)
+        {
+            return;
         }
         let Some(fingerprint) = fingerprint(&message) else {
             return;
@@ -1013,173 +942,6 @@ impl<'a> World<'a> {
         for target in targets {
             self.deliver_fingerprinted(node, target, message.clone(), fingerprint);
         }
-    }
-
-    /// Whether the equivocator `node` keeps this vote from its engine (see [`Withheld`]).
-    fn withhold(&mut self, node: usize, from: usize, vote: &Vote) -> bool {
-        let index = self.nodes[node].index;
-        let view = vote.data.view;
-        if self.setup.validators.leader(view.next()) != index {
-            return false;
-        }
-        if let Some(withheld) = &mut self.nodes[node].withheld {
-            if withheld.view == view {
-                if vote.data.block == withheld.block {
-                    let committee = self.setup.validators.committee();
-                    let scheme = self.setup.verifier.scheme();
-                    if let Some(qc) = withheld.votes.add(from, vote, committee, scheme) {
-                        withheld.qc = Some(qc);
-                    }
-                }
-                return true;
-            }
-        }
-        if self.nodes[node].considered >= view {
-            return false;
-        }
-        self.nodes[node].considered = view;
-        // Only a QC that would commit is worth withholding: b'' <- b' <- b in consecutive views,
-        // and b's own justify known (the fork extends b's parent).
-        let n = &self.nodes[node];
-        let b2 = vote.data.block;
-        let chain = n.justifies.get(&b2).and_then(|qc1| {
-            let qc0 = n.justifies.get(&qc1.data.block)?;
-            let b1 = n.headers.get(&qc1.data.block)?;
-            let b0 = n.headers.get(&qc0.data.block)?;
-            n.justifies.get(&qc0.data.block)?;
-            Some(b1.view.next() == view && b0.view.next() == b1.view)
-        });
-        if chain != Some(true) || !self.rng.chance(0.5) {
-            return false;
-        }
-        // Its own vote for b'' counts too.
-        let Ok(bytes) = vote.data.signing_bytes() else {
-            return false;
-        };
-        let own = Vote {
-            data: vote.data,
-            signature: self.setup.signers[index].sign(Domain::Vote, &bytes),
-        };
-        let committee = self.setup.validators.committee();
-        let scheme = self.setup.verifier.scheme();
-        let mut votes = VoteAggregator::default();
-        votes.add(index, &own, committee, scheme);
-        let qc = votes.add(from, vote, committee, scheme);
-        self.nodes[node].withheld = Some(Withheld {
-            view,
-            block: b2,
-            votes,
-            qc,
-        });
-        true
-    }
-
-    /// The second half of the [`Withheld`] attack, once the equivocator's engine proposes in the
-    /// view after the withheld one, entered by a TC. Returns false if the attack does not apply.
-    /// `proposal` rebuilt on the block `justify` certifies, with a payload of its own (`salt`)
-    /// executed on that parent; `None` if this node never stored the parent.
-    fn rebuild(
-        &mut self,
-        node: usize,
-        proposal: &Proposal,
-        justify: QuorumCert,
-        tc: Option<TimeoutCert>,
-        salt: &[u8],
-    ) -> Option<Proposal> {
-        let parent = self.nodes[node].headers.get(&justify.data.block)?.clone();
-        let view = proposal.block.header.view;
-        let payload = self.payload(node, view, &parent, salt);
-        let mut rebuilt = proposal.clone();
-        let header = &mut rebuilt.block.header;
-        header.parent = justify.data.block;
-        header.height = justify.data.height.next();
-        header.payload_digest = payload.payload_digest;
-        header.state_root = payload.state_root;
-        rebuilt.block.justify = justify;
-        rebuilt.tc = tc;
-        Some(rebuilt)
-    }
-
-    fn break_lock(&mut self, node: usize, proposal: &Proposal, targets: &[usize]) -> bool {
-        let view = proposal.block.header.view;
-        let Some(withheld) = self.nodes[node].withheld.take() else {
-            return false;
-        };
-        let (Some(qc2), Some(tc)) = (withheld.qc, proposal.tc.clone()) else {
-            return false;
-        };
-        if withheld.view.next() != view {
-            return false;
-        }
-        // b's justify: the QC of b's parent, where the fork starts.
-        let n = &self.nodes[node];
-        let base_qc = n
-            .justifies
-            .get(&withheld.block)
-            .and_then(|qc1| n.justifies.get(&qc1.data.block))
-            .and_then(|qc0| n.justifies.get(&qc0.data.block))
-            .cloned();
-        let Some(base_qc) = base_qc else {
-            return false;
-        };
-        let extend = self.rebuild(node, proposal, qc2, None, b"extend");
-        let fork = self.rebuild(node, proposal, base_qc, Some(tc), b"fork");
-        let (Some(extend), Some(fork)) = (extend, fork) else {
-            return false;
-        };
-
-        let honest: Vec<usize> = targets
-            .iter()
-            .copied()
-            .filter(|&t| self.nodes[t].role == Role::Honest)
-            .collect();
-        if honest.is_empty() {
-            return false;
-        }
-        let lucky = honest[self.rng.range(0, honest.len() as u64 - 1) as usize];
-        let extend = Message::HotStuff(HsMessage::Proposal(extend));
-        let fork = Message::HotStuff(HsMessage::Proposal(fork));
-        self.remember(node, &extend);
-        self.remember(node, &fork);
-        for &target in targets {
-            let which = if target == lucky { &extend } else { &fork };
-            self.deliver(node, target, which.clone());
-        }
-        true
-    }
-
-    /// An equivocator also votes for every other block it saw in the view.
-    fn equivocating_votes(&mut self, node: usize, to: usize, vote: &Vote) {
-        let index = self.nodes[node].index;
-        let others: Vec<(Digest, BlockHeader)> = self.nodes[node]
-            .seen
-            .get(&vote.data.view)
-            .cloned()
-            .unwrap_or_default();
-        for (hash, header) in others {
-            if hash == vote.data.block {
-                continue;
-            }
-            let data = VoteData {
-                block: hash,
-                height: header.height,
-                ..vote.data
-            };
-            let Ok(bytes) = data.signing_bytes() else {
-                continue;
-            };
-            let signature = self.setup.signers[index].sign(Domain::Vote, &bytes);
-            let extra = Message::HotStuff(HsMessage::Vote(Vote { data, signature }));
-            for target in self.by_index[to].clone() {
-                if target != node {
-                    self.deliver(node, target, extra.clone());
-                }
-            }
-        }
-        // Forget old views.
-        let keep_from = View(vote.data.view.0.saturating_sub(2));
-        let n = &mut self.nodes[node];
-        n.seen = n.seen.split_off(&keep_from);
     }
 
     fn report(self) -> SeedReport {
@@ -1224,223 +986,6 @@ fn state_root(parent: &Digest, payload: &Digest) -> Digest {
     let mut hasher = Hasher::new(Domain::StateLeaf);
     hasher.update(&parent.0).update(&payload.0);
     hasher.finalize()
-}
-
-/// The summary of many seeds (`quorate sim --json`).
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    pub protocol: &'static str,
-    pub crypto: CryptoMode,
-    pub validators: usize,
-    pub byzantine: usize,
-    pub behaviour: Behaviour,
-    pub drop: f64,
-    pub fault_inject: Option<&'static str>,
-    pub seeds: u64,
-    pub first_seed: u64,
-    pub safety_violations: u64,
-    pub first_violating_seed: Option<u64>,
-    pub first_violation: Option<String>,
-    pub liveness_failures: u64,
-    pub first_stalled_seed: Option<u64>,
-    pub min_committed: u64,
-    pub mean_committed: f64,
-    /// Blocks an honest validator commits per simulated second after GST (mean over honest
-    /// validators and seeds): the liveness a Byzantine behaviour leaves, to compare with
-    /// `silent` on the same seeds.
-    pub committed_per_s: f64,
-    pub msgs_per_block: f64,
-    pub bytes_per_block: f64,
-    pub timeouts_per_seed: f64,
-    /// See [`SeedReport::lock_refusals`] and [`SeedReport::tc_proposals`].
-    pub lock_refusals: u64,
-    pub tc_proposals: u64,
-    pub tc_proposals_below_high_qc: u64,
-    pub elapsed_s: f64,
-    pub seeds_per_s: f64,
-}
-
-/// Seed reports folded as they come (a run of a million seeds keeps no per-seed data).
-#[derive(Default)]
-struct Tally {
-    seeds: u64,
-    /// (seed, what) of the lowest violating seed.
-    first_violation: Option<(u64, String)>,
-    violations: u64,
-    first_stalled: Option<u64>,
-    stalls: u64,
-    min_committed: Option<u64>,
-    committed_sum: u64,
-    committed_count: u64,
-    after_gst_committed: u64,
-    after_gst_ms: u64,
-    blocks: u64,
-    messages: u64,
-    bytes: u64,
-    timeouts: u64,
-    lock_refusals: u64,
-    tc_proposals: u64,
-    tc_proposals_below_high_qc: u64,
-}
-
-impl Tally {
-    fn add(&mut self, report: SeedReport) {
-        self.seeds += 1;
-        if let Some(violation) = report.violation {
-            self.violations += 1;
-            if self
-                .first_violation
-                .as_ref()
-                .is_none_or(|(s, _)| report.seed < *s)
-            {
-                self.first_violation = Some((report.seed, violation));
-            }
-        }
-        if !report.live {
-            self.stalls += 1;
-            if self.first_stalled.is_none_or(|s| report.seed < s) {
-                self.first_stalled = Some(report.seed);
-            }
-        }
-        for &committed in &report.committed {
-            self.min_committed = Some(self.min_committed.map_or(committed, |m| m.min(committed)));
-            self.committed_sum += committed;
-            self.committed_count += 1;
-        }
-        for &committed in &report.committed_after_gst {
-            self.after_gst_committed += committed;
-            self.after_gst_ms += report.after_gst_ms;
-        }
-        self.blocks += report.committed.iter().copied().max().unwrap_or(0);
-        self.messages += report.messages;
-        self.bytes += report.bytes;
-        self.timeouts += report.timeouts;
-        self.lock_refusals += report.lock_refusals;
-        self.tc_proposals += report.tc_proposals;
-        self.tc_proposals_below_high_qc += report.tc_proposals_below_high_qc;
-    }
-
-    fn merge(&mut self, other: Tally) {
-        if let Some((seed, violation)) = other.first_violation {
-            if self.first_violation.as_ref().is_none_or(|(s, _)| seed < *s) {
-                self.first_violation = Some((seed, violation));
-            }
-        }
-        if let Some(seed) = other.first_stalled {
-            if self.first_stalled.is_none_or(|s| seed < s) {
-                self.first_stalled = Some(seed);
-            }
-        }
-        if let Some(min) = other.min_committed {
-            self.min_committed = Some(self.min_committed.map_or(min, |m| m.min(min)));
-        }
-        self.seeds += other.seeds;
-        self.violations += other.violations;
-        self.stalls += other.stalls;
-        self.committed_sum += other.committed_sum;
-        self.committed_count += other.committed_count;
-        self.after_gst_committed += other.after_gst_committed;
-        self.after_gst_ms += other.after_gst_ms;
-        self.blocks += other.blocks;
-        self.messages += other.messages;
-        self.bytes += other.bytes;
-        self.timeouts += other.timeouts;
-        self.lock_refusals += other.lock_refusals;
-        self.tc_proposals += other.tc_proposals;
-        self.tc_proposals_below_high_qc += other.tc_proposals_below_high_qc;
-    }
-}
-
-/// Runs seeds `first_seed..first_seed + seeds` on `threads` threads.
-pub fn run_seeds(
-    setup: &Setup,
-    config: &SimConfig,
-    first_seed: u64,
-    seeds: u64,
-    threads: usize,
-) -> Summary {
-    let started = std::time::Instant::now();
-    let next = AtomicU64::new(first_seed);
-    let total = Mutex::new(Tally::default());
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| {
-                let mut tally = Tally::default();
-                loop {
-                    let seed = next.fetch_add(1, AtomicOrdering::Relaxed);
-                    if seed >= first_seed.saturating_add(seeds) {
-                        break;
-                    }
-                    tally.add(run_seed(setup, config, seed));
-                }
-                if let Ok(mut total) = total.lock() {
-                    total.merge(tally);
-                }
-            });
-        }
-    });
-    let tally = total.into_inner().unwrap_or_default();
-    summarize(
-        setup,
-        config,
-        first_seed,
-        tally,
-        started.elapsed().as_secs_f64(),
-    )
-}
-
-fn summarize(
-    setup: &Setup,
-    config: &SimConfig,
-    first_seed: u64,
-    tally: Tally,
-    elapsed_s: f64,
-) -> Summary {
-    let ratio = |total: u64, count: u64| {
-        if count == 0 {
-            0.0
-        } else {
-            total as f64 / count as f64
-        }
-    };
-    let (first_violating_seed, first_violation) = match tally.first_violation {
-        Some((seed, violation)) => (Some(seed), Some(violation)),
-        None => (None, None),
-    };
-    Summary {
-        protocol: "hotstuff",
-        crypto: setup.crypto,
-        validators: config.validators,
-        byzantine: config.byzantine,
-        behaviour: config.behaviour,
-        drop: config.drop_probability,
-        fault_inject: match config.fault {
-            FaultInjection::None => None,
-            FaultInjection::IgnoreLock => Some("ignore-lock"),
-        },
-        seeds: tally.seeds,
-        first_seed,
-        safety_violations: tally.violations,
-        first_violating_seed,
-        first_violation,
-        liveness_failures: tally.stalls,
-        first_stalled_seed: tally.first_stalled,
-        min_committed: tally.min_committed.unwrap_or(0),
-        mean_committed: ratio(tally.committed_sum, tally.committed_count),
-        committed_per_s: 1000.0 * ratio(tally.after_gst_committed, tally.after_gst_ms),
-        msgs_per_block: ratio(tally.messages, tally.blocks),
-        bytes_per_block: ratio(tally.bytes, tally.blocks),
-        timeouts_per_seed: ratio(tally.timeouts, tally.seeds),
-        lock_refusals: tally.lock_refusals,
-        tc_proposals: tally.tc_proposals,
-        tc_proposals_below_high_qc: tally.tc_proposals_below_high_qc,
-        elapsed_s,
-        seeds_per_s: if elapsed_s > 0.0 {
-            tally.seeds as f64 / elapsed_s
-        } else {
-            0.0
-        },
-    }
 }
 
 #[cfg(test)]
