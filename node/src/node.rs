@@ -53,6 +53,27 @@ impl Shared {
         self.mempool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Copies the counts other parts keep (mempool, network, engine inbox, manifests) into the
+    /// metrics.
+    fn sample_gauges(&self) {
+        let (size, evicted) = {
+            let mempool = self.mempool();
+            (mempool.len() as u64, mempool.evicted_total())
+        };
+        let m = &self.metrics;
+        for (gauge, value) in [
+            (&m.mempool_size, size),
+            (&m.mempool_evicted, evicted),
+            (&m.peers, self.net.connected() as u64),
+            (&m.inbox_messages, self.inbox.len()),
+            (&m.inbox_dropped, self.inbox.dropped_total()),
+            (&m.net_commands_dropped, self.net.dropped_total()),
+            (&m.manifests_forgotten, self.manifests.forgotten_total()),
+        ] {
+            gauge.store(value, Ordering::Relaxed);
+        }
+    }
+
     /// Stores a batch we sealed, sends it to every validator and offers it for proposals.
     pub fn publish_batch(&self, batch: Batch) {
         let digest = batch.digest();
@@ -372,35 +393,7 @@ pub async fn run(home: &Path) -> Result<()> {
                 if let Some(batch) = sealed {
                     shared.publish_batch(batch);
                 }
-                let (size, evicted) = {
-                    let mempool = shared.mempool();
-                    (mempool.len() as u64, mempool.evicted_total())
-                };
-                shared.metrics.mempool_size.store(size, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .mempool_evicted
-                    .store(evicted, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .peers
-                    .store(shared.net.connected() as u64, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .inbox_messages
-                    .store(shared.inbox.len(), Ordering::Relaxed);
-                shared
-                    .metrics
-                    .inbox_dropped
-                    .store(shared.inbox.dropped_total(), Ordering::Relaxed);
-                shared
-                    .metrics
-                    .net_commands_dropped
-                    .store(shared.net.dropped_total(), Ordering::Relaxed);
-                shared
-                    .metrics
-                    .manifests_forgotten
-                    .store(shared.manifests.forgotten_total(), Ordering::Relaxed);
+                shared.sample_gauges();
             }
         })
     };
