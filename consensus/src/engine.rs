@@ -142,6 +142,10 @@ pub struct EngineConfig {
     pub root: BlockHeader,
     /// The QC certifying `root`; `None` for an epoch's first root, which needs none.
     pub root_qc: Option<QuorumCert>,
+    /// Committed headers just below `root` (any order, at most
+    /// [`reputation_window`](crate::hotstuff::reputation_window) of them are used): a restarted
+    /// engine elects leaders from them as the running ones do. Empty at an epoch's first root.
+    pub history: Vec<BlockHeader>,
     pub verifier: Arc<CertificateVerifier>,
     pub fault: FaultInjection,
 }

@@ -184,6 +184,17 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes batches that no committed block names (the caller makes sure of it).
+    pub fn delete_batches(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_BATCHES)?;
+        let mut batch = WriteBatch::default();
+        for digest in digests {
+            batch.delete_cf(cf, digest.0);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     pub fn batch(&self, digest: &Digest) -> Result<Option<Batch>, StoreError> {
         self.get(CF_BATCHES, &digest.0)
     }

@@ -10,6 +10,7 @@
 use crate::mempool::Mempool;
 use crate::metrics::{now_ms, Metrics};
 use crate::network::NetHandle;
+use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
 use anyhow::{bail, Context, Result};
 use quorate_consensus::hotstuff::HsBlock;
@@ -116,6 +117,8 @@ pub struct ExecutorConfig {
     pub validators: usize,
     pub max_block_transactions: usize,
     pub idle_interval: Duration,
+    /// Batches peers pushed: committed ones are marked, doomed ones deleted here.
+    pub pushed_batches: Arc<PeerBatches>,
 }
 
 pub struct Executor {
@@ -264,6 +267,7 @@ impl Executor {
                 }
             }
         }
+        self.delete_doomed_batches()?;
         let checks = std::mem::take(&mut self.checks);
         for mut waiting in checks {
             let header = waiting.item.clone();
@@ -308,6 +312,34 @@ impl Executor {
             }
         }
         self.try_propose()
+    }
+
+    /// Deletes the batches peers pushed past their bound, except those a block executed here
+    /// and not yet committed names, and those the mempool offers for proposals (both may
+    /// commit; see [`crate::peer_batches`]). Between blocks, on this thread: nothing reads a
+    /// batch for execution meanwhile.
+    fn delete_doomed_batches(&mut self) -> Result<()> {
+        let pushed = &self.config.pushed_batches;
+        if !pushed.has_doomed() {
+            return Ok(());
+        }
+        let in_use: HashSet<Digest> = self
+            .speculative
+            .values()
+            .flat_map(|block| block.batches.iter().copied())
+            .collect();
+        let doomed = {
+            let mempool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
+            pushed.take_doomed(|batch| in_use.contains(batch) || mempool.is_ready(batch))
+        };
+        if !doomed.is_empty() {
+            self.store.delete_batches(&doomed)?;
+            debug!(
+                batches = doomed.len(),
+                "deleted batches pushed past their senders' bound"
+            );
+        }
+        Ok(())
     }
 
     /// The timestamp of `header`'s parent, if this validator has the parent.
@@ -476,6 +508,7 @@ impl Executor {
             hash,
             header: header.clone(),
         };
+        self.config.pushed_batches.committed(&block.batches);
         let head_height = self.head.height.0;
         self.speculative.retain(|_, b| b.height > head_height);
         {
@@ -678,7 +711,7 @@ impl Executor {
                             continue;
                         }
                         crate::ingest::ingest_batch(
-                            &store, &mempool, &chain_id, batch, digest, &jobs,
+                            &store, &mempool, &chain_id, batch, digest, &jobs, None,
                         )
                         .await;
                     }

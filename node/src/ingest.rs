@@ -3,6 +3,7 @@
 
 use crate::executor::Job;
 use crate::mempool::Mempool;
+use crate::peer_batches::PeerBatches;
 use quorate_crypto::Digest;
 use quorate_ledger::{Batch, SignedTransaction, Store};
 use std::sync::mpsc::Sender;
@@ -11,6 +12,8 @@ use tracing::{error, warn};
 
 /// Verifies and stores `batch` (whose digest is `digest`). Returns false if it is invalid (the
 /// sender should be scored down). A batch already stored is accepted without work.
+/// `pushed_by`: the peer that pushed it unasked, whose uncommitted batches are bounded (see
+/// [`crate::peer_batches`]); `None` for a batch this node fetched because a block names it.
 pub async fn ingest_batch(
     store: &Arc<Store>,
     mempool: &Arc<Mutex<Mempool>>,
@@ -18,6 +21,7 @@ pub async fn ingest_batch(
     batch: Batch,
     digest: Digest,
     jobs: &Sender<Job>,
+    pushed_by: Option<(usize, &PeerBatches)>,
 ) -> bool {
     // Every limit is checked at ingest: a batch no block could carry, or an empty one, is
     // refused and its sender scored down (it would otherwise sit in every proposal's way).
@@ -67,9 +71,23 @@ pub async fn ingest_batch(
         }
         Err(_) => return true,
     };
-    if let Err(error) = store.put_batch(&digest, &batch) {
-        error!(%error, "storing a batch");
-        return true;
+    let stored = match pushed_by {
+        Some((from, pushed)) => pushed.store_pushed(from, digest, || {
+            if store.has_batch(&digest)? {
+                return Ok(false);
+            }
+            store.put_batch(&digest, &batch).map(|()| true)
+        }),
+        None => store.put_batch(&digest, &batch).map(|()| true),
+    };
+    match stored {
+        Ok(true) => {}
+        // Stored meanwhile by another path, which offered it to the mempool.
+        Ok(false) => return true,
+        Err(error) => {
+            error!(%error, "storing a batch");
+            return true;
+        }
     }
     {
         // Room was checked before the verification; others may have filled it since. A batch

@@ -13,6 +13,7 @@ mod mempool;
 mod metrics;
 mod network;
 mod node;
+mod peer_batches;
 mod rpc;
 mod sync;
 mod wire;

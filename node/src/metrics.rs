@@ -23,6 +23,7 @@ pub struct Metrics {
     pub inbox_dropped: AtomicU64,
     pub net_commands_dropped: AtomicU64,
     pub manifests_forgotten: AtomicU64,
+    pub batches_forgotten: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_sum_ms: AtomicU64,
     latency_count: AtomicU64,
@@ -148,6 +149,12 @@ impl Metrics {
             "Uncommitted manifests deleted because their sender had sent too many newer ones.",
             "counter",
             get(&self.manifests_forgotten),
+        );
+        gauge(
+            "quorate_batches_forgotten_total",
+            "Uncommitted batches deleted because their sender had pushed too many newer ones.",
+            "counter",
+            get(&self.batches_forgotten),
         );
         gauge(
             "quorate_p2p_large_frames_refused_total",

@@ -10,9 +10,10 @@ use crate::manifests::PeerManifests;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::network::{Handler, NetHandle, Network};
+use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::hotstuff::HotStuff;
+use quorate_consensus::hotstuff::{reputation_window, HotStuff};
 use quorate_consensus::{
     Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection,
     Input, Signer,
@@ -43,6 +44,8 @@ pub struct Shared {
     pub inbox: Arc<PeerInbox>,
     /// Uncommitted manifests peers sent first (bounded per peer).
     pub manifests: PeerManifests,
+    /// Uncommitted batches peers pushed (bounded per peer; the executor deletes the doomed).
+    pub pushed_batches: Arc<PeerBatches>,
     pub max_block_transactions: usize,
     pub metrics: Arc<Metrics>,
     pub status: Mutex<EngineStatus>,
@@ -69,6 +72,7 @@ impl Shared {
             (&m.inbox_dropped, self.inbox.dropped_total()),
             (&m.net_commands_dropped, self.net.dropped_total()),
             (&m.manifests_forgotten, self.manifests.forgotten_total()),
+            (&m.batches_forgotten, self.pushed_batches.forgotten_total()),
         ] {
             gauge.store(value, Ordering::Relaxed);
         }
@@ -112,6 +116,7 @@ impl Handler for NetHandler {
                             batch,
                             digest,
                             &shared.jobs,
+                            Some((from, &shared.pushed_batches)),
                         )
                         .await;
                         if !valid {
@@ -193,9 +198,19 @@ fn recover_engine(base: &EngineConfig, store: &Store) -> Result<HotStuff> {
             CommitProof::HotStuff { qc, .. } => Some(qc),
         }
     };
+    // The committed headers below the head, for leader election (see `reputation_window`).
+    let window = reputation_window(base.validators.len()) as u64;
+    let mut history = Vec::new();
+    for height in head.height.0.saturating_sub(window).max(1)..head.height.0 {
+        let record = store
+            .committed(Height(height))?
+            .with_context(|| format!("committed block {height} missing"))?;
+        history.push(record.header);
+    }
     let config = EngineConfig {
         root: head.header.clone(),
         root_qc,
+        history,
         ..base.clone()
     };
     let safety = store.safety()?;
@@ -300,6 +315,7 @@ pub async fn run(home: &Path) -> Result<()> {
         params: genesis.params.clone(),
         root: head.header.clone(),
         root_qc: None,
+        history: Vec::new(),
         verifier: verifier.clone(),
         fault: FaultInjection::None,
     };
@@ -322,6 +338,10 @@ pub async fn run(home: &Path) -> Result<()> {
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let inbox = Arc::new(PeerInbox::new(validators.len(), crate::inbox::PER_PEER_MAX));
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+    let pushed_batches = Arc::new(PeerBatches::new(
+        validators.len(),
+        crate::peer_batches::PER_PEER_MAX,
+    ));
     let shared = Arc::new(Shared {
         chain_id: genesis.chain_id.clone(),
         protocol: genesis.protocol,
@@ -333,6 +353,7 @@ pub async fn run(home: &Path) -> Result<()> {
         jobs: jobs_tx.clone(),
         inbox: inbox.clone(),
         manifests: PeerManifests::new(validators.len(), crate::manifests::PER_PEER_MAX),
+        pushed_batches: pushed_batches.clone(),
         max_block_transactions: genesis.params.max_block_transactions as usize,
         metrics: metrics.clone(),
         status: Mutex::new(engine.status()),
@@ -345,6 +366,7 @@ pub async fn run(home: &Path) -> Result<()> {
             validators: validators.len(),
             max_block_transactions: genesis.params.max_block_transactions as usize,
             idle_interval: Duration::from_millis(genesis.params.idle_interval_ms),
+            pushed_batches,
         },
         store.clone(),
         mempool.clone(),

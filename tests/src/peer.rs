@@ -139,19 +139,35 @@ pub async fn send_frames(
     answers
 }
 
-/// The node's request enum up to its `Batch` variant: the same variant indices, so the same
+/// The node's request enum up to its `Manifest` variant: the same variant indices, so the same
 /// canonical encoding (the node crate is a binary; its wire types cannot be imported).
 #[derive(Serialize)]
 enum Request<'a> {
     #[allow(dead_code)]
     Consensus(()),
     Batch(&'a Batch),
+    Manifest {
+        payload: quorate_crypto::Digest,
+        batches: &'a [quorate_crypto::Digest],
+    },
+}
+
+fn frame(request: &Request<'_>) -> Vec<u8> {
+    let body = quorate_ledger::encode(request).expect("encodable request");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
 }
 
 /// One wire frame (4-byte big-endian length, canonical encoding) carrying `batch`.
 pub fn batch_frame(batch: &Batch) -> Vec<u8> {
-    let body = quorate_ledger::encode(&Request::Batch(batch)).expect("encodable batch");
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend(body);
-    frame
+    frame(&Request::Batch(batch))
+}
+
+/// One wire frame announcing that `payload` is made of `batches` (true or not).
+pub fn manifest_frame(
+    payload: quorate_crypto::Digest,
+    batches: &[quorate_crypto::Digest],
+) -> Vec<u8> {
+    frame(&Request::Manifest { payload, batches })
 }

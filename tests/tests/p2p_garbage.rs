@@ -3,9 +3,10 @@
 //! committing (issue: node end to end).
 
 use libp2p::Multiaddr;
+use quorate_crypto::Digest;
 use quorate_genesis::AccountKeyFile;
-use quorate_ledger::{Batch, Transaction, TransactionKind};
-use quorate_tests::peer::{batch_frame, send_frames, validator_identity, Answer};
+use quorate_ledger::{Batch, Block, Transaction, TransactionKind};
+use quorate_tests::peer::{batch_frame, manifest_frame, send_frames, validator_identity, Answer};
 use quorate_tests::Cluster;
 
 /// Frames that pass the length prefix but do not decode, and one that claims 4 GiB.
@@ -73,10 +74,26 @@ fn a_validator_speaking_garbage_over_libp2p_is_refused_and_the_node_keeps_commit
         .parse()
         .unwrap();
     let identity = validator_identity(&cluster.home(3));
+    // And manifests no block can have: one whose digest is not its batch list's, and one of more
+    // batches than a block holds transactions (each batch holds one at least).
+    let genesis = quorate_genesis::Genesis::load(&cluster.net().join("genesis.json")).unwrap();
+    let max_block = genesis.params.max_block_transactions;
+    let batches: Vec<Digest> = (0..4u8).map(|k| Digest([k; 32])).collect();
+    let too_many: Vec<Digest> = (0..=max_block)
+        .map(|k| {
+            let mut bytes = [7; 32];
+            bytes[..4].copy_from_slice(&k.to_le_bytes());
+            Digest(bytes)
+        })
+        .collect();
     runtime.block_on(send_frames(
         identity,
         address,
-        vec![batch_frame(&oversized)],
+        vec![
+            batch_frame(&oversized),
+            manifest_frame(Digest([9; 32]), &batches),
+            manifest_frame(Block::payload_digest_of(&too_many), &too_many),
+        ],
     ));
     // The other three go on committing.
     let height = cluster.height(0).unwrap();
@@ -93,6 +110,12 @@ fn a_validator_speaking_garbage_over_libp2p_is_refused_and_the_node_keeps_commit
         log.contains("refusing a batch outside the batch size limits")
             && log.contains("peer fault: invalid batch"),
         "node1 took in an oversized batch:\n{}",
+        cluster.log(1)
+    );
+    assert!(
+        log.contains("manifest does not match its digest")
+            && log.contains(&format!("manifest of {} batches", max_block + 1)),
+        "node1 took in a manifest no block can have:\n{}",
         cluster.log(1)
     );
 }

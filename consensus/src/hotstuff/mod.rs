@@ -26,10 +26,12 @@
 
 mod aggregator;
 mod block_tree;
+mod leader;
 mod messages;
 mod pacemaker;
 mod safety;
 
+pub use leader::{reputation_window, REPUTATION_WINDOW_MAX};
 pub use messages::{
     BlockRequest, BlockResponse, HsBlock, HsMessage, Proposal, SyncInfo, Timeout, Vote,
 };
@@ -46,6 +48,7 @@ use crate::{
 pub(crate) use aggregator::VoteAggregator;
 use aggregator::{TimeoutAggregator, FUTURE_VIEWS_MAX};
 use block_tree::BlockTree;
+use leader::LeaderSchedule;
 use pacemaker::Pacemaker;
 use quorate_crypto::CryptoError;
 use quorate_crypto::{BlsSignature, Digest, SignerBitmap};
@@ -84,12 +87,15 @@ pub struct HotStuff {
     config: EngineConfig,
     root_qc: QuorumCert,
     tree: BlockTree,
+    leaders: LeaderSchedule,
     safety: SafetyRules,
     pacemaker: Pacemaker,
     votes: VoteAggregator,
     timeouts: TimeoutAggregator,
-    /// The view for which this validator (as leader) asked for a payload.
+    /// The view for which this validator (as leader) asked for a payload, and whether it leads
+    /// it by the QC of the view before (else by its TC).
     requested_payload_view: Option<View>,
+    requested_by_qc: bool,
     /// The block that payload was requested on top of (its state root depends on it).
     requested_parent: Digest,
     /// Votes refused by the lock clause of the safe-node rule.
@@ -100,9 +106,11 @@ pub struct HotStuff {
     pending_proposal: Option<(ValidatorIndex, Proposal)>,
     /// Blocks received whose parent is unknown, by their own hash.
     orphans: BTreeMap<Digest, HsBlock>,
-    /// The first valid proposal seen in each recent view: a leader's second, different one is
-    /// an equivocation and is neither verified nor stored (bounded: oldest views forgotten).
-    proposals_seen: BTreeMap<View, Digest>,
+    /// The first valid proposal seen from each leader in each recent view: a leader's second,
+    /// different one is an equivocation and is neither verified nor stored (bounded: oldest
+    /// views forgotten). A view has at most two leaders: the one its QC elects, and the round
+    /// robin one its TC elects.
+    proposals_seen: BTreeMap<(View, ValidatorIndex), Digest>,
     /// Per validator: its messages are ignored before this view (it sent a forged certificate).
     ignored_until: Vec<View>,
     /// Block hashes asked for and not yet received (bounded, oldest forgotten first).
@@ -202,15 +210,18 @@ impl HotStuff {
             params.idle_interval_ms,
         );
         let safety = SafetyRules::new(config.signer.clone(), data, config.fault);
+        let leaders = LeaderSchedule::new(config.validators.clone(), &config.history);
         Ok(HotStuff {
             config,
             root_qc,
             tree,
+            leaders,
             safety,
             pacemaker,
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             requested_payload_view: None,
+            requested_by_qc: false,
             requested_parent: Digest::ZERO,
             lock_refusals: 0,
             awaiting_check: None,
@@ -238,8 +249,27 @@ impl HotStuff {
         self.config.validators.len()
     }
 
-    fn leader(&self, view: View) -> ValidatorIndex {
-        self.config.validators.leader(view)
+    /// The leader of `view` entered by a QC for `block` (`None` if the block is unknown); see
+    /// [`leader`] for the rule.
+    pub fn leader_after(&self, block: &Digest, view: View) -> Option<ValidatorIndex> {
+        self.leaders.after(&self.tree, block, view)
+    }
+
+    /// The leader of `view` entered by a TC for the view before.
+    fn round_robin_leader(&self, view: View) -> ValidatorIndex {
+        self.leaders.round_robin(view)
+    }
+
+    /// The leader of the current view as this validator sees it.
+    fn current_leader(&self) -> ValidatorIndex {
+        let view = self.pacemaker.view();
+        let high_qc = &self.safety.data().high_qc.data;
+        if high_qc.view.next() == view {
+            if let Some(leader) = self.leader_after(&high_qc.block, view) {
+                return leader;
+            }
+        }
+        self.round_robin_leader(view)
     }
 
     fn committee(&self) -> &quorate_crypto::Committee {
@@ -381,7 +411,7 @@ impl HotStuff {
     /// As leader of the current view, ask for a payload once the block to extend is known.
     fn try_propose(&mut self) {
         let view = self.pacemaker.view();
-        if self.leader(view) != self.me() || self.requested_payload_view >= Some(view) {
+        if self.requested_payload_view >= Some(view) {
             return;
         }
         // A view this validator already voted or timed out in is over for it, and one it proposed
@@ -398,15 +428,22 @@ impl HotStuff {
             .last_tc
             .as_ref()
             .is_some_and(|tc| tc.data.view.next() == view);
-        if !entered_by_qc && !entered_by_tc {
+        let leads_by_tc = entered_by_tc && self.round_robin_leader(view) == self.me();
+        if !entered_by_qc && !leads_by_tc {
             return;
         }
         let Some(parent) = self.tree.get(&high_qc.data.block).cloned() else {
             self.fetch_from_signers(&high_qc);
             return;
         };
+        let leads_by_qc =
+            entered_by_qc && self.leader_after(&high_qc.data.block, view) == Some(self.me());
+        if !leads_by_qc && !leads_by_tc {
+            return;
+        }
         let urgent = self.has_uncommitted_payload(&high_qc.data.block);
         self.requested_payload_view = Some(view);
+        self.requested_by_qc = leads_by_qc;
         self.requested_parent = high_qc.data.block;
         self.emit(Action::RequestPayload {
             view,
@@ -427,10 +464,7 @@ impl HotStuff {
     }
 
     fn on_payload_ready(&mut self, view: View, payload: PayloadProposal) {
-        if view != self.pacemaker.view()
-            || self.leader(view) != self.me()
-            || self.requested_payload_view != Some(view)
-        {
+        if view != self.pacemaker.view() || self.requested_payload_view != Some(view) {
             return;
         }
         let high_qc = self.safety.data().high_qc.clone();
@@ -444,7 +478,8 @@ impl HotStuff {
         let Some(parent) = self.tree.get(&high_qc.data.block).cloned() else {
             return;
         };
-        let tc = if high_qc.data.view.next() == view {
+        // Led by the QC of the view before: the QC is the proof. Led by round robin: the TC is.
+        let tc = if self.requested_by_qc {
             None
         } else {
             self.safety.data().last_tc.clone()
@@ -586,9 +621,15 @@ impl HotStuff {
     fn on_proposal(&mut self, from: ValidatorIndex, proposal: Proposal) {
         let header = proposal.block.header.clone();
         let view = header.view;
+        // With a TC the round-robin leader proposes; without, the one the QC's block elects
+        // (unknown while the block is: checked again once it is fetched).
+        let leader = match &proposal.tc {
+            Some(_) => Some(self.round_robin_leader(view)),
+            None => self.leader_after(&proposal.block.justify.data.block, view),
+        };
         if !self.well_formed(&proposal.block)
             || header.proposer as usize != from
-            || self.leader(view) != from
+            || leader.is_some_and(|leader| leader != from)
         {
             debug!(validator = self.me(), from, %view, "malformed proposal");
             return;
@@ -596,7 +637,7 @@ impl HotStuff {
         let Ok(hash) = header.hash() else {
             return;
         };
-        if let Some(first) = self.proposals_seen.get(&view) {
+        if let Some(first) = self.proposals_seen.get(&(view, from)) {
             if *first != hash {
                 // Costs no signature check and no storage: silence would cost as much.
                 debug!(validator = self.me(), from, %view, "leader equivocated: second proposal dropped");
@@ -620,7 +661,7 @@ impl HotStuff {
         if !justified_by_tc && proposal.block.justify.data.view.next() != view {
             return;
         }
-        self.proposals_seen.insert(view, hash);
+        self.proposals_seen.insert((view, from), hash);
         while self.proposals_seen.len() > PROPOSALS_REMEMBERED_MAX {
             self.proposals_seen.pop_first();
         }
@@ -698,7 +739,9 @@ impl HotStuff {
                 if changed && !self.persist_safety() {
                     return;
                 }
-                let next_leader = self.leader(view.next());
+                let next_leader = self
+                    .leader_after(&block, view.next())
+                    .unwrap_or_else(|| self.round_robin_leader(view.next()));
                 self.send(next_leader, HsMessage::Vote(vote));
             }
             Err(refused) => {
@@ -717,9 +760,13 @@ impl HotStuff {
 
     fn on_vote(&mut self, from: ValidatorIndex, vote: Vote) {
         let data = &vote.data;
+        // A vote for a block not known yet is aggregated all the same (bounded per view): a QC
+        // is valid whoever forms it.
         if data.genesis_hash != self.config.genesis_hash
             || data.epoch != self.config.validators.epoch()
-            || self.leader(data.view.next()) != self.me()
+            || self
+                .leader_after(&data.block, data.view.next())
+                .is_some_and(|leader| leader != self.me())
             || !self.in_window(data.view)
         {
             return;
@@ -1029,7 +1076,7 @@ impl Engine for HotStuff {
         let view = self.pacemaker.view();
         EngineStatus {
             view,
-            leader: self.leader(view),
+            leader: self.current_leader(),
             high_qc_view: self.safety.data().high_qc.data.view,
             locked_view: self.safety.data().locked_qc.data.view,
             committed_height: committed_height.0,

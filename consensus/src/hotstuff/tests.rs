@@ -8,14 +8,37 @@ use quorate_ledger::{Epoch, Height, TimeoutData};
 
 struct Chain {
     setup: Setup,
+    /// Every block made, so each is proposed by the leader the engine elects for it.
+    tree: std::cell::RefCell<BlockTree>,
+    leaders: LeaderSchedule,
 }
 
 impl Chain {
     fn new() -> Self {
+        // Real BLS: these certificates also go through `verify_commit_proof`, as in audit.
+        let setup = Setup::new(4, CryptoMode::Real).unwrap();
+        let engine = HotStuff::new(setup.engine_config(0, FaultInjection::None)).unwrap();
+        let root = engine.tree.get(&engine.root_qc.data.block).unwrap();
+        let tree = BlockTree::new(engine.root_qc.data.block, HsBlock::clone(root));
+        let leaders = LeaderSchedule::new(engine.config.validators.clone(), &[]);
         Chain {
-            // Real BLS: these certificates also go through `verify_commit_proof`, as in audit.
-            setup: Setup::new(4, CryptoMode::Real).unwrap(),
+            setup,
+            tree: std::cell::RefCell::new(tree),
+            leaders,
         }
+    }
+
+    /// The leader of `view` extending the block `justify` certifies: elected by that QC if it
+    /// is for the view before, else round robin (the view was entered by a TC).
+    fn leader(&self, view: u64, justify: &QuorumCert) -> u16 {
+        let view = View(view);
+        let elected = (justify.data.view.next() == view)
+            .then(|| {
+                self.leaders
+                    .after(&self.tree.borrow(), &justify.data.block, view)
+            })
+            .flatten();
+        elected.unwrap_or_else(|| self.leaders.round_robin(view)) as u16
     }
 
     fn config(&self, index: usize) -> EngineConfig {
@@ -53,14 +76,16 @@ impl Chain {
             parent: justify.data.block,
             payload_digest: quorate_crypto::hash(Domain::Payload, &[salt]),
             state_root: Digest([salt; 32]),
-            proposer: config.validators.leader(View(view)) as u16,
+            proposer: self.leader(view, justify),
             timestamp_ms: view,
         };
         let block = HsBlock {
             header,
             justify: justify.clone(),
         };
-        (block.hash().unwrap(), block)
+        let hash = block.hash().unwrap();
+        self.tree.borrow_mut().insert(hash, block.clone());
+        (hash, block)
     }
 
     /// A QC for `block` signed by validators 0, 1, 2.

@@ -94,7 +94,11 @@ impl World<'_> {
     pub(super) fn withhold(&mut self, node: usize, from: usize, vote: &Vote) -> bool {
         let index = self.nodes[node].index;
         let view = vote.data.view;
-        if self.setup.validators.leader(view.next()) != index {
+        let leads_next = self.nodes[node]
+            .engine
+            .as_ref()
+            .and_then(|engine| engine.leader_after(&vote.data.block, view.next()));
+        if leads_next != Some(index) {
             return false;
         }
         if let Some(withheld) = &mut self.nodes[node].withheld {

@@ -24,7 +24,9 @@ pub use summary::{run_seeds, Summary};
 use equivocate::Withheld;
 
 use crate::crypto::{FastKeys, Signer};
-use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator};
+use crate::hotstuff::{
+    HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator, REPUTATION_WINDOW_MAX,
+};
 use crate::{
     Action, CertificateVerifier, CommitProof, Engine, EngineConfig, FaultInjection, Input, Message,
     PayloadProposal, TimerId,
@@ -237,6 +239,7 @@ impl Setup {
             params: self.params.clone(),
             root: self.root.clone(),
             root_qc: None,
+            history: Vec::new(),
             verifier: self.verifier.clone(),
             fault,
         }
@@ -293,6 +296,8 @@ struct Node {
     /// The justify QC of every block this node stored (equivocators fork from them).
     justifies: HashMap<Digest, QuorumCert>,
     last_committed: (BlockHeader, Option<QuorumCert>),
+    /// The committed headers below `last_committed` a restarted engine elects leaders from.
+    history: VecDeque<BlockHeader>,
     committed: u64,
     committed_after_gst: u64,
     /// Equivocators: blocks seen per view, to vote for all of them.
@@ -441,6 +446,7 @@ impl<'a> World<'a> {
                     )]),
                     justifies: HashMap::new(),
                     last_committed: (setup.root.clone(), None),
+                    history: VecDeque::new(),
                     committed: 0,
                     committed_after_gst: 0,
                     seen: BTreeMap::new(),
@@ -527,6 +533,7 @@ impl<'a> World<'a> {
         if root_qc.is_some() {
             config.root = root;
             config.root_qc = root_qc;
+            config.history = self.nodes[node].history.iter().cloned().collect();
         }
         let blocks: Vec<Vec<u8>> = self.nodes[node].durable_blocks.values().cloned().collect();
         let safety = self.nodes[node].durable_safety.clone();
@@ -764,7 +771,13 @@ impl<'a> World<'a> {
                 header.height, n.last_committed.0.height
             ));
         }
-        n.last_committed = (header.clone(), Some(qc));
+        let previous = std::mem::replace(&mut n.last_committed, (header.clone(), Some(qc)));
+        if previous.0.height.0 > 0 {
+            n.history.push_back(previous.0);
+        }
+        while n.history.len() > REPUTATION_WINDOW_MAX {
+            n.history.pop_front();
+        }
         n.committed += 1;
         if self.now > self.gst {
             n.committed_after_gst += 1;

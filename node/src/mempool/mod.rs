@@ -278,6 +278,11 @@ impl Mempool {
         });
     }
 
+    /// Whether the batch `digest` is offered for proposals.
+    pub fn is_ready(&self, digest: &Digest) -> bool {
+        self.ready_digests.contains(digest)
+    }
+
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
