@@ -160,6 +160,49 @@ impl Scheme {
         )
     }
 
+    /// Verifies an aggregate over several messages, each signed by a disjoint group of members
+    /// (see [`Committee::verify_quorum_multi`]).
+    pub fn verify_quorum_multi(
+        &self,
+        committee: &Committee,
+        domain: Domain,
+        groups: &[(Vec<u8>, SignerBitmap)],
+        aggregate: &BlsSignature,
+    ) -> Result<(), CryptoError> {
+        match self {
+            Scheme::Bls => committee.verify_quorum_multi(domain, groups, aggregate),
+            #[cfg(feature = "sim")]
+            Scheme::Fast(keys) => {
+                let mut seen = SignerBitmap::new(committee.len());
+                let mut power = 0u64;
+                let mut expected = BlsSignature([0; 96]);
+                for (bytes, bitmap) in groups {
+                    power = power.saturating_add(committee.signer_power(bitmap)?);
+                    for index in bitmap.signers() {
+                        if !seen.insert(index) {
+                            return Err(CryptoError::Malformed {
+                                what: "signer groups",
+                                reason: format!("member {index} is in two groups"),
+                            });
+                        }
+                        xor_into(&mut expected, &keys.sign(index, domain, bytes));
+                    }
+                }
+                if power < committee.quorum_power() {
+                    return Err(CryptoError::BelowQuorum {
+                        power,
+                        quorum: committee.quorum_power(),
+                    });
+                }
+                if expected == *aggregate {
+                    Ok(())
+                } else {
+                    Err(CryptoError::BadBlsSignature)
+                }
+            }
+        }
+    }
+
     /// Aggregates members' signatures (unverified: optimistic aggregation) into a bitmap over a
     /// committee of `committee_len` and one signature. `None` with no signers or a signature that
     /// does not even decode.

@@ -123,7 +123,8 @@ pub enum Action {
 pub enum FaultInjection {
     #[default]
     None,
-    /// HotStuff votes without the locked-QC check of the safe-node rule.
+    /// HotStuff votes without the clauses that keep it off forks: the locked-QC check of the
+    /// safe-node rule and Jolteon's check of a TC's high QC.
     IgnoreLock,
 }
 
@@ -160,8 +161,9 @@ pub struct EngineStatus {
     pub committed_height: u64,
     pub committed_hash: Digest,
     pub timeouts: u64,
-    /// Proposals this validator refused to vote for because of its lock alone (the safe-node
-    /// rule's lock clause), since it started.
+    /// Proposals this validator refused to vote for because they fork off what it must keep
+    /// to (the safe-node rule's lock clause, or Jolteon's: below the high QC of the proposal's
+    /// TC's signers), since it started.
     pub lock_refusals: u64,
 }
 

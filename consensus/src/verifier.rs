@@ -121,8 +121,8 @@ impl CertificateVerifier {
                 self.memoized(self.key(b"tc", committee, &bytes), || tc.verify(committee))
             }
             #[cfg(feature = "sim")]
-            scheme => tc.verify_with(&|domain, bytes, signers, signature| {
-                scheme.verify_quorum(committee, domain, bytes, signers, signature)
+            scheme => tc.verify_with(&|domain, groups, signature| {
+                scheme.verify_quorum_multi(committee, domain, groups, signature)
             }),
         }
     }

@@ -375,6 +375,60 @@ impl Committee {
     }
 }
 
+impl Committee {
+    /// Verifies an aggregate over several messages, each signed by its own group of members:
+    /// the groups are disjoint bitmaps over this committee whose power together reaches the
+    /// quorum, and `aggregate` is the sum of every member's signature over its group's message.
+    /// One aggregation of public keys per group, and one pairing per group plus one.
+    pub fn verify_quorum_multi(
+        &self,
+        domain: Domain,
+        groups: &[(Vec<u8>, SignerBitmap)],
+        aggregate: &BlsSignature,
+    ) -> Result<(), CryptoError> {
+        let mut seen = SignerBitmap::new(self.members.len());
+        let mut power = 0u64;
+        for (_, bitmap) in groups {
+            power = power.saturating_add(self.signer_power(bitmap)?);
+            for signer in bitmap.signers() {
+                if !seen.insert(signer) {
+                    return Err(CryptoError::Malformed {
+                        what: "signer groups",
+                        reason: format!("member {signer} is in two groups"),
+                    });
+                }
+            }
+        }
+        if power < self.quorum_power {
+            return Err(CryptoError::BelowQuorum {
+                power,
+                quorum: self.quorum_power,
+            });
+        }
+        let mut keys = Vec::with_capacity(groups.len());
+        let mut messages = Vec::with_capacity(groups.len());
+        for (bytes, bitmap) in groups {
+            let members: Vec<&min_pk::PublicKey> = bitmap
+                .signers()
+                .filter_map(|i| self.members.get(i))
+                .map(|m| &m.key)
+                .collect();
+            let key = min_pk::AggregatePublicKey::aggregate(&members, false)
+                .map_err(|_| CryptoError::NoSigners)?
+                .to_public_key();
+            keys.push(key);
+            messages.push(domain.prefixed(bytes));
+        }
+        let signature = decode_signature(&aggregate.0)?;
+        let key_refs: Vec<&min_pk::PublicKey> = keys.iter().collect();
+        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        match signature.aggregate_verify(true, &message_refs, SIGNATURE_DST, &key_refs, false) {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(CryptoError::BadBlsSignature),
+        }
+    }
+}
+
 /// Collects member signatures over one message into an aggregate and its bitmap. Signatures are
 /// added without checking (optimistic aggregation); the finished aggregate is checked once with
 /// [`Committee::verify_quorum`], and only if that fails are the parts checked one by one.

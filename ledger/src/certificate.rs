@@ -11,6 +11,7 @@ use quorate_crypto::{
     BlsSignature, Committee, CryptoError, Digest, Domain, PublicKey, Signature, SignerBitmap,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -85,31 +86,96 @@ impl TimeoutData {
     }
 }
 
-/// A timeout certificate: 2f+1 validators gave up on one view.
+/// What one validator's timeout signs (Jolteon, Gelashvili et al., FC 2022): the view it gives
+/// up on and the view of the highest QC it holds, which it sends along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimeoutVote {
+    pub data: TimeoutData,
+    pub high_qc_view: View,
+}
+
+impl TimeoutVote {
+    /// The exact bytes signed (under `Domain::Timeout`).
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        codec::encode(self)
+    }
+}
+
+/// Checks an aggregate over several messages: (domain, [(signed bytes, their signers)],
+/// aggregate signature). The signer sets are disjoint.
+pub type MultiQuorumCheck<'a> =
+    &'a dyn Fn(Domain, &[(Vec<u8>, SignerBitmap)], &BlsSignature) -> Result<(), CryptoError>;
+
+/// A timeout certificate: 2f+1 validators gave up on one view, each naming the view of its
+/// highest QC. So the certificate records the highest QC any of its signers held, and a
+/// proposal it justifies must extend a QC at least that high: a leader cannot pair a genuine
+/// TC with an old QC to fork below a block a signer saw certified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutCert {
     pub data: TimeoutData,
     pub signers: SignerBitmap,
+    /// The view of each signer's high QC, in signer (index) order.
+    pub high_qc_views: Vec<View>,
     pub signature: BlsSignature,
 }
 
 impl TimeoutCert {
+    /// The highest QC view among the signers' (the view of the QC a justified proposal must at
+    /// least extend).
+    pub fn high_qc_view(&self) -> View {
+        self.high_qc_views.iter().copied().max().unwrap_or(View(0))
+    }
+
     pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
-        self.verify_with(&|domain, bytes, signers, signature| {
-            committee.verify_quorum(domain, bytes, signers, signature)
+        self.verify_with(&|domain, groups, signature| {
+            committee.verify_quorum_multi(domain, groups, signature)
         })
     }
 
+    /// The signers grouped by what they signed: one group per distinct high-QC view. Refuses a
+    /// certificate whose views do not match its signers one to one, or name a QC that is not
+    /// older than the view timed out in.
+    pub fn groups(&self) -> Result<Vec<(Vec<u8>, SignerBitmap)>, CryptoError> {
+        let malformed = |reason: String| CryptoError::Malformed {
+            what: "timeout certificate",
+            reason,
+        };
+        if self.high_qc_views.len() != self.signers.count() {
+            return Err(malformed(format!(
+                "{} high-QC views for {} signers",
+                self.high_qc_views.len(),
+                self.signers.count()
+            )));
+        }
+        let mut groups: BTreeMap<View, SignerBitmap> = BTreeMap::new();
+        for (signer, view) in self.signers.signers().zip(&self.high_qc_views) {
+            if *view >= self.data.view {
+                return Err(malformed(format!(
+                    "a high QC of view {view} in a timeout of view {}",
+                    self.data.view
+                )));
+            }
+            groups
+                .entry(*view)
+                .or_insert_with(|| SignerBitmap::new(self.signers.len()))
+                .insert(signer);
+        }
+        groups
+            .into_iter()
+            .map(|(high_qc_view, signers)| {
+                let vote = TimeoutVote {
+                    data: self.data,
+                    high_qc_view,
+                };
+                let bytes = vote.signing_bytes().map_err(|e| malformed(e.to_string()))?;
+                Ok((bytes, signers))
+            })
+            .collect()
+    }
+
     /// Checks the certificate with `check` over exactly what its signers signed.
-    pub fn verify_with(&self, check: QuorumCheck<'_>) -> Result<(), CryptoError> {
-        let bytes = self
-            .data
-            .signing_bytes()
-            .map_err(|e| CryptoError::Malformed {
-                what: "timeout data",
-                reason: e.to_string(),
-            })?;
-        check(Domain::Timeout, &bytes, &self.signers, &self.signature)
+    pub fn verify_with(&self, check: MultiQuorumCheck<'_>) -> Result<(), CryptoError> {
+        check(Domain::Timeout, &self.groups()?, &self.signature)
     }
 }
 

@@ -7,8 +7,8 @@
 
 use super::messages::{Timeout, Vote};
 use crate::crypto::Scheme;
-use quorate_crypto::{BlsSignature, Committee, Digest, Domain};
-use quorate_ledger::{QuorumCert, TimeoutCert, TimeoutData, View, VoteData};
+use quorate_crypto::{BlsSignature, Committee, Digest, Domain, SignerBitmap};
+use quorate_ledger::{QuorumCert, TimeoutCert, TimeoutData, TimeoutVote, View, VoteData};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How far ahead of the current view votes and timeouts are kept.
@@ -29,16 +29,18 @@ impl<D> Signed<D> {
         }
     }
 
-    /// Aggregates; verifies once; on failure verifies each part and drops the bad ones.
-    /// Returns the signer bitmap and aggregate once the good signatures reach `quorum`.
+    /// Aggregates; verifies once (`verify_all`); on failure verifies each part against what its
+    /// member signed (`bytes_of`) and drops the bad ones. Returns the signer bitmap and
+    /// aggregate once the good signatures reach a quorum.
     fn try_certify(
         &mut self,
         committee: &Committee,
         scheme: &Scheme,
         domain: Domain,
-        bytes: &[u8],
+        bytes_of: impl Fn(usize) -> Option<Vec<u8>>,
+        verify_all: impl Fn(&SignerBitmap, &BlsSignature) -> bool,
         banned: &mut BTreeSet<usize>,
-    ) -> Option<(quorate_crypto::SignerBitmap, BlsSignature)> {
+    ) -> Option<(SignerBitmap, BlsSignature)> {
         if self.power < committee.quorum_power() {
             return None;
         }
@@ -49,10 +51,7 @@ impl<D> Signed<D> {
                     .iter()
                     .map(|(index, signature)| (*index, signature)),
             )?;
-            scheme
-                .verify_quorum(committee, domain, bytes, &bitmap, &signature)
-                .ok()
-                .map(|()| (bitmap, signature))
+            verify_all(&bitmap, &signature).then_some((bitmap, signature))
         };
         if let Some(done) = certify(&self.signatures) {
             return Some(done);
@@ -61,9 +60,11 @@ impl<D> Signed<D> {
             .signatures
             .iter()
             .filter(|(index, signature)| {
-                scheme
-                    .verify_member(committee, **index, domain, bytes, signature)
-                    .is_err()
+                bytes_of(**index).is_none_or(|bytes| {
+                    scheme
+                        .verify_member(committee, **index, domain, &bytes, signature)
+                        .is_err()
+                })
             })
             .map(|(index, _)| *index)
             .collect();
@@ -117,8 +118,18 @@ impl VoteAggregator {
         signed.signatures.insert(from, vote.signature);
         signed.power += committee.power(from);
         let bytes = vote.data.signing_bytes().ok()?;
-        let (signers, signature) =
-            signed.try_certify(committee, scheme, Domain::Vote, &bytes, &mut view.banned)?;
+        let (signers, signature) = signed.try_certify(
+            committee,
+            scheme,
+            Domain::Vote,
+            |_| Some(bytes.clone()),
+            |bitmap, signature| {
+                scheme
+                    .verify_quorum(committee, Domain::Vote, &bytes, bitmap, signature)
+                    .is_ok()
+            },
+            &mut view.banned,
+        )?;
         view.certified = true;
         Some(QuorumCert {
             data: signed.data,
@@ -135,6 +146,8 @@ impl VoteAggregator {
 
 struct ViewTimeouts {
     signed: Signed<TimeoutData>,
+    /// The view of the high QC each signer's timeout carried (and signed).
+    high_qc_views: BTreeMap<usize, View>,
     banned: BTreeSet<usize>,
     certified: bool,
 }
@@ -145,7 +158,8 @@ pub(crate) struct TimeoutAggregator {
 }
 
 impl TimeoutAggregator {
-    /// Adds `from`'s timeout. Returns the power that has timed out in that view, and a TC when
+    /// Adds `from`'s timeout (its signature covers the view of the high QC it carries, which the
+    /// caller has verified). Returns the power that has timed out in that view, and a TC when
     /// this timeout completes one.
     pub fn add(
         &mut self,
@@ -159,35 +173,55 @@ impl TimeoutAggregator {
             .entry(timeout.data.view)
             .or_insert_with(|| ViewTimeouts {
                 signed: Signed::new(timeout.data),
+                high_qc_views: BTreeMap::new(),
                 banned: BTreeSet::new(),
                 certified: false,
             });
+        let high_qc_view = timeout.high_qc.data.view;
         if view.certified
             || view.banned.contains(&from)
             || view.signed.signatures.contains_key(&from)
             || view.signed.data != timeout.data
+            || high_qc_view >= timeout.data.view
         {
             return (view.signed.power, None);
         }
         view.signed.signatures.insert(from, timeout.signature);
+        view.high_qc_views.insert(from, high_qc_view);
         view.signed.power += committee.power(from);
-        let Ok(bytes) = timeout.data.signing_bytes() else {
-            return (view.signed.power, None);
+        let data = view.signed.data;
+        let views = &view.high_qc_views;
+        let certificate = |signers: &SignerBitmap, signature: &BlsSignature| TimeoutCert {
+            data,
+            signers: signers.clone(),
+            high_qc_views: signers
+                .signers()
+                .filter_map(|index| views.get(&index).copied())
+                .collect(),
+            signature: *signature,
         };
-        match view
-            .signed
-            .try_certify(committee, scheme, Domain::Timeout, &bytes, &mut view.banned)
-        {
+        let certified = view.signed.try_certify(
+            committee,
+            scheme,
+            Domain::Timeout,
+            |index| {
+                let high_qc_view = *views.get(&index)?;
+                TimeoutVote { data, high_qc_view }.signing_bytes().ok()
+            },
+            |signers, signature| {
+                certificate(signers, signature)
+                    .verify_with(&|domain, groups, signature| {
+                        scheme.verify_quorum_multi(committee, domain, groups, signature)
+                    })
+                    .is_ok()
+            },
+            &mut view.banned,
+        );
+        match certified {
             Some((signers, signature)) => {
+                let tc = certificate(&signers, &signature);
                 view.certified = true;
-                (
-                    view.signed.power,
-                    Some(TimeoutCert {
-                        data: view.signed.data,
-                        signers,
-                        signature,
-                    }),
-                )
+                (view.signed.power, Some(tc))
             }
             None => (view.signed.power, None),
         }

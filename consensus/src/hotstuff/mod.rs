@@ -10,6 +10,7 @@
 //!                    persist SafetyData; send Vote(B) to leader(v+1)
 //!   safe_to_vote(B): B.view > last_voted_view
 //!                    and (B extends locked_qc.block or B.justify.view > locked_qc.view)
+//!                    and (B has no TC or B.justify.view >= B.tc.high_qc_view)   (Jolteon)
 //!   on Vote (as leader(v+1)): aggregate; at 2f+1: QC -> process_qc(QC)
 //!   process_qc(QC for b''):
 //!                    high_qc <- max(high_qc, QC); enter view QC.view + 1
@@ -17,7 +18,8 @@
 //!                    b <- b'.justify.block
 //!                    if b''.view = b'.view + 1 and b'.view = b.view + 1:
 //!                        commit b and all its uncommitted ancestors, oldest first
-//!   on view timer:   persist last_voted_view <- v; broadcast Timeout(v, high_qc, last_tc)
+//!   on view timer:   persist last_voted_view <- v; broadcast Timeout(v, high_qc, last_tc),
+//!                    signed over (v, high_qc.view); a TC keeps each signer's high_qc.view
 //!   on Timeout(v'):  verify; process its high_qc and last_tc; if v' < v reply SyncInfo;
 //!                    at f+1 timeouts for v join them; at 2f+1: TC(v') -> enter v' + 1
 //! ```
@@ -98,10 +100,12 @@ pub struct HotStuff {
     requested_by_qc: bool,
     /// The block that payload was requested on top of (its state root depends on it).
     requested_parent: Digest,
-    /// Votes refused by the lock clause of the safe-node rule.
+    /// Votes refused by the clauses that keep a validator off forks (the lock, the TC's high QC).
     lock_refusals: u64,
     /// The block of the current view waiting for `PayloadChecked` before a vote.
     awaiting_check: Option<(View, Digest)>,
+    /// The highest QC view among the signers of the TC that justified that block, if a TC did.
+    awaiting_tc_high_qc: Option<View>,
     /// A proposal whose ancestors are being fetched.
     pending_proposal: Option<(ValidatorIndex, Proposal)>,
     /// Blocks received whose parent is unknown, by their own hash.
@@ -225,6 +229,7 @@ impl HotStuff {
             requested_parent: Digest::ZERO,
             lock_refusals: 0,
             awaiting_check: None,
+            awaiting_tc_high_qc: None,
             pending_proposal: None,
             orphans: BTreeMap::new(),
             proposals_seen: BTreeMap::new(),
@@ -518,7 +523,19 @@ impl HotStuff {
         self.apply_chain_rules(qc);
     }
 
+    /// A verified TC, applied only once this validator holds a QC at least as high as any its
+    /// signers held (every path that brings a TC brings such a QC first: the timeout's own, the
+    /// sync message's, the proposal's justify). So a leader that enters a view by this TC
+    /// proposes on a QC its signers cannot have seen surpassed.
     fn process_tc(&mut self, tc: &TimeoutCert) {
+        if self.safety.data().high_qc.data.view < tc.high_qc_view() {
+            debug!(
+                validator = self.me(),
+                view = %tc.data.view,
+                "TC names a QC newer than any this validator holds: not applied"
+            );
+            return;
+        }
         self.safety.observe_tc(tc);
         self.enter_view(tc.data.view.next(), true);
     }
@@ -680,6 +697,7 @@ impl HotStuff {
             return;
         }
         self.awaiting_check = Some((view, hash));
+        self.awaiting_tc_high_qc = proposal.tc.as_ref().map(TimeoutCert::high_qc_view);
         self.emit(Action::CheckPayload { header });
     }
 
@@ -734,7 +752,10 @@ impl HotStuff {
         };
         let locked = self.safety.data().locked_qc.data.block;
         let extends_lock = self.tree.extends(&block, &locked).unwrap_or(false);
-        match self.safety.vote(&proposed, block, extends_lock) {
+        match self
+            .safety
+            .vote(&proposed, block, extends_lock, self.awaiting_tc_high_qc)
+        {
             Ok((vote, changed)) => {
                 if changed && !self.persist_safety() {
                     return;
@@ -745,7 +766,10 @@ impl HotStuff {
                 self.send(next_leader, HsMessage::Vote(vote));
             }
             Err(refused) => {
-                if matches!(refused, VoteRefused::NotSafeNode { .. }) {
+                if matches!(
+                    refused,
+                    VoteRefused::NotSafeNode { .. } | VoteRefused::BelowTcHighQc { .. }
+                ) {
                     self.lock_refusals += 1;
                 }
                 debug!(validator = self.me(), %refused, "vote refused");

@@ -8,7 +8,7 @@ use crate::crypto::Signer;
 use crate::FaultInjection;
 use quorate_crypto::{BlsSignature, Digest, Domain};
 use quorate_ledger::{
-    codec, CodecError, Epoch, QuorumCert, TimeoutCert, TimeoutData, View, VoteData,
+    codec, CodecError, Epoch, QuorumCert, TimeoutCert, TimeoutData, TimeoutVote, View, VoteData,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -32,31 +32,64 @@ pub struct SafetyData {
     pub last_proposed_view: View,
 }
 
-/// [`SafetyData`] as validators wrote it before `last_proposed_view` existed. Read once, on the
-/// first start of an upgraded validator; the next persist writes the current layout.
+/// A timeout certificate as validators wrote it before timeouts signed their high QC's view.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TimeoutCertV1 {
+    pub data: TimeoutData,
+    pub signers: quorate_crypto::SignerBitmap,
+    pub signature: BlsSignature,
+}
+
+/// [`SafetyData`] as validators wrote it before `last_proposed_view` existed.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SafetyDataV1 {
     pub epoch: Epoch,
     pub last_voted_view: View,
     pub locked_qc: QuorumCert,
     pub high_qc: QuorumCert,
-    pub last_tc: Option<TimeoutCert>,
+    pub last_tc: Option<TimeoutCertV1>,
     pub last_vote: Option<Vote>,
 }
 
+/// [`SafetyData`] as validators wrote it before timeouts signed their high QC's view.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SafetyDataV2 {
+    pub epoch: Epoch,
+    pub last_voted_view: View,
+    pub locked_qc: QuorumCert,
+    pub high_qc: QuorumCert,
+    pub last_tc: Option<TimeoutCertV1>,
+    pub last_vote: Option<Vote>,
+    pub last_proposed_view: View,
+}
+
 impl SafetyData {
-    /// Decodes persisted safety data, in the current layout or the one before it. From the older
-    /// one, the last proposed view is taken to be the last voted view (a leader votes for its own
-    /// proposal; the crash window between the two is what the newer field closes).
+    /// Decodes persisted safety data, in the current layout or one before it (read once, on
+    /// the first start of an upgraded validator; the next persist writes the current layout).
+    /// An older TC is dropped: it cannot name its signers' QCs, and the last TC only serves
+    /// liveness (peers' timeouts and sync messages bring a current one). From the oldest
+    /// layout, the last proposed view is taken to be the last voted view (a leader votes for its
+    /// own proposal; the crash window between the two is what the newer field closes).
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         codec::decode::<SafetyData>(bytes).or_else(|current| {
+            if let Ok(old) = codec::decode::<SafetyDataV2>(bytes) {
+                return Ok(SafetyData {
+                    epoch: old.epoch,
+                    last_voted_view: old.last_voted_view,
+                    locked_qc: old.locked_qc,
+                    high_qc: old.high_qc,
+                    last_tc: None,
+                    last_vote: old.last_vote,
+                    last_proposed_view: old.last_proposed_view,
+                });
+            }
             let old: SafetyDataV1 = codec::decode(bytes).map_err(|_| current)?;
             Ok(SafetyData {
                 epoch: old.epoch,
                 last_voted_view: old.last_voted_view,
                 locked_qc: old.locked_qc,
                 high_qc: old.high_qc,
-                last_tc: old.last_tc,
+                last_tc: None,
                 last_vote: old.last_vote,
                 last_proposed_view: old.last_voted_view,
             })
@@ -77,6 +110,15 @@ pub enum VoteRefused {
         view: View,
         locked_view: View,
         justify_view: View,
+    },
+    #[error(
+        "block of view {view} entered by timeout extends a QC of view {justify_view}, older than \
+         the QC of view {tc_high_qc_view} a signer of its TC held"
+    )]
+    BelowTcHighQc {
+        view: View,
+        justify_view: View,
+        tc_high_qc_view: View,
     },
 }
 
@@ -104,7 +146,15 @@ impl SafetyRules {
     /// 1. `block.view > last_voted_view`: at most one vote per view, views only increase.
     /// 2. the block extends the locked block (safety), OR its justify QC is newer than the lock
     ///    (liveness: the lock was on a branch that 2f+1 others have moved past).
-    pub fn safe_to_vote(&self, block: &HsBlock, extends_lock: bool) -> Result<(), VoteRefused> {
+    /// 3. a block justified by a TC (`tc_high_qc_view`: the highest QC view its signers held)
+    ///    extends a QC at least that high (Jolteon's vote rule: a leader cannot pair a genuine
+    ///    TC with an older QC).
+    pub fn safe_to_vote(
+        &self,
+        block: &HsBlock,
+        extends_lock: bool,
+        tc_high_qc_view: Option<View>,
+    ) -> Result<(), VoteRefused> {
         let view = block.header.view;
         if view <= self.data.last_voted_view {
             return Err(VoteRefused::StaleView {
@@ -113,8 +163,17 @@ impl SafetyRules {
             });
         }
         let justify_view = block.justify.data.view;
-        let locked_view = self.data.locked_qc.data.view;
         let ignore_lock = self.fault == FaultInjection::IgnoreLock;
+        if let Some(tc_high_qc_view) = tc_high_qc_view.filter(|_| !ignore_lock) {
+            if justify_view < tc_high_qc_view {
+                return Err(VoteRefused::BelowTcHighQc {
+                    view,
+                    justify_view,
+                    tc_high_qc_view,
+                });
+            }
+        }
+        let locked_view = self.data.locked_qc.data.view;
         if !(extends_lock || justify_view > locked_view || ignore_lock) {
             return Err(VoteRefused::NotSafeNode {
                 view,
@@ -132,13 +191,14 @@ impl SafetyRules {
         block: &HsBlock,
         hash: Digest,
         extends_lock: bool,
+        tc_high_qc_view: Option<View>,
     ) -> Result<(Vote, bool), VoteRefused> {
         if let Some(last) = &self.data.last_vote {
             if last.data.view == block.header.view && last.data.block == hash {
                 return Ok((last.clone(), false));
             }
         }
-        self.safe_to_vote(block, extends_lock)?;
+        self.safe_to_vote(block, extends_lock, tc_high_qc_view)?;
         let data = VoteData {
             genesis_hash: block.header.genesis_hash,
             epoch: block.header.epoch,
@@ -155,14 +215,20 @@ impl SafetyRules {
         Ok((vote, true))
     }
 
-    /// Signs a timeout for `data.view`; from then on this validator does not vote in that view.
-    /// Returns the signature and whether state changed.
+    /// Signs a timeout for `data.view`, naming the view of this validator's high QC (which the
+    /// timeout carries); from then on it does not vote in that view. Returns the signature and
+    /// whether state changed.
     pub fn timeout(&mut self, data: &TimeoutData) -> (BlsSignature, bool) {
         let changed = data.view > self.data.last_voted_view;
         if changed {
             self.data.last_voted_view = data.view;
         }
-        let bytes = data.signing_bytes().unwrap_or_default();
+        let vote = TimeoutVote {
+            data: *data,
+            high_qc_view: self.data.high_qc.data.view,
+        };
+        // Encoding a fixed-size struct cannot fail.
+        let bytes = vote.signing_bytes().unwrap_or_default();
         (self.sign(Domain::Timeout, &bytes), changed)
     }
 

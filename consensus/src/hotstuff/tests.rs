@@ -115,16 +115,26 @@ impl Chain {
         }
     }
 
+    /// A TC for `view` signed by validators 0, 1, 2, none of which held a QC past the root.
     fn tc(&self, view: u64) -> TimeoutCert {
+        self.tc_with(view, [0, 0, 0])
+    }
+
+    /// A TC for `view` whose signers 0, 1, 2 held high QCs of `high_qc_views`.
+    fn tc_with(&self, view: u64, high_qc_views: [u64; 3]) -> TimeoutCert {
         let config = self.config(0);
         let data = TimeoutData {
             genesis_hash: config.genesis_hash,
             epoch: Epoch(0),
             view: View(view),
         };
-        let bytes = data.signing_bytes().unwrap();
         let mut aggregate = BlsAggregate::new(4);
-        for i in 0..3 {
+        for (i, high_qc_view) in high_qc_views.into_iter().enumerate() {
+            let vote = quorate_ledger::TimeoutVote {
+                data,
+                high_qc_view: View(high_qc_view),
+            };
+            let bytes = vote.signing_bytes().unwrap();
             aggregate
                 .add(
                     i,
@@ -135,6 +145,7 @@ impl Chain {
         TimeoutCert {
             data,
             signers: aggregate.bitmap().clone(),
+            high_qc_views: high_qc_views.into_iter().map(View).collect(),
             signature: aggregate.signature().unwrap(),
         }
     }
@@ -341,21 +352,21 @@ fn safe_node_rule_refuses_a_fork_of_the_lock_unless_justified_by_a_newer_qc() {
     // A fork from b1 in view 3, justified by QC(b1) (older than the lock): refused.
     let (_, fork) = chain.block(3, &qc1, 7);
     assert!(matches!(
-        rules.safe_to_vote(&fork, false),
+        rules.safe_to_vote(&fork, false, None),
         Err(VoteRefused::NotSafeNode { .. })
     ));
     // Extending the lock: accepted.
     let (_, extension) = chain.block(3, &qc2, 8);
-    assert!(rules.safe_to_vote(&extension, true).is_ok());
+    assert!(rules.safe_to_vote(&extension, true, None).is_ok());
     // Stale view: refused.
     let (_, stale) = chain.block(2, &qc1, 9);
     assert!(matches!(
-        rules.safe_to_vote(&stale, true),
+        rules.safe_to_vote(&stale, true, None),
         Err(VoteRefused::StaleView { .. })
     ));
     // The fault-injected engine skips the lock check.
     let broken = SafetyRules::new(key, data, FaultInjection::IgnoreLock);
-    assert!(broken.safe_to_vote(&fork, false).is_ok());
+    assert!(broken.safe_to_vote(&fork, false, None).is_ok());
 }
 
 fn commit_proofs(actions: &[Action]) -> Vec<(BlockHeader, CommitProof)> {
@@ -573,6 +584,29 @@ fn safety_data_of_the_previous_layout_is_read_on_upgrade() {
     assert!(
         HotStuff::recover(chain.config(1), Some(&bytes[..bytes.len() - 1]), Vec::new()).is_err()
     );
+    // The layout before timeouts named their high QC: its last TC cannot be checked now and is
+    // dropped; everything else is kept.
+    let old_tc = chain.tc(4);
+    let v2 = safety::SafetyDataV2 {
+        epoch: Epoch(0),
+        last_voted_view: View(5),
+        locked_qc: root_qc.clone(),
+        high_qc: chain.qc(h1, &b1),
+        last_tc: Some(safety::TimeoutCertV1 {
+            data: old_tc.data,
+            signers: old_tc.signers,
+            signature: old_tc.signature,
+        }),
+        last_vote: None,
+        last_proposed_view: View(3),
+    };
+    let bytes = quorate_ledger::codec::encode(&v2).unwrap();
+    let engine = HotStuff::recover(chain.config(1), Some(&bytes), Vec::new()).unwrap();
+    let data = engine.safety_data();
+    assert_eq!(data.last_voted_view, View(5));
+    assert_eq!(data.last_proposed_view, View(3));
+    assert_eq!(data.high_qc.data.block, h1);
+    assert!(data.last_tc.is_none());
 }
 
 #[test]
@@ -677,4 +711,90 @@ fn a_certificate_without_signers_is_refused_without_blaming_the_sender() {
         })),
     });
     assert_eq!(engine.status().high_qc_view, View(1));
+}
+
+fn sync_from(from: usize, high_qc: QuorumCert, last_tc: Option<TimeoutCert>) -> Input {
+    Input::Message {
+        from,
+        message: Message::HotStuff(HsMessage::SyncInfo(SyncInfo { high_qc, last_tc })),
+    }
+}
+
+/// Jolteon: a TC names the high QC of each signer, and a proposal it justifies must extend a QC
+/// at least that high. Here validators 0 and 1 held QC(b1) when they timed out in view 4; the
+/// leader of view 5 pairs their genuine TC with the root's QC, forking below b1. The lock alone
+/// (still the root's QC) would let validator 3 vote for it.
+#[test]
+fn a_proposal_extending_a_qc_older_than_its_tc_signers_held_gets_no_vote() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    deliver(&mut engine, &b1, None);
+    engine.handle(sync_from(0, chain.qc(h1, &b1), None));
+    assert_eq!(engine.status().high_qc_view, View(1));
+    assert_eq!(engine.safety_data().locked_qc.data.view, View(0));
+    let tc = chain.tc_with(4, [1, 1, 0]);
+    assert_eq!(tc.high_qc_view(), View(1));
+    let (_, fork) = chain.block(5, &root_qc, 2);
+    let actions = deliver(&mut engine, &fork, Some(tc.clone()));
+    assert_eq!(engine.status().view, View(5), "the TC itself is sound");
+    assert!(votes(&actions).is_empty(), "voted for a fork below the TC");
+    // On the QC the signers held, the same TC justifies a block that gets the vote.
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    deliver(&mut engine, &b1, None);
+    let (_, extension) = chain.block(5, &chain.qc(h1, &b1), 3);
+    assert_eq!(votes(&deliver(&mut engine, &extension, Some(tc))).len(), 1);
+}
+
+/// A TC is applied only by a validator that holds a QC as high as its signers did: one that
+/// does not stays in its view rather than lead the next on an older QC.
+#[test]
+fn a_tc_naming_a_newer_qc_than_any_held_is_not_applied() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    deliver(&mut engine, &b1, None);
+    let tc = chain.tc_with(2, [0, 1, 0]);
+    engine.handle(sync_from(0, root_qc.clone(), Some(tc.clone())));
+    assert_eq!(engine.status().view, View(1));
+    assert!(engine.safety_data().last_tc.is_none());
+    engine.handle(sync_from(0, chain.qc(h1, &b1), Some(tc)));
+    assert_eq!(engine.status().view, View(3));
+    assert_eq!(
+        engine.safety_data().last_tc.as_ref().unwrap().data.view,
+        View(2)
+    );
+}
+
+/// Each signer's high-QC view is part of what it signed: a TC whose recorded views are altered
+/// (to hide a newer QC) or do not match its signers does not verify.
+#[test]
+fn a_tc_with_altered_high_qc_views_does_not_verify() {
+    let chain = Chain::new();
+    let committee = chain.setup.committee_for_tests();
+    let tc = chain.tc_with(4, [1, 3, 0]);
+    tc.verify(committee).expect("genuine");
+    let mut lowered = tc.clone();
+    lowered.high_qc_views[1] = View(1);
+    assert_eq!(
+        lowered.verify(committee),
+        Err(quorate_crypto::CryptoError::BadBlsSignature)
+    );
+    let mut short = tc.clone();
+    short.high_qc_views.pop();
+    assert!(matches!(
+        short.verify(committee),
+        Err(quorate_crypto::CryptoError::Malformed { .. })
+    ));
+    let mut from_the_future = tc;
+    from_the_future.high_qc_views[0] = View(4);
+    assert!(matches!(
+        from_the_future.verify(committee),
+        Err(quorate_crypto::CryptoError::Malformed { .. })
+    ));
 }
