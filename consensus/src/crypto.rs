@@ -129,15 +129,8 @@ impl Scheme {
                 if bitmap.count() == 0 {
                     return Err(CryptoError::NoSigners);
                 }
-                let mut expected = BlsSignature([0; 96]);
-                for index in bitmap.signers() {
-                    xor_into(&mut expected, &keys.sign(index, domain, bytes));
-                }
-                if expected == *aggregate {
-                    Ok(())
-                } else {
-                    Err(CryptoError::BadBlsSignature)
-                }
+                let signed = bitmap.signers().map(|index| (index, bytes));
+                keys.check_aggregate(domain, signed, aggregate)
             }
         }
     }
@@ -173,32 +166,11 @@ impl Scheme {
             Scheme::Bls => committee.verify_quorum_multi(domain, groups, aggregate),
             #[cfg(feature = "sim")]
             Scheme::Fast(keys) => {
-                let mut seen = SignerBitmap::new(committee.len());
-                let mut power = 0u64;
-                let mut expected = BlsSignature([0; 96]);
-                for (bytes, bitmap) in groups {
-                    power = power.saturating_add(committee.signer_power(bitmap)?);
-                    for index in bitmap.signers() {
-                        if !seen.insert(index) {
-                            return Err(CryptoError::Malformed {
-                                what: "signer groups",
-                                reason: format!("member {index} is in two groups"),
-                            });
-                        }
-                        xor_into(&mut expected, &keys.sign(index, domain, bytes));
-                    }
-                }
-                if power < committee.quorum_power() {
-                    return Err(CryptoError::BelowQuorum {
-                        power,
-                        quorum: committee.quorum_power(),
-                    });
-                }
-                if expected == *aggregate {
-                    Ok(())
-                } else {
-                    Err(CryptoError::BadBlsSignature)
-                }
+                committee.groups_quorum(groups)?;
+                let signed = groups.iter().flat_map(|(bytes, bitmap)| {
+                    bitmap.signers().map(move |index| (index, bytes.as_slice()))
+                });
+                keys.check_aggregate(domain, signed, aggregate)
             }
         }
     }
@@ -273,6 +245,24 @@ impl FastKeys {
 
     /// Validator `index`'s tag over `bytes` in `domain`, in the first 32 bytes of a signature
     /// (an index outside the world signs with an all-zero key: it verifies for no member).
+    /// Checks that `aggregate` combines each member's tag over what it signed.
+    fn check_aggregate<'b>(
+        &self,
+        domain: Domain,
+        signed: impl Iterator<Item = (usize, &'b [u8])>,
+        aggregate: &BlsSignature,
+    ) -> Result<(), CryptoError> {
+        let mut expected = BlsSignature([0; 96]);
+        for (index, bytes) in signed {
+            xor_into(&mut expected, &self.sign(index, domain, bytes));
+        }
+        if expected == *aggregate {
+            Ok(())
+        } else {
+            Err(CryptoError::BadBlsSignature)
+        }
+    }
+
     fn sign(&self, index: usize, domain: Domain, bytes: &[u8]) -> BlsSignature {
         let key = self.secrets.get(index).copied().unwrap_or([0; 32]);
         let mut hasher = blake3::Hasher::new_keyed(&key);

@@ -363,29 +363,24 @@ impl Committee {
                 quorum: threshold,
             });
         }
+        verify_decoded(&self.aggregate_key(bitmap)?, domain, bytes, aggregate)
+    }
+
+    /// The aggregate public key of the members `bitmap` names.
+    fn aggregate_key(&self, bitmap: &SignerBitmap) -> Result<min_pk::PublicKey, CryptoError> {
         let keys: Vec<&min_pk::PublicKey> = bitmap
             .signers()
             .filter_map(|i| self.members.get(i))
             .map(|m| &m.key)
             .collect();
-        let aggregate_key = min_pk::AggregatePublicKey::aggregate(&keys, false)
+        Ok(min_pk::AggregatePublicKey::aggregate(&keys, false)
             .map_err(|_| CryptoError::NoSigners)?
-            .to_public_key();
-        verify_decoded(&aggregate_key, domain, bytes, aggregate)
+            .to_public_key())
     }
-}
 
-impl Committee {
-    /// Verifies an aggregate over several messages, each signed by its own group of members:
-    /// the groups are disjoint bitmaps over this committee whose power together reaches the
-    /// quorum, and `aggregate` is the sum of every member's signature over its group's message.
-    /// One aggregation of public keys per group, and one pairing per group plus one.
-    pub fn verify_quorum_multi(
-        &self,
-        domain: Domain,
-        groups: &[(Vec<u8>, SignerBitmap)],
-        aggregate: &BlsSignature,
-    ) -> Result<(), CryptoError> {
+    /// Checks that `groups` are disjoint bitmaps over this committee whose signers together
+    /// reach the quorum; returns their power.
+    pub fn groups_quorum(&self, groups: &[(Vec<u8>, SignerBitmap)]) -> Result<u64, CryptoError> {
         let mut seen = SignerBitmap::new(self.members.len());
         let mut power = 0u64;
         for (_, bitmap) in groups {
@@ -405,18 +400,26 @@ impl Committee {
                 quorum: self.quorum_power,
             });
         }
+        Ok(power)
+    }
+}
+
+impl Committee {
+    /// Verifies an aggregate over several messages, each signed by its own group of members:
+    /// the groups are disjoint bitmaps over this committee whose power together reaches the
+    /// quorum, and `aggregate` is the sum of every member's signature over its group's message.
+    /// One aggregation of public keys per group, and one pairing per group plus one.
+    pub fn verify_quorum_multi(
+        &self,
+        domain: Domain,
+        groups: &[(Vec<u8>, SignerBitmap)],
+        aggregate: &BlsSignature,
+    ) -> Result<(), CryptoError> {
+        self.groups_quorum(groups)?;
         let mut keys = Vec::with_capacity(groups.len());
         let mut messages = Vec::with_capacity(groups.len());
         for (bytes, bitmap) in groups {
-            let members: Vec<&min_pk::PublicKey> = bitmap
-                .signers()
-                .filter_map(|i| self.members.get(i))
-                .map(|m| &m.key)
-                .collect();
-            let key = min_pk::AggregatePublicKey::aggregate(&members, false)
-                .map_err(|_| CryptoError::NoSigners)?
-                .to_public_key();
-            keys.push(key);
+            keys.push(self.aggregate_key(bitmap)?);
             messages.push(domain.prefixed(bytes));
         }
         let signature = decode_signature(&aggregate.0)?;
