@@ -86,7 +86,10 @@ pub fn verify_commit_proof(
             if child.parent != hash || grandchild.parent != child_hash {
                 return Err(ProofError::BrokenChain("parent links do not match"));
             }
-            if child.view.0 != header.view.0 + 1 || grandchild.view.0 != child.view.0 + 1 {
+            // Views from the network: a view at u64::MAX has no successor (checked, not `+ 1`).
+            if header.view.0.checked_add(1) != Some(child.view.0)
+                || child.view.0.checked_add(1) != Some(grandchild.view.0)
+            {
                 return Err(ProofError::BrokenChain("views are not consecutive"));
             }
             check_qc(

@@ -32,12 +32,14 @@ mod leader;
 mod messages;
 mod pacemaker;
 mod safety;
+mod sync;
 
 pub use leader::{reputation_window, REPUTATION_WINDOW_MAX};
 pub use messages::{
     BlockRequest, BlockResponse, HsBlock, HsMessage, Proposal, SyncInfo, Timeout, Vote,
 };
 pub use safety::{SafetyData, VoteRefused};
+pub use sync::BLOCKS_PER_REQUEST_MAX;
 
 #[cfg(all(test, feature = "sim"))]
 mod tests;
@@ -59,15 +61,10 @@ use quorate_ledger::{
 };
 use safety::SafetyRules;
 use std::collections::{BTreeMap, VecDeque};
+use sync::BlockSync;
 use thiserror::Error;
 use tracing::{debug, warn};
 
-/// Most blocks one `BlockRequest` asks for or one `BlockResponse` carries.
-pub const BLOCKS_PER_REQUEST_MAX: u16 = 64;
-/// Most blocks held while their ancestors are fetched.
-const ORPHANS_MAX: usize = 256;
-/// Most outstanding block requests remembered.
-const REQUESTS_REMEMBERED_MAX: usize = 64;
 /// Views whose first proposal is remembered (to refuse a leader's second one).
 const PROPOSALS_REMEMBERED_MAX: usize = 256;
 /// Views a validator is ignored for after it sent a certificate that does not verify.
@@ -106,10 +103,8 @@ pub struct HotStuff {
     awaiting_check: Option<(View, Digest)>,
     /// The highest QC view among the signers of the TC that justified that block, if a TC did.
     awaiting_tc_high_qc: Option<View>,
-    /// A proposal whose ancestors are being fetched.
-    pending_proposal: Option<(ValidatorIndex, Proposal)>,
-    /// Blocks received whose parent is unknown, by their own hash.
-    orphans: BTreeMap<Digest, HsBlock>,
+    /// Fetching missing ancestors: requests, orphans, proposals waiting for their parent.
+    sync: BlockSync,
     /// The first valid proposal seen from each leader in each recent view: a leader's second,
     /// different one is an equivocation and is neither verified nor stored (bounded: oldest
     /// views forgotten). A view has at most two leaders: the one its QC elects, and the round
@@ -117,9 +112,6 @@ pub struct HotStuff {
     proposals_seen: BTreeMap<(View, ValidatorIndex), Digest>,
     /// Per validator: its messages are ignored before this view (it sent a forged certificate).
     ignored_until: Vec<View>,
-    /// Block hashes asked for and not yet received (bounded, oldest forgotten first).
-    requested: BTreeMap<Digest, View>,
-    requested_order: VecDeque<Digest>,
     /// The view in which this validator has already timed out.
     timed_out_view: Option<View>,
     out: Vec<Action>,
@@ -230,12 +222,9 @@ impl HotStuff {
             lock_refusals: 0,
             awaiting_check: None,
             awaiting_tc_high_qc: None,
-            pending_proposal: None,
-            orphans: BTreeMap::new(),
+            sync: BlockSync::default(),
             proposals_seen: BTreeMap::new(),
             ignored_until: vec![View(0); n],
-            requested: BTreeMap::new(),
-            requested_order: VecDeque::new(),
             timed_out_view: None,
             out: Vec::new(),
             inbox: VecDeque::new(),
@@ -406,10 +395,8 @@ impl HotStuff {
             duration_ms: self.pacemaker.timer_ms(),
         });
         self.try_propose();
-        if let Some((from, proposal)) = self.pending_proposal.take() {
-            if proposal.block.header.view == view {
-                self.on_proposal(from, proposal);
-            }
+        for (from, proposal) in self.sync.take_parked_for(view) {
+            self.on_proposal(from, proposal);
         }
     }
 
@@ -595,8 +582,7 @@ impl HotStuff {
             });
         }
         self.tree.commit(hash);
-        self.orphans
-            .retain(|_, block| block.header.height > self.tree.committed().1);
+        self.sync.prune_orphans(self.tree.committed().1);
     }
 
     // ---- messages ---------------------------------------------------------------------------
@@ -688,7 +674,7 @@ impl HotStuff {
         }
         if !self.tree.contains(&header.parent) {
             // Hold it and fetch the missing ancestors from the proposer.
-            self.pending_proposal = Some((from, proposal));
+            self.sync.park(from, proposal);
             self.request_blocks(from, header.parent);
             return;
         }
@@ -712,29 +698,6 @@ impl HotStuff {
         if self.tree.insert(hash, block) {
             self.emit(Action::StoreBlock { hash, bytes });
             self.adopt_orphans(hash);
-        }
-    }
-
-    /// Inserts orphans whose parent just arrived, recursively.
-    fn adopt_orphans(&mut self, parent: Digest) {
-        let mut parents = vec![parent];
-        while let Some(parent) = parents.pop() {
-            let children: Vec<Digest> = self
-                .orphans
-                .iter()
-                .filter(|(_, block)| block.header.parent == parent)
-                .map(|(hash, _)| *hash)
-                .collect();
-            for hash in children {
-                if let Some(block) = self.orphans.remove(&hash) {
-                    if let Ok(bytes) = codec::encode(&block) {
-                        if self.tree.insert(hash, block) {
-                            self.emit(Action::StoreBlock { hash, bytes });
-                            parents.push(hash);
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -779,7 +742,9 @@ impl HotStuff {
 
     fn in_window(&self, view: View) -> bool {
         let current = self.pacemaker.view();
-        view.0 + 1 >= current.0 && view.0 <= current.0 + FUTURE_VIEWS_MAX
+        // Views come from the network: saturating, so u64::MAX is merely out of the window.
+        view.0.saturating_add(1) >= current.0
+            && view.0 <= current.0.saturating_add(FUTURE_VIEWS_MAX)
     }
 
     fn on_vote(&mut self, from: ValidatorIndex, vote: Vote) {
@@ -858,8 +823,7 @@ impl HotStuff {
         }
         debug!(validator = self.me(), %view, "view timer fired");
         // Whatever was fetched and not received may be asked for again.
-        self.requested.clear();
-        self.requested_order.clear();
+        self.sync.forget_requests();
         self.local_timeout();
         // Re-arm: while stuck in this view, keep re-sending the timeout.
         self.emit(Action::SetTimer {
@@ -939,121 +903,6 @@ impl HotStuff {
             if self.verify_tc(from, tc) {
                 self.process_tc(tc);
             }
-        }
-    }
-
-    // ---- block sync -------------------------------------------------------------------------
-
-    fn request_blocks(&mut self, to: ValidatorIndex, hash: Digest) {
-        let view = self.pacemaker.view();
-        if to == self.me() || self.tree.contains(&hash) {
-            return;
-        }
-        // At most one request per block per view (a lost answer is retried in a later view).
-        match self.requested.insert(hash, view) {
-            Some(previous) if previous >= view => return,
-            Some(_) => {}
-            None => self.requested_order.push_back(hash),
-        }
-        while self.requested_order.len() > REQUESTS_REMEMBERED_MAX {
-            if let Some(old) = self.requested_order.pop_front() {
-                self.requested.remove(&old);
-            }
-        }
-        self.send(
-            to,
-            HsMessage::BlockRequest(BlockRequest {
-                hash,
-                count: BLOCKS_PER_REQUEST_MAX,
-            }),
-        );
-    }
-
-    /// Fetches a certified block from one of its signers (round-robin by view so retries vary).
-    fn fetch_from_signers(&mut self, qc: &QuorumCert) {
-        let signers: Vec<usize> = qc.signers.signers().filter(|&s| s != self.me()).collect();
-        let Some(turn) = (self.pacemaker.view().0 as usize).checked_rem(signers.len()) else {
-            return;
-        };
-        if let Some(&pick) = signers.get(turn) {
-            self.request_blocks(pick, qc.data.block);
-        }
-    }
-
-    fn on_block_request(&mut self, from: ValidatorIndex, request: BlockRequest) {
-        let count = request.count.clamp(1, BLOCKS_PER_REQUEST_MAX) as usize;
-        // The tree root's justify is a placeholder, not its parent's QC: never serve it or past it.
-        let blocks: Vec<HsBlock> = self
-            .tree
-            .chain(&request.hash, count)
-            .into_iter()
-            .take_while(|b| b.justify.data.block == b.header.parent)
-            .collect();
-        if !blocks.is_empty() {
-            self.send(from, HsMessage::BlockResponse(BlockResponse { blocks }));
-        }
-    }
-
-    fn on_block_response(&mut self, from: ValidatorIndex, response: BlockResponse) {
-        if response.blocks.len() > BLOCKS_PER_REQUEST_MAX as usize {
-            return;
-        }
-        // Only answers to our own requests are taken: the newest block is one we asked for by
-        // hash, and the rest are authenticated by the hash chain from it. Checked before any
-        // certificate is: an unsolicited response costs one hash, never a signature check.
-        let asked = match response.blocks.first().map(HsBlock::hash) {
-            Some(Ok(newest)) => self.requested.contains_key(&newest),
-            _ => false,
-        };
-        if !asked {
-            return;
-        }
-        // Walk newest to oldest: each must be well formed, certified by a valid justify, and be
-        // the parent of the one before it.
-        let mut expected_parent: Option<Digest> = None;
-        let mut accepted = Vec::new();
-        for block in response.blocks {
-            let Ok(hash) = block.hash() else { break };
-            if expected_parent.is_some_and(|p| p != hash) {
-                break;
-            }
-            if !self.well_formed(&block) || !self.verify_qc(from, &block.justify) {
-                break;
-            }
-            expected_parent = Some(block.header.parent);
-            accepted.push((hash, block));
-        }
-        let Some((newest, _)) = accepted.first().cloned() else {
-            return;
-        };
-        if self.requested.remove(&newest).is_none() {
-            return;
-        }
-        // Keep the FIFO in step with the map, so a later re-request is not evicted early.
-        self.requested_order.retain(|hash| *hash != newest);
-        let oldest_parent = accepted.last().map(|(_, b)| b.header.parent);
-        for (hash, block) in accepted.into_iter().rev() {
-            if self.tree.contains(&block.header.parent) {
-                self.insert_block(hash, block);
-            } else if block.header.height > self.tree.committed().1
-                && self.orphans.len() < ORPHANS_MAX
-            {
-                self.orphans.insert(hash, block);
-            }
-        }
-        if let Some(parent) = oldest_parent {
-            if !self.tree.contains(&parent) {
-                // Still not connected: ask for the next stretch back.
-                self.request_blocks(from, parent);
-                return;
-            }
-        }
-        // The chain connected: re-run the rules that were waiting on it.
-        let high_qc = self.safety.data().high_qc.clone();
-        self.apply_chain_rules(&high_qc);
-        self.try_propose();
-        if let Some((from, proposal)) = self.pending_proposal.take() {
-            self.on_proposal(from, proposal);
         }
     }
 

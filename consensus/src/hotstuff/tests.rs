@@ -90,6 +90,11 @@ impl Chain {
 
     /// A QC for `block` signed by validators 0, 1, 2.
     fn qc(&self, hash: Digest, block: &HsBlock) -> QuorumCert {
+        self.qc_signed_by(hash, block, [0, 1, 2])
+    }
+
+    /// A QC for `block` signed by the three validators `signers`.
+    fn qc_signed_by(&self, hash: Digest, block: &HsBlock, signers: [usize; 3]) -> QuorumCert {
         let config = self.config(0);
         let data = VoteData {
             genesis_hash: config.genesis_hash,
@@ -100,7 +105,7 @@ impl Chain {
         };
         let bytes = data.signing_bytes().unwrap();
         let mut aggregate = BlsAggregate::new(4);
-        for i in 0..3 {
+        for i in signers {
             aggregate
                 .add(
                     i,
@@ -797,4 +802,143 @@ fn a_tc_with_altered_high_qc_views_does_not_verify() {
         from_the_future.verify(committee),
         Err(quorate_crypto::CryptoError::Malformed { .. })
     ));
+}
+
+/// Views are network data: a vote or timeout for view u64::MAX (unsigned, or carried as a
+/// timeout's `last_vote`) is out of the window and dropped. Before the window check saturated,
+/// `view + 1` overflowed and every node that received one panicked.
+#[test]
+fn a_vote_or_timeout_for_the_last_possible_view_is_dropped_not_a_panic() {
+    let chain = Chain::new();
+    let (h0, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    let genuine = votes(&deliver(&mut engine, &b1, None)).remove(0);
+    let config = chain.config(0);
+    let last = View(u64::MAX);
+    let vote = Vote {
+        data: VoteData {
+            genesis_hash: config.genesis_hash,
+            epoch: Epoch(0),
+            view: last,
+            height: Height(1),
+            // A block nobody knows: no leader to check, straight to the view window.
+            block: Digest([9; 32]),
+        },
+        signature: genuine.signature,
+    };
+    for from in 0..3 {
+        let actions = engine.handle(Input::Message {
+            from,
+            message: Message::HotStuff(HsMessage::Vote(vote.clone())),
+        });
+        assert!(actions.is_empty());
+    }
+    let timeout = Timeout {
+        data: TimeoutData {
+            genesis_hash: config.genesis_hash,
+            epoch: Epoch(0),
+            view: last,
+        },
+        high_qc: root_qc.clone(),
+        last_tc: None,
+        last_vote: Some(vote),
+        signature: genuine.signature,
+    };
+    for from in 0..3 {
+        engine.handle(Input::Message {
+            from,
+            message: Message::HotStuff(HsMessage::Timeout(timeout.clone())),
+        });
+    }
+    let status = engine.status();
+    assert_eq!(status.view, View(1));
+    assert_eq!(status.timeouts, 0);
+    assert_eq!(engine.safety_data().high_qc.data.block, h0);
+    // The engine goes on: validator 3 votes for block 2 (to itself, the next leader).
+    let (_, b2) = chain.block(2, &chain.qc(h1, &b1), 2);
+    deliver(&mut engine, &b2, None);
+    assert_eq!(engine.safety_data().last_voted_view, View(2));
+}
+
+fn block_requests(actions: &[Action]) -> Vec<(ValidatorIndex, Digest)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                message: Message::HotStuff(HsMessage::BlockRequest(request)),
+            } => Some((*to, request.hash)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A proposal whose parent is missing is parked while the parent is fetched; so is one whose
+/// leader cannot be checked yet (its QC's block is missing too). Before proposals were parked
+/// per sender, a Byzantine validator's proposal for the same view displaced the real leader's,
+/// and (sent first) it took the one request for the parent, which it never answered.
+#[test]
+fn a_byzantine_proposal_cannot_displace_a_parked_one_or_its_fetch() {
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    // Validator 3 also fetches b1 from a signer of QC(b1): in view 2, the first of the others
+    // (0, 1) by round robin. That is the Byzantine one here, and it never answers.
+    let qc1 = chain.qc_signed_by(h1, &b1, [0, 1, 3]);
+    let byzantine = 0;
+    let (_, b2) = chain.block(2, &qc1, 2);
+    let leader = b2.header.proposer as usize;
+    assert_ne!(leader, byzantine);
+    let (_, mut forged) = chain.block(2, &qc1, 3);
+    forged.header.proposer = byzantine as u16;
+    let propose = |from: usize, block: &HsBlock| Input::Message {
+        from,
+        message: Message::HotStuff(HsMessage::Proposal(Proposal {
+            block: block.clone(),
+            tc: None,
+        })),
+    };
+    for byzantine_first in [false, true] {
+        let mut engine = HotStuff::new(chain.config(3)).unwrap();
+        engine.start();
+        let mut sent = Vec::new();
+        let order = if byzantine_first {
+            [(byzantine, &forged), (leader, &b2)]
+        } else {
+            [(leader, &b2), (byzantine, &forged)]
+        };
+        for (from, block) in order {
+            sent.extend(block_requests(&engine.handle(propose(from, block))));
+        }
+        assert!(
+            sent.contains(&(leader, h1)),
+            "the leader was not asked for b1 (byzantine first: {byzantine_first})"
+        );
+        // The leader answers; the Byzantine validator never does.
+        let actions = engine.handle(Input::Message {
+            from: leader,
+            message: Message::HotStuff(HsMessage::BlockResponse(BlockResponse {
+                blocks: vec![b1.clone()],
+            })),
+        });
+        let checked: Vec<Digest> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CheckPayload { header } => header.hash().ok(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            checked,
+            vec![b2.hash().unwrap()],
+            "byzantine first: {byzantine_first}"
+        );
+        engine.handle(Input::PayloadChecked {
+            block: checked[0],
+            valid: true,
+        });
+        assert_eq!(engine.safety_data().last_voted_view, View(2));
+    }
 }
