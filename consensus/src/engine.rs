@@ -1,13 +1,15 @@
 //! The protocol-neutral boundary between an engine and its runtime.
 
 use crate::crypto::Signer;
-use crate::hotstuff::HsMessage;
+use crate::hotstuff::{HotStuff, HsMessage, ThreeChain};
 use crate::verifier::CertificateVerifier;
 use quorate_crypto::Digest;
-use quorate_genesis::{ConsensusParams, ValidatorSet};
+use quorate_crypto::MacKey;
+use quorate_genesis::{ConsensusParams, Protocol, ValidatorSet};
 use quorate_ledger::{BlockHeader, QuorumCert, View};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use thiserror::Error;
 
 /// A validator's position in its epoch's validator set.
 pub type ValidatorIndex = usize;
@@ -72,15 +74,6 @@ pub enum CommitProof {
     },
 }
 
-/// The two successors that commit a block under chained HotStuff's rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreeChain {
-    pub child: BlockHeader,
-    pub child_qc: QuorumCert,
-    pub grandchild: BlockHeader,
-    pub grandchild_qc: QuorumCert,
-}
-
 /// Everything an engine asks of its runtime, in the order it must happen.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
@@ -96,8 +89,13 @@ pub enum Action {
     SetTimer { timer: TimerId, duration_ms: u64 },
     /// Write the engine's safety state and SYNC it before any later action is carried out.
     PersistSafety { bytes: Vec<u8> },
-    /// Keep a block (for recovery and for serving peers); need not be synced.
-    StoreBlock { hash: Digest, bytes: Vec<u8> },
+    /// Keep a block (for recovery and for serving peers); need not be synced. `bytes` is the
+    /// engine's own encoding, handed back to it on recovery; the runtime reads only `header`.
+    StoreBlock {
+        hash: Digest,
+        header: BlockHeader,
+        bytes: Vec<u8>,
+    },
     /// This validator leads `view`: build a payload on `parent` (answer with
     /// `Input::PayloadReady`). `urgent` says uncommitted blocks with payload wait on this one, so
     /// do not hold it for the idle interval.
@@ -135,14 +133,13 @@ pub struct EngineConfig {
     pub genesis_hash: Digest,
     pub validators: ValidatorSet,
     pub own_index: ValidatorIndex,
-    /// The key this validator signs votes and timeouts with.
-    pub signer: Signer,
+    pub keys: EngineKeys,
     pub params: ConsensusParams,
     /// The committed block the engine starts from: the epoch's first root (genesis, or the last
     /// block of the previous epoch), or after a restart the last block the ledger committed.
     pub root: BlockHeader,
-    /// The QC certifying `root`; `None` for an epoch's first root, which needs none.
-    pub root_qc: Option<QuorumCert>,
+    /// The proof `root` was committed with; `None` for an epoch's first root, which needs none.
+    pub root_proof: Option<CommitProof>,
     /// Committed headers just below `root` (any order, at most
     /// [`reputation_window`](crate::hotstuff::reputation_window) of them are used): a restarted
     /// engine elects leaders from them as the running ones do. Empty at an epoch's first root.
@@ -151,20 +148,61 @@ pub struct EngineConfig {
     pub fault: FaultInjection,
 }
 
+/// The keys an engine authenticates its messages with.
+#[derive(Clone)]
+pub struct EngineKeys {
+    /// Signs what others must be able to show a third party: HotStuff's votes and timeouts.
+    pub signer: Signer,
+    /// The secret key this validator shares with each validator of the epoch, by index (its own
+    /// slot included), for MAC authenticators; derived per epoch, never stored. Empty for a
+    /// protocol that signs everything.
+    pub mac_keys: Arc<[MacKey]>,
+}
+
+impl EngineKeys {
+    /// Keys for a protocol that only signs.
+    pub fn signing(signer: Signer) -> EngineKeys {
+        EngineKeys {
+            signer,
+            mac_keys: Arc::from(Vec::new()),
+        }
+    }
+}
+
 /// A snapshot for status pages and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineStatus {
     pub view: View,
+    /// The validator that leads (HotStuff) or is primary in (PBFT) `view`.
     pub leader: ValidatorIndex,
-    pub high_qc_view: View,
-    pub locked_view: View,
     pub committed_height: u64,
     pub committed_hash: Digest,
+    /// Views this validator left because they failed (timeouts, view changes), since it started.
     pub timeouts: u64,
-    /// Proposals this validator refused to vote for because they fork off what it must keep
-    /// to (the safe-node rule's lock clause, or Jolteon's: below the high QC of the proposal's
-    /// TC's signers), since it started.
-    pub lock_refusals: u64,
+    /// What only one protocol has.
+    pub protocol: ProtocolStatus,
+}
+
+/// The protocol's own part of [`EngineStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolStatus {
+    HotStuff {
+        high_qc_view: View,
+        locked_view: View,
+        /// Proposals this validator refused to vote for because they fork off what it must
+        /// keep to (the safe-node rule's lock clause, or Jolteon's: below the high QC of the
+        /// proposal's TC's signers), since it started.
+        lock_refusals: u64,
+    },
+}
+
+impl EngineStatus {
+    /// Votes refused by a lock (HotStuff); 0 for a protocol without one.
+    pub fn lock_refusals(&self) -> u64 {
+        match self.protocol {
+            ProtocolStatus::HotStuff { lock_refusals, .. } => lock_refusals,
+        }
+    }
 }
 
 /// A consensus protocol as the runtime and the simulator see it.
@@ -174,4 +212,47 @@ pub trait Engine {
     /// Reacts to one input.
     fn handle(&mut self, input: Input) -> Vec<Action>;
     fn status(&self) -> EngineStatus;
+}
+
+/// What an engine persisted before a restart: its safety state (the last
+/// [`Action::PersistSafety`]) and the blocks it stored ([`Action::StoreBlock`]'s bytes, any
+/// order).
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    pub safety: Option<Vec<u8>>,
+    pub blocks: Vec<Vec<u8>>,
+}
+
+/// Why an engine could not be built or recovered.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("persisted safety state is unreadable: {0}")]
+    Decode(#[from] quorate_ledger::CodecError),
+    #[error("persisted safety state is for epoch {persisted}, engine is for epoch {engine}")]
+    WrongEpoch { persisted: u64, engine: u64 },
+    #[error("own index {index} is not in a validator set of {len}")]
+    NotAValidator { index: usize, len: usize },
+    #[error("the root's commit proof is a {got} proof, this engine runs {protocol}")]
+    ForeignProof {
+        got: &'static str,
+        protocol: Protocol,
+    },
+    #[error("protocol {0} is not available in this build yet")]
+    Unavailable(Protocol),
+}
+
+/// The engine of `protocol`, fresh (`persisted` empty) or resumed.
+pub fn build(
+    protocol: Protocol,
+    config: EngineConfig,
+    persisted: Persisted,
+) -> Result<Box<dyn Engine + Send>, BuildError> {
+    match protocol {
+        Protocol::HotStuff => Ok(Box::new(HotStuff::recover(
+            config,
+            persisted.safety.as_deref(),
+            persisted.blocks,
+        )?)),
+        Protocol::Pbft => Err(BuildError::Unavailable(protocol)),
+    }
 }

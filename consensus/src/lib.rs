@@ -28,8 +28,9 @@ pub mod sim;
 
 pub use crypto::Signer;
 pub use engine::{
-    Action, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection, Input, Message,
-    PayloadProposal, TimerId, ValidatorIndex,
+    build, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys, EngineStatus,
+    FaultInjection, Input, Message, PayloadProposal, Persisted, ProtocolStatus, TimerId,
+    ValidatorIndex,
 };
 pub use proof::{verify_commit_proof, CommitProofChecker, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

@@ -1,18 +1,16 @@
 //! Checking a committed block's [`CommitProof`] without an engine: what a syncing validator (and,
 //! later, the auditor) does with blocks a peer it does not trust hands it.
 //!
-//! HotStuff: the proof's `qc` must certify exactly this block, and verify against the epoch's
-//! committee. If the proof carries a three-chain (the block was committed directly), the chain
-//! must be b <- b' <- b'' with consecutive views, each certified by a valid QC: that is the commit
-//! rule itself, so the block is proven committed. A proof without a three-chain (an ancestor
-//! committed along with a later block) proves only that the block was certified; it is proven
-//! committed by the hash chain from a later, directly committed block.
+//! Each protocol checks its own kind of proof (HotStuff's in `hotstuff::proof`); what a proof
+//! shows is neutral: the block is committed, or only certified and committed by the hash chain
+//! from a later, committed block.
 
-use crate::engine::{CommitProof, ThreeChain};
+use crate::engine::CommitProof;
+use crate::hotstuff;
 use crate::verifier::CertificateVerifier;
 use quorate_crypto::Digest;
 use quorate_genesis::ValidatorSet;
-use quorate_ledger::{BlockHeader, QuorumCert};
+use quorate_ledger::BlockHeader;
 use thiserror::Error;
 
 /// What a valid proof shows about its block.
@@ -65,100 +63,26 @@ pub fn verify_commit_proof(
     let hash = header
         .hash()
         .map_err(|e| ProofError::Header(e.to_string()))?;
+    let chain = ChainContext {
+        genesis_hash,
+        validators,
+        verifier,
+    };
     match proof {
         CommitProof::HotStuff { qc, three_chain } => {
-            check_qc("qc", qc, header, hash, genesis_hash, validators, verifier)?;
-            let Some(ThreeChain {
-                child,
-                child_qc,
-                grandchild,
-                grandchild_qc,
-            }) = three_chain
-            else {
-                return Ok(ProofStrength::Certified);
-            };
-            let child_hash = child
-                .hash()
-                .map_err(|e| ProofError::Header(e.to_string()))?;
-            let grandchild_hash = grandchild
-                .hash()
-                .map_err(|e| ProofError::Header(e.to_string()))?;
-            if child.parent != hash || grandchild.parent != child_hash {
-                return Err(ProofError::BrokenChain("parent links do not match"));
-            }
-            // Views from the network: a view at u64::MAX has no successor (checked, not `+ 1`).
-            if header.view.0.checked_add(1) != Some(child.view.0)
-                || child.view.0.checked_add(1) != Some(grandchild.view.0)
-            {
-                return Err(ProofError::BrokenChain("views are not consecutive"));
-            }
-            check_qc(
-                "child's qc",
-                child_qc,
-                child,
-                child_hash,
-                genesis_hash,
-                validators,
-                verifier,
-            )?;
-            check_qc(
-                "grandchild's qc",
-                grandchild_qc,
-                grandchild,
-                grandchild_hash,
-                genesis_hash,
-                validators,
-                verifier,
-            )?;
-            Ok(ProofStrength::Committed)
+            hotstuff::verify_proof(header, hash, qc, three_chain.as_ref(), &chain)
         }
     }
 }
 
-fn check_qc(
-    what: &'static str,
-    qc: &QuorumCert,
-    header: &BlockHeader,
-    hash: Digest,
-    genesis_hash: Digest,
-    validators: &ValidatorSet,
-    verifier: &CertificateVerifier,
-) -> Result<(), ProofError> {
-    if qc.data.block != hash {
-        return Err(ProofError::WrongBlock {
-            what,
-            certified: qc.data.block,
-            expected: hash,
-        });
-    }
-    if qc.data.view != header.view || qc.data.height != header.height {
-        return Err(ProofError::WrongPosition {
-            what,
-            qc_view: qc.data.view.0,
-            qc_height: qc.data.height.0,
-            view: header.view.0,
-            height: header.height.0,
-        });
-    }
-    if qc.data.genesis_hash != genesis_hash
-        || qc.data.epoch != validators.epoch()
-        || header.epoch != validators.epoch()
-    {
-        return Err(ProofError::WrongChain {
-            what,
-            got: qc.data.genesis_hash,
-            epoch: qc.data.epoch.0,
-        });
-    }
-    verifier
-        .verify_qc(qc, validators.committee())
-        .map_err(|e| ProofError::BadCertificate {
-            what,
-            reason: e.to_string(),
-        })
+/// What every protocol's proof is checked against: this chain and the epoch's validator set.
+pub(crate) struct ChainContext<'a> {
+    pub genesis_hash: Digest,
+    pub validators: &'a ValidatorSet,
+    pub verifier: &'a CertificateVerifier,
 }
 
-/// The auditor's certificate check for HotStuff chains (`quorate_ledger::audit::ProofCheck`).
+/// The auditor's certificate check (`quorate_ledger::audit::ProofCheck`).
 pub struct CommitProofChecker {
     pub genesis_hash: Digest,
     pub validators: ValidatorSet,

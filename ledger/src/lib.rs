@@ -24,7 +24,7 @@ pub use newtypes::{Epoch, Height, SeqNum, View};
 pub use state::{
     execute, Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,
 };
-pub use store::{CommittedBlock, Head, Store, StoreError, TxLocation};
+pub use store::{CommittedBlock, Head, PendingBlock, Store, StoreError, TxLocation};
 pub use transaction::{
     SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,
     MAX_TRANSACTION_BYTES,

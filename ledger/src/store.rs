@@ -74,6 +74,14 @@ pub struct TxLocation {
 }
 
 /// The last committed block.
+/// An uncommitted block as stored: its header, which the node reads, and the consensus engine's
+/// own encoding of it, which only the engine reads back (after a restart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingBlock {
+    pub header: BlockHeader,
+    pub engine: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub height: Height,
@@ -143,24 +151,35 @@ impl Store {
 
     /// Keeps an uncommitted block the engine may need after a restart (not synced: a lost
     /// block is fetched again).
-    pub fn put_pending_block(&self, hash: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        self.db.put_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0, bytes)?;
+    pub fn put_pending_block(&self, hash: &Digest, block: &PendingBlock) -> Result<(), StoreError> {
+        self.db
+            .put_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0, codec::encode(block)?)?;
         Ok(())
     }
 
-    pub fn pending_block(&self, hash: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0)?)
+    /// The header of a stored uncommitted block; `None` if there is none, or only a record of
+    /// an older layout (which, like a lost block, is fetched again).
+    pub fn pending_header(&self, hash: &Digest) -> Result<Option<BlockHeader>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0)?
+            .and_then(|bytes| codec::decode::<PendingBlock>(&bytes).ok())
+            .map(|block| block.header))
     }
 
-    /// Every stored uncommitted block, for the engine's recovery.
-    pub fn pending_blocks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// Every stored uncommitted block by hash, for the engine's recovery and for pruning;
+    /// `None` for a record of an older layout.
+    pub fn pending_blocks(&self) -> Result<Vec<(Digest, Option<PendingBlock>)>, StoreError> {
         let mut out = Vec::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_PENDING_BLOCKS)?, rocksdb::IteratorMode::Start)
         {
-            let (_, value) = item?;
-            out.push(value.to_vec());
+            let (key, value) = item?;
+            let Ok(hash) = <[u8; 32]>::try_from(&key[..]) else {
+                continue;
+            };
+            out.push((Digest(hash), codec::decode::<PendingBlock>(&value).ok()));
         }
         Ok(out)
     }

@@ -13,7 +13,6 @@ use crate::network::NetHandle;
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::hotstuff::HsBlock;
 use quorate_consensus::{CommitProof, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
@@ -352,10 +351,7 @@ impl Executor {
 
     /// The header of a stored, not yet committed block.
     fn pending_header(&self, hash: &Digest) -> Result<Option<BlockHeader>> {
-        Ok(match self.store.pending_block(hash)? {
-            Some(bytes) => Some(codec::decode::<HsBlock>(&bytes)?.header),
-            None => None,
-        })
+        Ok(self.store.pending_header(hash)?)
     }
 
     /// Deletes stored blocks at or below the committed head that were not committed: forks the
@@ -727,15 +723,13 @@ pub fn log_head(head: &Head) {
     info!(height = head.height.0, hash = %head.hash, "committed head");
 }
 
-/// Deletes the stored uncommitted blocks at or below `committed`; returns how many.
+/// Deletes the stored uncommitted blocks at or below `committed`, and records of an older
+/// layout (the engine cannot use them; a block still needed is fetched again); returns how many.
 fn prune_pending_blocks(store: &Store, committed: quorate_ledger::Height) -> Result<usize> {
     let mut abandoned = Vec::new();
-    for bytes in store.pending_blocks()? {
-        let Ok(block) = codec::decode::<HsBlock>(&bytes) else {
-            continue;
-        };
-        if block.header.height <= committed {
-            abandoned.push(block.hash()?);
+    for (hash, block) in store.pending_blocks()? {
+        if block.is_none_or(|block| block.header.height <= committed) {
+            abandoned.push(hash);
         }
     }
     if !abandoned.is_empty() {
@@ -747,8 +741,7 @@ fn prune_pending_blocks(store: &Store, committed: quorate_ledger::Height) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorate_crypto::{BlsSignature, SignerBitmap};
-    use quorate_ledger::{Epoch, Height, QuorumCert, VoteData};
+    use quorate_ledger::{Epoch, Height, PendingBlock};
 
     #[test]
     fn timestamps_must_not_go_back_or_run_ahead_of_the_clock() {
@@ -764,7 +757,7 @@ mod tests {
         assert_eq!(timestamp_problem(now - 1, None, now), None);
     }
 
-    fn block(height: u64, salt: u8) -> HsBlock {
+    fn block(height: u64, salt: u8) -> PendingBlock {
         let header = BlockHeader {
             chain_id: "c".into(),
             genesis_hash: Digest::ZERO,
@@ -777,18 +770,10 @@ mod tests {
             proposer: 0,
             timestamp_ms: 0,
         };
-        let justify = QuorumCert {
-            data: VoteData {
-                genesis_hash: Digest::ZERO,
-                epoch: Epoch(0),
-                view: View(0),
-                height: Height(height - 1),
-                block: header.parent,
-            },
-            signers: SignerBitmap::new(4),
-            signature: BlsSignature([0; 96]),
-        };
-        HsBlock { header, justify }
+        PendingBlock {
+            header,
+            engine: vec![salt],
+        }
     }
 
     #[test]
@@ -798,17 +783,15 @@ mod tests {
         let blocks = [block(3, 1), block(5, 2), block(6, 3), block(7, 4)];
         for b in &blocks {
             store
-                .put_pending_block(&b.hash().unwrap(), &codec::encode(b).unwrap())
+                .put_pending_block(&b.header.hash().unwrap(), b)
                 .unwrap();
         }
         assert_eq!(prune_pending_blocks(&store, Height(6)).unwrap(), 3);
-        let left: Vec<HsBlock> = store
-            .pending_blocks()
-            .unwrap()
-            .iter()
-            .map(|bytes| codec::decode(bytes).unwrap())
-            .collect();
-        assert_eq!(left, vec![blocks[3].clone()]);
+        let left: Vec<(Digest, Option<PendingBlock>)> = store.pending_blocks().unwrap();
+        assert_eq!(
+            left,
+            vec![(blocks[3].header.hash().unwrap(), Some(blocks[3].clone()))]
+        );
         assert_eq!(prune_pending_blocks(&store, Height(6)).unwrap(), 0);
     }
 }

@@ -13,15 +13,15 @@ use crate::network::{Handler, NetHandle, Network};
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::hotstuff::{reputation_window, HotStuff};
+use quorate_consensus::hotstuff::reputation_window;
 use quorate_consensus::{
-    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineStatus, FaultInjection,
-    Input, Signer,
+    self as consensus, Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
+    EngineStatus, FaultInjection, Input, Persisted, Signer,
 };
 use quorate_crypto::Digest;
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
 use quorate_ledger::state::initial_accumulator;
-use quorate_ledger::{codec, Account, Batch, Block, BlockHeader, Height, Store};
+use quorate_ledger::{codec, Account, Batch, Block, BlockHeader, Height, PendingBlock, Store};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -184,19 +184,24 @@ fn store_peer_manifest(
     Ok(())
 }
 
-/// The engine, resumed from persisted safety state and stored blocks, rooted at the ledger's
-/// committed head (with the QC from that block's commit proof).
-fn recover_engine(base: &EngineConfig, store: &Store) -> Result<HotStuff> {
+/// The engine of `protocol`, resumed from persisted safety state and stored blocks, rooted at
+/// the ledger's committed head (with that block's commit proof).
+fn recover_engine(
+    protocol: Protocol,
+    base: &EngineConfig,
+    store: &Store,
+) -> Result<Box<dyn Engine + Send>> {
     let head = store.head()?.context("no head in the database")?;
-    let root_qc = if head.height.0 == 0 {
+    let root_proof = if head.height.0 == 0 {
         None
     } else {
         let record = store
             .committed(head.height)?
             .context("head block record missing")?;
-        match codec::decode::<CommitProof>(&record.proof)? {
-            CommitProof::HotStuff { qc, .. } => Some(qc),
-        }
+        Some(
+            codec::decode::<CommitProof>(&record.proof)
+                .context("the head block's commit proof does not decode")?,
+        )
     };
     // The committed headers below the head, for leader election (see `reputation_window`).
     let window = reputation_window(base.validators.len()) as u64;
@@ -209,13 +214,19 @@ fn recover_engine(base: &EngineConfig, store: &Store) -> Result<HotStuff> {
     }
     let config = EngineConfig {
         root: head.header.clone(),
-        root_qc,
+        root_proof,
         history,
         ..base.clone()
     };
-    let safety = store.safety()?;
-    HotStuff::recover(config, safety.as_deref(), store.pending_blocks()?)
-        .context("recovering the consensus engine")
+    let persisted = Persisted {
+        safety: store.safety()?,
+        blocks: store
+            .pending_blocks()?
+            .into_iter()
+            .filter_map(|(_, block)| block.map(|block| block.engine))
+            .collect(),
+    };
+    consensus::build(protocol, config, persisted).context("recovering the consensus engine")
 }
 
 /// The genesis block (height 0) every validator starts from.
@@ -278,12 +289,6 @@ pub async fn run(home: &Path) -> Result<()> {
     let genesis_path = NodeConfig::resolve(home, &config.genesis_file);
     let genesis = Genesis::load(&genesis_path)
         .with_context(|| format!("loading {}", genesis_path.display()))?;
-    if genesis.protocol != Protocol::HotStuff {
-        bail!(
-            "protocol {} is not available in this build yet",
-            genesis.protocol
-        );
-    }
     let genesis_hash = genesis.hash()?;
     let key_path = NodeConfig::resolve(home, &config.validator_key_file);
     let keys = ValidatorKeyFile::load(&key_path)
@@ -311,15 +316,15 @@ pub async fn run(home: &Path) -> Result<()> {
         genesis_hash,
         validators: validators.clone(),
         own_index: me,
-        signer,
+        keys: EngineKeys::signing(signer),
         params: genesis.params.clone(),
         root: head.header.clone(),
-        root_qc: None,
+        root_proof: None,
         history: Vec::new(),
         verifier: verifier.clone(),
         fault: FaultInjection::None,
     };
-    let mut engine = recover_engine(&engine_config, &store)?;
+    let mut engine = recover_engine(genesis.protocol, &engine_config, &store)?;
 
     let peers: Vec<_> = validators
         .validators()
@@ -441,17 +446,17 @@ pub async fn run(home: &Path) -> Result<()> {
                 if let Err(error) = runtime.perform(actions) {
                     break Err(error);
                 }
-                publish_status(&engine, &metrics, &shared);
+                publish_status(&*engine, &metrics, &shared);
             }
             (from, message) = inbox.recv() => {
                 let actions = engine.handle(Input::Message { from, message });
                 if let Err(error) = runtime.perform(actions) {
                     break Err(error);
                 }
-                publish_status(&engine, &metrics, &shared);
+                publish_status(&*engine, &metrics, &shared);
             }
             Some(()) = restart.recv() => {
-                match recover_engine(&engine_config, &store) {
+                match recover_engine(genesis.protocol, &engine_config, &store) {
                     Ok(recovered) => {
                         engine = recovered;
                         if let Err(error) = runtime.perform(engine.start()) {
@@ -491,13 +496,13 @@ pub async fn run(home: &Path) -> Result<()> {
     outcome
 }
 
-fn publish_status(engine: &HotStuff, metrics: &Metrics, shared: &Shared) {
+fn publish_status(engine: &dyn Engine, metrics: &Metrics, shared: &Shared) {
     let status = engine.status();
     metrics.view.store(status.view.0, Ordering::Relaxed);
     metrics.timeouts.store(status.timeouts, Ordering::Relaxed);
     metrics
         .lock_refusals
-        .store(status.lock_refusals, Ordering::Relaxed);
+        .store(status.lock_refusals(), Ordering::Relaxed);
     *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
 }
 
@@ -533,9 +538,19 @@ impl Runtime {
                     .store
                     .put_safety(&bytes)
                     .context("persisting consensus safety state")?,
-                Action::StoreBlock { hash, bytes } => self
+                Action::StoreBlock {
+                    hash,
+                    header,
+                    bytes,
+                } => self
                     .store
-                    .put_pending_block(&hash, &bytes)
+                    .put_pending_block(
+                        &hash,
+                        &PendingBlock {
+                            header,
+                            engine: bytes,
+                        },
+                    )
                     .context("storing a block")?,
                 Action::RequestPayload {
                     view,

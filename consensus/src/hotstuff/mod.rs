@@ -31,6 +31,7 @@ mod block_tree;
 mod leader;
 mod messages;
 mod pacemaker;
+mod proof;
 mod safety;
 mod sync;
 
@@ -38,16 +39,17 @@ pub use leader::{reputation_window, REPUTATION_WINDOW_MAX};
 pub use messages::{
     BlockRequest, BlockResponse, HsBlock, HsMessage, Proposal, SyncInfo, Timeout, Vote,
 };
+pub(crate) use proof::verify_proof;
+pub use proof::ThreeChain;
 pub use safety::{SafetyData, VoteRefused};
 pub use sync::BLOCKS_PER_REQUEST_MAX;
 
 #[cfg(all(test, feature = "sim"))]
 mod tests;
 
-use crate::engine::ThreeChain;
 use crate::{
-    Action, CommitProof, Engine, EngineConfig, EngineStatus, Input, Message, PayloadProposal,
-    TimerId, ValidatorIndex,
+    Action, BuildError, CommitProof, Engine, EngineConfig, EngineStatus, Input, Message,
+    PayloadProposal, ProtocolStatus, TimerId, ValidatorIndex,
 };
 pub(crate) use aggregator::VoteAggregator;
 use aggregator::{TimeoutAggregator, FUTURE_VIEWS_MAX};
@@ -62,24 +64,12 @@ use quorate_ledger::{
 use safety::SafetyRules;
 use std::collections::{BTreeMap, VecDeque};
 use sync::BlockSync;
-use thiserror::Error;
 use tracing::{debug, warn};
 
 /// Views whose first proposal is remembered (to refuse a leader's second one).
 const PROPOSALS_REMEMBERED_MAX: usize = 256;
 /// Views a validator is ignored for after it sent a certificate that does not verify.
 const PENALTY_VIEWS: u64 = 100;
-
-/// Why an engine could not be built or recovered.
-#[derive(Debug, Error)]
-pub enum RecoveryError {
-    #[error("persisted safety state is unreadable: {0}")]
-    Decode(#[from] quorate_ledger::CodecError),
-    #[error("persisted safety state is for epoch {persisted}, engine is for epoch {engine}")]
-    WrongEpoch { persisted: u64, engine: u64 },
-    #[error("own index {index} is not in a validator set of {len}")]
-    NotAValidator { index: usize, len: usize },
-}
 
 /// The chained HotStuff engine of one validator for one epoch.
 pub struct HotStuff {
@@ -120,7 +110,7 @@ pub struct HotStuff {
 
 impl HotStuff {
     /// A fresh engine at the epoch's root.
-    pub fn new(config: EngineConfig) -> Result<Self, RecoveryError> {
+    pub fn new(config: EngineConfig) -> Result<Self, BuildError> {
         Self::recover(config, None, Vec::new())
     }
 
@@ -130,17 +120,17 @@ impl HotStuff {
         config: EngineConfig,
         safety_bytes: Option<&[u8]>,
         stored_blocks: Vec<Vec<u8>>,
-    ) -> Result<Self, RecoveryError> {
+    ) -> Result<Self, BuildError> {
         let n = config.validators.len();
         if config.own_index >= n {
-            return Err(RecoveryError::NotAValidator {
+            return Err(BuildError::NotAValidator {
                 index: config.own_index,
                 len: n,
             });
         }
         let root_hash = config.root.hash()?;
-        let root_qc = match &config.root_qc {
-            Some(qc) => qc.clone(),
+        let root_qc = match &config.root_proof {
+            Some(CommitProof::HotStuff { qc, .. }) => qc.clone(),
             None => QuorumCert {
                 data: VoteData {
                     genesis_hash: config.genesis_hash,
@@ -158,7 +148,7 @@ impl HotStuff {
             Some(bytes) => {
                 let data = SafetyData::decode(bytes)?;
                 if data.epoch != epoch {
-                    return Err(RecoveryError::WrongEpoch {
+                    return Err(BuildError::WrongEpoch {
                         persisted: data.epoch.0,
                         engine: epoch.0,
                     });
@@ -205,7 +195,7 @@ impl HotStuff {
             params.view_timeout_max_ms,
             params.idle_interval_ms,
         );
-        let safety = SafetyRules::new(config.signer.clone(), data, config.fault);
+        let safety = SafetyRules::new(config.keys.signer.clone(), data, config.fault);
         let leaders = LeaderSchedule::new(config.validators.clone(), &config.history);
         Ok(HotStuff {
             config,
@@ -695,8 +685,13 @@ impl HotStuff {
             Ok(bytes) => bytes,
             Err(_) => return,
         };
+        let header = block.header.clone();
         if self.tree.insert(hash, block) {
-            self.emit(Action::StoreBlock { hash, bytes });
+            self.emit(Action::StoreBlock {
+                hash,
+                header,
+                bytes,
+            });
             self.adopt_orphans(hash);
         }
     }
@@ -950,12 +945,14 @@ impl Engine for HotStuff {
         EngineStatus {
             view,
             leader: self.current_leader(),
-            high_qc_view: self.safety.data().high_qc.data.view,
-            locked_view: self.safety.data().locked_qc.data.view,
             committed_height: committed_height.0,
             committed_hash,
             timeouts: self.pacemaker.timeouts_total(),
-            lock_refusals: self.lock_refusals,
+            protocol: ProtocolStatus::HotStuff {
+                high_qc_view: self.safety.data().high_qc.data.view,
+                locked_view: self.safety.data().locked_qc.data.view,
+                lock_refusals: self.lock_refusals,
+            },
         }
     }
 }

@@ -211,8 +211,13 @@ impl HotStuff {
             for hash in children {
                 if let Some(block) = self.sync.orphans.remove(&hash) {
                     if let Ok(bytes) = codec::encode(&block) {
+                        let header = block.header.clone();
                         if self.tree.insert(hash, block) {
-                            self.emit(Action::StoreBlock { hash, bytes });
+                            self.emit(Action::StoreBlock {
+                                hash,
+                                header,
+                                bytes,
+                            });
                             parents.push(hash);
                         }
                     }

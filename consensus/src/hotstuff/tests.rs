@@ -325,7 +325,7 @@ fn forged_certificates_are_rejected_before_touching_state() {
     let (_, b2) = chain.block(2, &qc1, 2);
     let actions = deliver(&mut engine, &b2, None);
     assert!(votes(&actions).is_empty());
-    assert_eq!(engine.status().high_qc_view, View(0));
+    assert_eq!(engine.safety_data().high_qc.data.view, View(0));
     assert_eq!(engine.status().view, View(1));
     // A proposal from a validator that does not lead the view is ignored.
     let (_, mut wrong_leader) = chain.block(1, &root_qc, 3);
@@ -673,7 +673,7 @@ fn a_peer_that_sends_a_forged_certificate_costs_one_check_then_is_ignored() {
     // Even a valid certificate from it is ignored for now...
     let valid = chain.qc(h1, &b1);
     assert!(engine.handle(sync(&valid)).is_empty());
-    assert_eq!(engine.status().high_qc_view, View(0));
+    assert_eq!(engine.safety_data().high_qc.data.view, View(0));
     // ...while the same certificate from an honest peer is taken.
     engine.handle(Input::Message {
         from: 1,
@@ -682,7 +682,7 @@ fn a_peer_that_sends_a_forged_certificate_costs_one_check_then_is_ignored() {
             last_tc: None,
         })),
     });
-    assert_eq!(engine.status().high_qc_view, View(1));
+    assert_eq!(engine.safety_data().high_qc.data.view, View(1));
 }
 
 /// Honest validators forward the epoch root's certificate, which has no signers (a restarted
@@ -715,7 +715,7 @@ fn a_certificate_without_signers_is_refused_without_blaming_the_sender() {
             last_tc: None,
         })),
     });
-    assert_eq!(engine.status().high_qc_view, View(1));
+    assert_eq!(engine.safety_data().high_qc.data.view, View(1));
 }
 
 fn sync_from(from: usize, high_qc: QuorumCert, last_tc: Option<TimeoutCert>) -> Input {
@@ -738,7 +738,7 @@ fn a_proposal_extending_a_qc_older_than_its_tc_signers_held_gets_no_vote() {
     let (h1, b1) = chain.block(1, &root_qc, 1);
     deliver(&mut engine, &b1, None);
     engine.handle(sync_from(0, chain.qc(h1, &b1), None));
-    assert_eq!(engine.status().high_qc_view, View(1));
+    assert_eq!(engine.safety_data().high_qc.data.view, View(1));
     assert_eq!(engine.safety_data().locked_qc.data.view, View(0));
     let tc = chain.tc_with(4, [1, 1, 0]);
     assert_eq!(tc.high_qc_view(), View(1));

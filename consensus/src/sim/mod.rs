@@ -28,8 +28,8 @@ use crate::hotstuff::{
     HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator, REPUTATION_WINDOW_MAX,
 };
 use crate::{
-    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, FaultInjection, Input, Message,
-    PayloadProposal, TimerId,
+    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys, FaultInjection,
+    Input, Message, PayloadProposal, TimerId,
 };
 use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, SigningKey};
 use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
@@ -235,10 +235,10 @@ impl Setup {
             genesis_hash: self.genesis_hash,
             validators: self.validators.clone(),
             own_index: index,
-            signer: self.signers[index].clone(),
+            keys: EngineKeys::signing(self.signers[index].clone()),
             params: self.params.clone(),
             root: self.root.clone(),
-            root_qc: None,
+            root_proof: None,
             history: Vec::new(),
             verifier: self.verifier.clone(),
             fault,
@@ -295,7 +295,7 @@ struct Node {
     headers: HashMap<Digest, BlockHeader>,
     /// The justify QC of every block this node stored (equivocators fork from them).
     justifies: HashMap<Digest, QuorumCert>,
-    last_committed: (BlockHeader, Option<QuorumCert>),
+    last_committed: (BlockHeader, Option<CommitProof>),
     /// The committed headers below `last_committed` a restarted engine elects leaders from.
     history: VecDeque<BlockHeader>,
     committed: u64,
@@ -529,10 +529,10 @@ impl<'a> World<'a> {
     fn boot(&mut self, node: usize) {
         let index = self.nodes[node].index;
         let mut config = self.setup.engine_config(index, self.config.fault);
-        let (root, root_qc) = self.nodes[node].last_committed.clone();
-        if root_qc.is_some() {
+        let (root, root_proof) = self.nodes[node].last_committed.clone();
+        if root_proof.is_some() {
             config.root = root;
-            config.root_qc = root_qc;
+            config.root_proof = root_proof;
             config.history = self.nodes[node].history.iter().cloned().collect();
         }
         let blocks: Vec<Vec<u8>> = self.nodes[node].durable_blocks.values().cloned().collect();
@@ -591,10 +591,10 @@ impl<'a> World<'a> {
                 timer,
             } => {
                 if self.nodes[node].incarnation == incarnation {
-                    let TimerId::View(view) = timer;
-                    self.trace
-                        .update(&[1, node as u8])
-                        .update(&view.0.to_le_bytes());
+                    let key = match timer {
+                        TimerId::View(view) => view.0.to_le_bytes(),
+                    };
+                    self.trace.update(&[1, node as u8]).update(&key);
                     self.feed(node, Input::Timer(timer));
                 }
             }
@@ -686,10 +686,18 @@ impl<'a> World<'a> {
                         n.durable_blocks.insert(hash, block);
                     }
                 }
-                Action::StoreBlock { hash, bytes } => {
-                    if let Ok(block) = codec::decode::<HsBlock>(&bytes) {
-                        self.nodes[node].headers.insert(hash, block.header);
-                        self.nodes[node].justifies.insert(hash, block.justify);
+                Action::StoreBlock {
+                    hash,
+                    header,
+                    bytes,
+                } => {
+                    self.nodes[node].headers.insert(hash, header);
+                    if self.nodes[node].role != Role::Honest {
+                        // A Byzantine validator reads its own engine's blocks (its adversary
+                        // code is HotStuff's).
+                        if let Ok(block) = codec::decode::<HsBlock>(&bytes) {
+                            self.nodes[node].justifies.insert(hash, block.justify);
+                        }
                     }
                     self.nodes[node].volatile_blocks.push((hash, bytes));
                 }
@@ -759,7 +767,6 @@ impl<'a> World<'a> {
 
     fn commit(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
         let Ok(hash) = header.hash() else { return };
-        let CommitProof::HotStuff { qc, .. } = proof;
         let n = &mut self.nodes[node];
         if header.height <= n.last_committed.0.height {
             // Already committed before a restart; must be the same block.
@@ -771,7 +778,7 @@ impl<'a> World<'a> {
                 header.height, n.last_committed.0.height
             ));
         }
-        let previous = std::mem::replace(&mut n.last_committed, (header.clone(), Some(qc)));
+        let previous = std::mem::replace(&mut n.last_committed, (header.clone(), Some(proof)));
         if previous.0.height.0 > 0 {
             n.history.push_back(previous.0);
         }
@@ -966,7 +973,7 @@ impl<'a> World<'a> {
         let live = honest.iter().all(|n| n.committed_after_gst > 0);
         let engines = || honest.iter().filter_map(|n| n.engine.as_ref());
         let timeouts = engines().map(|e| e.status().timeouts).sum();
-        let lock_refusals = engines().map(|e| e.status().lock_refusals).sum();
+        let lock_refusals = engines().map(|e| e.status().lock_refusals()).sum();
         SeedReport {
             seed: self.seed,
             violation: self.violation,
