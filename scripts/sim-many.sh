@@ -2,8 +2,8 @@
 # Many simulation seeds over mixed Byzantine configurations, reproducibly.
 #
 #   scripts/sim-many.sh [SEEDS] [PROTOCOLS]
-#     SEEDS      seeds in all (default 10000), split evenly over the configurations below
-#     PROTOCOLS  comma-separated (default hotstuff; the only protocol the simulator has so far)
+#     SEEDS      seeds per protocol (default 10000), split evenly over its configurations below
+#     PROTOCOLS  comma-separated (default hotstuff,pbft)
 #   CRYPTO=fast|real   signature backend (default fast; real is BLS, ~50x slower)
 #   OUT=DIR            one JSON summary per configuration (default sim-out/), times in DIR/times.log
 #   QUORATE=PATH       a quorate binary to run (default: build target/release/quorate); a copy
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:-${SEEDS:-10000}}
-PROTOCOLS=${2:-hotstuff}
+PROTOCOLS=${2:-hotstuff,pbft}
 CRYPTO=${CRYPTO:-fast}
 OUT=${OUT:-sim-out}
 case "$SEEDS" in ''|*[!0-9]*) echo "sim-many.sh: SEEDS must be a number, got '$SEEDS'" >&2; exit 2;; esac
@@ -34,7 +34,7 @@ fi
 mkdir -p "$OUT"
 
 # name | arguments
-configs=(
+hotstuff_configs=(
   "twins-n4|--validators 4 --byzantine 1 --behaviour twins"
   "equivocate-n4|--validators 4 --byzantine 1 --behaviour equivocate"
   "equivocate-n7|--validators 7 --byzantine 2 --behaviour equivocate --drop 0.1"
@@ -45,9 +45,17 @@ configs=(
   "badpayload-n4|--validators 4 --byzantine 1 --behaviour bad-payload"
   "flood-n7|--validators 7 --byzantine 2 --behaviour flood --drop 0.1"
 )
-# SEEDS split evenly; the first SEEDS mod 9 configurations take one more, so the total is SEEDS.
-base=$(( SEEDS / ${#configs[@]} ))
-extra=$(( SEEDS % ${#configs[@]} ))
+# PBFT has the protocol-neutral behaviours and its own equivocator.
+pbft_configs=(
+  "twins-n4|--validators 4 --byzantine 1 --behaviour twins"
+  "equivocate-n4|--validators 4 --byzantine 1 --behaviour equivocate"
+  "equivocate-n7|--validators 7 --byzantine 2 --behaviour equivocate --drop 0.1"
+  "random-n4|--validators 4 --byzantine 1 --behaviour random --drop 0.05"
+  "random-n7|--validators 7 --byzantine 2 --behaviour random --drop 0.1"
+  "silent-n4|--validators 4 --byzantine 1 --behaviour silent"
+  "silent-n7|--validators 7 --byzantine 2 --behaviour silent --drop 0.1"
+  "twins-n10|--validators 10 --byzantine 3 --behaviour twins"
+)
 status=0
 now() { date +%s.%N; }
 field() { grep -o "\"$1\":[0-9.]*" "$2" | head -1 | cut -d: -f2; }
@@ -55,6 +63,14 @@ all_start=$(now)
 total=0
 IFS=',' read -r -a protocols <<< "$PROTOCOLS"
 for protocol in "${protocols[@]}"; do
+  case "$protocol" in
+    hotstuff) configs=("${hotstuff_configs[@]}") ;;
+    pbft) configs=("${pbft_configs[@]}") ;;
+    *) echo "sim-many.sh: unknown protocol '$protocol' (hotstuff or pbft)" >&2; exit 2 ;;
+  esac
+  # SEEDS split evenly; the first SEEDS mod N configurations take one more, so the total is SEEDS.
+  base=$(( SEEDS / ${#configs[@]} ))
+  extra=$(( SEEDS % ${#configs[@]} ))
   k=0
   for entry in "${configs[@]}"; do
     name=${entry%%|*}

@@ -2,11 +2,12 @@
 
 use crate::crypto::Signer;
 use crate::hotstuff::{HotStuff, HsMessage, ThreeChain};
+use crate::pbft::{Pbft, PbftMessage};
 use crate::verifier::CertificateVerifier;
 use quorate_crypto::Digest;
 use quorate_crypto::MacKey;
 use quorate_genesis::{ConsensusParams, Protocol, ValidatorSet};
-use quorate_ledger::{BlockHeader, QuorumCert, View};
+use quorate_ledger::{BlockHeader, CheckpointCert, Height, QuorumCert, View};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use thiserror::Error;
@@ -15,16 +16,25 @@ use thiserror::Error;
 pub type ValidatorIndex = usize;
 
 /// A message between validators. One variant per protocol.
+// Moved one at a time, never stored in bulk: boxing would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     HotStuff(HsMessage),
+    Pbft(PbftMessage),
 }
 
 /// Names a timer; a timer that fires for a view the engine has left is ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TimerId {
-    /// The pacemaker's timer for a view.
+    /// HotStuff: the pacemaker's timer for a view.
     View(View),
+    /// PBFT: no progress (no block committed or decided) in `view` since progress `mark`.
+    Progress { view: View, mark: u64 },
+    /// PBFT: a quorum moved to `view` and its NEW-VIEW has not arrived.
+    NewView(View),
+    /// PBFT: the answer to fetch attempt `attempt` has not arrived.
+    Fetch { attempt: u64 },
 }
 
 /// What the runtime hands a leader for its next block.
@@ -62,6 +72,8 @@ pub enum Input {
 }
 
 /// The proof that a committed block is final, as stored beside it and checked by `audit`.
+// One per committed block, moved to the store: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommitProof {
     /// HotStuff: `qc` certifies the block. For a block committed directly by the three-chain
@@ -72,6 +84,22 @@ pub enum CommitProof {
         qc: QuorumCert,
         three_chain: Option<ThreeChain>,
     },
+    /// PBFT: `checkpoint` is the stable checkpoint certificate of this very block. Every other
+    /// block, and a checkpoint's block before its certificate is complete, is committed by a
+    /// quorum of MAC'd COMMITs, which only their receivers can check: it carries `None` and is
+    /// covered by the hash chain from the next certified checkpoint above it (see
+    /// [`Action::Certify`]).
+    Pbft { checkpoint: Option<CheckpointCert> },
+}
+
+impl CommitProof {
+    /// The protocol that made the proof, for messages.
+    pub fn protocol_name(&self) -> &'static str {
+        match self {
+            CommitProof::HotStuff { .. } => "hotstuff",
+            CommitProof::Pbft { .. } => "pbft",
+        }
+    }
 }
 
 /// Everything an engine asks of its runtime, in the order it must happen.
@@ -111,6 +139,12 @@ pub enum Action {
         header: BlockHeader,
         proof: CommitProof,
     },
+    /// A block committed earlier now has a stronger proof (PBFT: its checkpoint became stable):
+    /// store `proof` in place of the one it was committed with.
+    Certify {
+        header: BlockHeader,
+        proof: CommitProof,
+    },
     /// Validator `peer` sent something only a Byzantine validator sends (a certificate that
     /// does not verify); the engine ignores it for a while, the runtime may score it.
     Misbehaved { peer: ValidatorIndex, why: String },
@@ -124,6 +158,12 @@ pub enum FaultInjection {
     /// HotStuff votes without the clauses that keep it off forks: the locked-QC check of the
     /// safe-node rule and Jolteon's check of a TC's high QC.
     IgnoreLock,
+    /// PBFT commits without a prepared certificate: COMMIT goes out as soon as the payload
+    /// checks, beside PREPARE.
+    SkipPrepare,
+    /// PBFT's NEW-VIEW takes, for each sequence number, the lowest-view prepared entry of the
+    /// VIEW-CHANGEs, without the conditions that make it the one that may have committed.
+    LowestPrepared,
 }
 
 /// What an engine needs to start.
@@ -140,12 +180,45 @@ pub struct EngineConfig {
     pub root: BlockHeader,
     /// The proof `root` was committed with; `None` for an epoch's first root, which needs none.
     pub root_proof: Option<CommitProof>,
+    /// The epoch's first root (genesis, or the last block of the previous epoch): where a PBFT
+    /// log without a stable checkpoint certificate starts.
+    pub epoch_root: BlockHeader,
     /// Committed headers just below `root` (any order, at most
     /// [`reputation_window`](crate::hotstuff::reputation_window) of them are used): a restarted
     /// engine elects leaders from them as the running ones do. Empty at an epoch's first root.
     pub history: Vec<BlockHeader>,
     pub verifier: Arc<CertificateVerifier>,
     pub fault: FaultInjection,
+}
+
+impl EngineConfig {
+    /// What every engine checks before it starts: its index is in the set, the root's proof
+    /// is of its protocol, and a protocol with MACs has a key per validator.
+    pub(crate) fn check(&self, protocol: Protocol) -> Result<(), BuildError> {
+        let n = self.validators.len();
+        if self.own_index >= n {
+            return Err(BuildError::NotAValidator {
+                index: self.own_index,
+                len: n,
+            });
+        }
+        if let Some(proof) = &self.root_proof {
+            let ours = match proof {
+                CommitProof::HotStuff { .. } => protocol == Protocol::HotStuff,
+                CommitProof::Pbft { .. } => protocol == Protocol::Pbft,
+            };
+            if !ours {
+                return Err(BuildError::ForeignProof {
+                    got: proof.protocol_name(),
+                    protocol,
+                });
+            }
+        }
+        if protocol == Protocol::Pbft && self.keys.mac_keys.len() != n {
+            return Err(BuildError::MacKeys(protocol, n));
+        }
+        Ok(())
+    }
 }
 
 /// The keys an engine authenticates its messages with.
@@ -194,6 +267,14 @@ pub enum ProtocolStatus {
         /// proposal's TC's signers), since it started.
         lock_refusals: u64,
     },
+    Pbft {
+        /// The sequence number (height) of the last stable checkpoint: the low watermark.
+        stable_checkpoint: Height,
+        /// The highest sequence number that may be pre-prepared (low watermark + window).
+        high_watermark: Height,
+        /// Sent VIEW-CHANGE for `view`, waiting for its NEW-VIEW.
+        view_changing: bool,
+    },
 }
 
 impl EngineStatus {
@@ -201,6 +282,7 @@ impl EngineStatus {
     pub fn lock_refusals(&self) -> u64 {
         match self.protocol {
             ProtocolStatus::HotStuff { lock_refusals, .. } => lock_refusals,
+            ProtocolStatus::Pbft { .. } => 0,
         }
     }
 }
@@ -237,8 +319,8 @@ pub enum BuildError {
         got: &'static str,
         protocol: Protocol,
     },
-    #[error("protocol {0} is not available in this build yet")]
-    Unavailable(Protocol),
+    #[error("{0} needs a MAC key for each of the epoch's {1} validators")]
+    MacKeys(Protocol, usize),
 }
 
 /// The engine of `protocol`, fresh (`persisted` empty) or resumed.
@@ -253,6 +335,10 @@ pub fn build(
             persisted.safety.as_deref(),
             persisted.blocks,
         )?)),
-        Protocol::Pbft => Err(BuildError::Unavailable(protocol)),
+        Protocol::Pbft => Ok(Box::new(Pbft::recover(
+            config,
+            persisted.safety.as_deref(),
+            persisted.blocks,
+        )?)),
     }
 }

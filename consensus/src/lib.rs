@@ -17,6 +17,7 @@
 pub mod crypto;
 mod engine;
 pub mod hotstuff;
+pub mod pbft;
 mod proof;
 mod verifier;
 

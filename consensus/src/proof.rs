@@ -7,6 +7,7 @@
 
 use crate::engine::CommitProof;
 use crate::hotstuff;
+use crate::pbft;
 use crate::verifier::CertificateVerifier;
 use quorate_crypto::Digest;
 use quorate_genesis::ValidatorSet;
@@ -20,6 +21,9 @@ pub enum ProofStrength {
     Committed,
     /// The block is certified; it is committed if a committed descendant's hash chain reaches it.
     Certified,
+    /// The proof carries no certificate (a PBFT block between checkpoints): the block is
+    /// committed if a committed descendant's hash chain reaches it.
+    Chained,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -72,6 +76,10 @@ pub fn verify_commit_proof(
         CommitProof::HotStuff { qc, three_chain } => {
             hotstuff::verify_proof(header, hash, qc, three_chain.as_ref(), &chain)
         }
+        CommitProof::Pbft {
+            checkpoint: Some(cert),
+        } => pbft::verify_proof(header, hash, cert, &chain),
+        CommitProof::Pbft { checkpoint: None } => Ok(ProofStrength::Chained),
     }
 }
 
@@ -106,6 +114,7 @@ impl quorate_ledger::audit::ProofCheck for CommitProofChecker {
         ) {
             Ok(ProofStrength::Committed) => Ok(quorate_ledger::audit::Certified::Committed),
             Ok(ProofStrength::Certified) => Ok(quorate_ledger::audit::Certified::Certified),
+            Ok(ProofStrength::Chained) => Ok(quorate_ledger::audit::Certified::Chained),
             Err(error) => Err(error.to_string()),
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::crypto::Scheme;
 use quorate_crypto::{hash, Committee, CryptoError, Digest, Domain, Hasher};
-use quorate_ledger::{codec, QuorumCert, TimeoutCert};
+use quorate_ledger::{codec, AggregateCert, CheckpointCert, QuorumCert, TimeoutCert};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -95,17 +95,35 @@ impl CertificateVerifier {
     }
 
     pub fn verify_qc(&self, qc: &QuorumCert, committee: &Committee) -> Result<(), CryptoError> {
+        self.verify_aggregate(b"qc", qc, committee)
+    }
+
+    /// Checks a PBFT stable checkpoint certificate.
+    pub fn verify_checkpoint(
+        &self,
+        cert: &CheckpointCert,
+        committee: &Committee,
+    ) -> Result<(), CryptoError> {
+        self.verify_aggregate(b"checkpoint", cert, committee)
+    }
+
+    fn verify_aggregate<C: AggregateCert + serde::Serialize>(
+        &self,
+        kind: &[u8],
+        cert: &C,
+        committee: &Committee,
+    ) -> Result<(), CryptoError> {
         match &self.scheme {
             Scheme::Bls => {
-                let bytes = codec::encode(qc).map_err(|e| CryptoError::Malformed {
-                    what: "quorum certificate",
+                let bytes = codec::encode(cert).map_err(|e| CryptoError::Malformed {
+                    what: C::WHAT,
                     reason: e.to_string(),
                 })?;
-                self.memoized(self.key(b"qc", committee, &bytes), || qc.verify(committee))
+                self.memoized(self.key(kind, committee, &bytes), || cert.verify(committee))
             }
             // A keyed-hash check costs less than the memo's own encoding and lock.
             #[cfg(feature = "sim")]
-            scheme => qc.verify_with(&|domain, bytes, signers, signature| {
+            scheme => cert.verify_with(&|domain, bytes, signers, signature| {
                 scheme.verify_quorum(committee, domain, bytes, signers, signature)
             }),
         }

@@ -105,9 +105,10 @@ fn mac(c: &mut Criterion) {
         let keys: Vec<SigningKey> = (0..n as u64).map(SigningKey::from_seed_insecure).collect();
         let sender_keys: Vec<MacKey> = keys
             .iter()
-            .map(|k| MacKey::derive(&keys[0], &k.public()).expect("derive"))
+            .map(|k| MacKey::derive(&keys[0], &k.public(), &Digest([0; 32])).expect("derive"))
             .collect();
-        let receiver_key = MacKey::derive(&keys[1], &keys[0].public()).expect("derive");
+        let receiver_key =
+            MacKey::derive(&keys[1], &keys[0].public(), &Digest([0; 32])).expect("derive");
         let digest = hash(Domain::PbftMessage, b"prepare");
         let authenticator = Authenticator::create(&sender_keys, &digest);
         group.bench_with_input(BenchmarkId::new("make", n), &n, |b, _| {
@@ -121,7 +122,7 @@ fn mac(c: &mut Criterion) {
     let a = SigningKey::from_seed_insecure(1);
     let b_key = SigningKey::from_seed_insecure(2).public();
     c.bench_function("mac/derive_pairwise_key", |b| {
-        b.iter(|| MacKey::derive(&a, black_box(&b_key)))
+        b.iter(|| MacKey::derive(&a, black_box(&b_key), &Digest([0; 32])))
     });
 }
 

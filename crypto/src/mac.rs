@@ -2,8 +2,10 @@
 //! a message carries one MAC per receiver, and each receiver checks only its own entry.
 //!
 //! Pairwise keys come from X25519 on the validators' ed25519 identity keys (birationally mapped),
-//! then BLAKE3's key derivation over both public keys (sorted) and the shared point, so both sides
-//! derive the same key and no third validator can.
+//! then BLAKE3's key derivation over a context (the chain and the epoch: keys change each epoch
+//! and never carry from one chain to another), both public keys (sorted) and the shared point, so
+//! both sides derive the same key and no third validator can. Keys are derived at start-up and
+//! held in memory only; nothing writes them to genesis, config or disk.
 //!
 //! A MAC is keyed BLAKE3 over the message's digest, truncated to 16 bytes.
 
@@ -39,8 +41,13 @@ impl std::fmt::Debug for MacKey {
 }
 
 impl MacKey {
-    /// The key `own` shares with `peer`; `MacKey::derive(a, B) == MacKey::derive(b, A)`.
-    pub fn derive(own: &SigningKey, peer: &PublicKey) -> Result<MacKey, CryptoError> {
+    /// The key `own` shares with `peer` in `context` (see [`MacKey::context`]);
+    /// `MacKey::derive(a, B, c) == MacKey::derive(b, A, c)`.
+    pub fn derive(
+        own: &SigningKey,
+        peer: &PublicKey,
+        context: &Digest,
+    ) -> Result<MacKey, CryptoError> {
         let mut shared = own.diffie_hellman(peer)?;
         if shared == [0u8; 32] {
             return Err(CryptoError::WeakPublicKey);
@@ -51,15 +58,26 @@ impl MacKey {
         } else {
             (peer.0, own_public.0)
         };
-        let context = "quorate/v1 pbft pairwise mac key";
-        let mut material = Vec::with_capacity(96);
+        let mut material = Vec::with_capacity(128);
+        material.extend_from_slice(&context.0);
         material.extend_from_slice(&low);
         material.extend_from_slice(&high);
         material.extend_from_slice(&shared);
-        let key = blake3::derive_key(context, &material);
+        let key = blake3::derive_key("quorate/v1 pbft pairwise mac key", &material);
         material.zeroize();
         shared.zeroize();
         Ok(MacKey(key))
+    }
+
+    /// The derivation context of one chain's epoch: its id, its genesis hash and the epoch.
+    pub fn context(chain_id: &str, genesis_hash: &Digest, epoch: u64) -> Digest {
+        let mut hasher = crate::Hasher::new(Domain::MacKeyDerivation);
+        hasher
+            .update(&(chain_id.len() as u64).to_le_bytes())
+            .update(chain_id.as_bytes())
+            .update(&genesis_hash.0)
+            .update(&epoch.to_le_bytes());
+        hasher.finalize()
     }
 
     /// The MAC of a message digest.
@@ -132,17 +150,29 @@ mod tests {
     use super::*;
     use crate::hash;
 
+    const CONTEXT: Digest = Digest([7; 32]);
+
     #[test]
     fn pairwise_keys_agree_and_differ_per_pair() {
         let a = SigningKey::from_seed_insecure(1);
         let b = SigningKey::from_seed_insecure(2);
         let c = SigningKey::from_seed_insecure(3);
-        let ab = MacKey::derive(&a, &b.public()).unwrap();
-        let ba = MacKey::derive(&b, &a.public()).unwrap();
-        let ac = MacKey::derive(&a, &c.public()).unwrap();
+        let epoch_0 = MacKey::context("chain", &Digest([1; 32]), 0);
+        let ab = MacKey::derive(&a, &b.public(), &epoch_0).unwrap();
+        let ba = MacKey::derive(&b, &a.public(), &epoch_0).unwrap();
+        let ac = MacKey::derive(&a, &c.public(), &epoch_0).unwrap();
         let digest = hash(Domain::PbftMessage, b"prepare");
         assert_eq!(ab.mac(&digest), ba.mac(&digest));
         assert_ne!(ab.mac(&digest), ac.mac(&digest));
+        // Another epoch, or another chain, gives the pair another key.
+        for context in [
+            MacKey::context("chain", &Digest([1; 32]), 1),
+            MacKey::context("chain", &Digest([2; 32]), 0),
+            MacKey::context("other", &Digest([1; 32]), 0),
+        ] {
+            let next = MacKey::derive(&a, &b.public(), &context).unwrap();
+            assert_ne!(next.mac(&digest), ab.mac(&digest));
+        }
         assert!(ba.check(&digest, &ab.mac(&digest)));
         assert!(!ba.check(&hash(Domain::PbftMessage, b"commit"), &ab.mac(&digest)));
     }
@@ -153,12 +183,12 @@ mod tests {
         let sender = 0;
         let sender_keys: Vec<MacKey> = keys
             .iter()
-            .map(|k| MacKey::derive(&keys[sender], &k.public()).unwrap())
+            .map(|k| MacKey::derive(&keys[sender], &k.public(), &CONTEXT).unwrap())
             .collect();
         let digest = hash(Domain::PbftMessage, b"pre-prepare view 1 seq 5");
         let authenticator = Authenticator::create(&sender_keys, &digest);
         for receiver in 1..4 {
-            let key = MacKey::derive(&keys[receiver], &keys[sender].public()).unwrap();
+            let key = MacKey::derive(&keys[receiver], &keys[sender].public(), &CONTEXT).unwrap();
             assert!(authenticator.verify(receiver, &key, &digest, 4).is_ok());
             // Wrong message.
             let other = hash(Domain::PbftMessage, b"pre-prepare view 1 seq 6");
@@ -168,7 +198,7 @@ mod tests {
             );
         }
         // A MAC made for another receiver: receiver 2 reads receiver 1's entry.
-        let key_2 = MacKey::derive(&keys[2], &keys[sender].public()).unwrap();
+        let key_2 = MacKey::derive(&keys[2], &keys[sender].public(), &CONTEXT).unwrap();
         let mut swapped = authenticator.clone();
         swapped.macs[2] = swapped.macs[1];
         assert_eq!(
@@ -176,7 +206,7 @@ mod tests {
             Err(CryptoError::BadMac { receiver: 2 })
         );
         // Wrong key: a third validator cannot forge the sender's MAC to receiver 2.
-        let key_3_2 = MacKey::derive(&keys[3], &keys[2].public()).unwrap();
+        let key_3_2 = MacKey::derive(&keys[3], &keys[2].public(), &CONTEXT).unwrap();
         let mut forged = authenticator.clone();
         forged.macs[2] = key_3_2.mac(&digest);
         assert!(forged.verify(2, &key_2, &digest, 4).is_err());

@@ -30,12 +30,19 @@ impl std::str::FromStr for Protocol {
     }
 }
 
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Protocol {
+    /// The name genesis files and the CLI use.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Protocol::HotStuff => "hotstuff",
             Protocol::Pbft => "pbft",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

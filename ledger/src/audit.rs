@@ -25,6 +25,9 @@ pub enum Certified {
     Committed,
     /// The block is certified; a later committed block's hash chain must cover it.
     Certified,
+    /// The proof carries no certificate (PBFT: committed by MAC'd COMMITs between checkpoints);
+    /// a later committed block's hash chain covers it, or it is in the uncertified tail.
+    Chained,
 }
 
 /// Checks a block's stored commit proof (protocol-specific; provided by the consensus crate).
@@ -58,6 +61,9 @@ pub struct AuditReport {
     pub head_height: u64,
     pub head_hash: Digest,
     pub state_root: Digest,
+    /// Blocks after the last one whose proof commits it, all carrying no certificate (PBFT:
+    /// after the last stable checkpoint). Reported, not failed: the next checkpoint covers them.
+    pub uncertified_tail: u64,
 }
 
 /// The first check that failed, and where.
@@ -171,9 +177,13 @@ pub fn audit(
         head_height: 0,
         head_hash: previous,
         state_root: genesis.root.state_root,
+        uncertified_tail: 0,
     };
-    // Heights certified but not yet covered by a directly committed descendant.
+    // Heights certified (or chained) but not yet covered by a directly committed descendant,
+    // and the first of them that carries a certificate of its own (which a later block must
+    // cover: a certified head is not a committed one).
     let mut uncovered_from: Option<u64> = None;
+    let mut certified_from: Option<u64> = None;
     let mut window: VecDeque<Fetched> = VecDeque::new();
     for height in 1..=head {
         if window.is_empty() {
@@ -276,8 +286,15 @@ pub fn audit(
             ));
         }
         match proofs.check(header, &record.proof) {
-            Ok(Certified::Committed) => uncovered_from = None,
+            Ok(Certified::Committed) => {
+                uncovered_from = None;
+                certified_from = None;
+            }
             Ok(Certified::Certified) => {
+                uncovered_from.get_or_insert(height);
+                certified_from.get_or_insert(height);
+            }
+            Ok(Certified::Chained) => {
                 uncovered_from.get_or_insert(height);
             }
             Err(why) => return Err(fail(height, "certificate", why)),
@@ -296,12 +313,15 @@ pub fn audit(
         report.state_root = header.state_root;
         progress(height, head);
     }
-    if let Some(from) = uncovered_from {
+    if let Some(from) = certified_from {
         return Err(fail(
             from,
             "commit_rule",
             "certified, but no later block's certificate proves it committed",
         ));
+    }
+    if let Some(from) = uncovered_from {
+        report.uncertified_tail = head - from + 1;
     }
     Ok(report)
 }

@@ -2,14 +2,13 @@
 //!
 //! - HotStuff: a [`QuorumCert`] is 2f+1 BLS votes on [`VoteData`], aggregated into one signature
 //!   with a signer bitmap; a [`TimeoutCert`] is the same over [`TimeoutData`].
-//! - PBFT: a [`CheckpointCert`] is 2f+1 ed25519 signatures (transferable, unlike PBFT's MACs) over
-//!   [`CheckpointData`]: it proves a stable checkpoint to anyone, including an auditor.
+//! - PBFT: a [`CheckpointCert`] is 2f+1 BLS signatures (transferable, unlike PBFT's MACs) over
+//!   [`CheckpointData`], aggregated the same way: it proves a stable checkpoint to anyone,
+//!   including an auditor.
 
 use crate::codec::{self, CodecError};
 use crate::{Epoch, Height, SeqNum, View};
-use quorate_crypto::{
-    BlsSignature, Committee, CryptoError, Digest, Domain, PublicKey, Signature, SignerBitmap,
-};
+use quorate_crypto::{BlsSignature, Committee, CryptoError, Digest, Domain, SignerBitmap};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -51,24 +50,46 @@ pub struct QuorumCert {
 pub type QuorumCheck<'a> =
     &'a dyn Fn(Domain, &[u8], &SignerBitmap, &BlsSignature) -> Result<(), CryptoError>;
 
-impl QuorumCert {
+/// A quorum's BLS signatures over one message, aggregated: a [`QuorumCert`] or a
+/// [`CheckpointCert`].
+pub trait AggregateCert {
+    /// The domain its signers signed in.
+    const DOMAIN: Domain;
+    /// What the signed message is, for errors.
+    const WHAT: &'static str;
+    /// The exact bytes signed.
+    fn signed_bytes(&self) -> Result<Vec<u8>, CodecError>;
+    fn signers(&self) -> &SignerBitmap;
+    fn signature(&self) -> &BlsSignature;
+
     /// Checks quorum and the aggregate signature against the epoch's committee.
-    pub fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
+    fn verify(&self, committee: &Committee) -> Result<(), CryptoError> {
         self.verify_with(&|domain, bytes, signers, signature| {
             committee.verify_quorum(domain, bytes, signers, signature)
         })
     }
 
     /// Checks the certificate with `check` over exactly what its signers signed.
-    pub fn verify_with(&self, check: QuorumCheck<'_>) -> Result<(), CryptoError> {
-        let bytes = self
-            .data
-            .signing_bytes()
-            .map_err(|e| CryptoError::Malformed {
-                what: "vote data",
-                reason: e.to_string(),
-            })?;
-        check(Domain::Vote, &bytes, &self.signers, &self.signature)
+    fn verify_with(&self, check: QuorumCheck<'_>) -> Result<(), CryptoError> {
+        let bytes = self.signed_bytes().map_err(|e| CryptoError::Malformed {
+            what: Self::WHAT,
+            reason: e.to_string(),
+        })?;
+        check(Self::DOMAIN, &bytes, self.signers(), self.signature())
+    }
+}
+
+impl AggregateCert for QuorumCert {
+    const DOMAIN: Domain = Domain::Vote;
+    const WHAT: &'static str = "vote data";
+    fn signed_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        self.data.signing_bytes()
+    }
+    fn signers(&self) -> &SignerBitmap {
+        &self.signers
+    }
+    fn signature(&self) -> &BlsSignature {
+        &self.signature
     }
 }
 
@@ -196,65 +217,34 @@ impl CheckpointData {
     }
 }
 
-/// A stable-checkpoint certificate: ed25519 signatures of a quorum, sorted by validator index.
+/// A stable-checkpoint certificate: a quorum's BLS signatures over one [`CheckpointData`],
+/// aggregated like a [`QuorumCert`] (one pairing check at any committee size). Transferable:
+/// it proves the checkpoint's block committed to anyone holding the epoch's validator set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointCert {
     pub data: CheckpointData,
-    pub signatures: Vec<(u16, Signature)>,
+    pub signers: SignerBitmap,
+    pub signature: BlsSignature,
 }
 
-impl CheckpointCert {
-    /// `validators[i]` is validator i's identity key and voting power. Checks indices are strictly
-    /// increasing members, their power reaches `quorum_power`, and every signature (one batch).
-    pub fn verify(
-        &self,
-        validators: &[(PublicKey, u64)],
-        quorum_power: u64,
-    ) -> Result<(), CertificateError> {
-        let mut power: u64 = 0;
-        let mut previous: Option<u16> = None;
-        for (index, _) in &self.signatures {
-            if previous.is_some_and(|p| p >= *index) {
-                return Err(CryptoError::BitmapMalformed {
-                    reason: "checkpoint signers not strictly increasing",
-                }
-                .into());
-            }
-            previous = Some(*index);
-            let (_, member_power) =
-                validators
-                    .get(*index as usize)
-                    .ok_or(CryptoError::BitmapSize {
-                        bitmap_len: *index as usize + 1,
-                        committee_len: validators.len(),
-                    })?;
-            power = power.saturating_add(*member_power);
-        }
-        if power < quorum_power {
-            return Err(CryptoError::BelowQuorum {
-                power,
-                quorum: quorum_power,
-            }
-            .into());
-        }
-        let bytes = self.data.signing_bytes()?;
-        let messages: Vec<&[u8]> = self.signatures.iter().map(|_| bytes.as_slice()).collect();
-        let signatures: Vec<Signature> = self.signatures.iter().map(|(_, s)| *s).collect();
-        // Every index was looked up above: none is missing here.
-        let keys: Vec<PublicKey> = self
-            .signatures
-            .iter()
-            .filter_map(|(i, _)| validators.get(*i as usize).map(|(key, _)| *key))
-            .collect();
-        quorate_crypto::verify_batch(Domain::Checkpoint, &messages, &signatures, &keys)?;
-        Ok(())
+impl AggregateCert for CheckpointCert {
+    const DOMAIN: Domain = Domain::Checkpoint;
+    const WHAT: &'static str = "checkpoint data";
+    fn signed_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        self.data.signing_bytes()
+    }
+    fn signers(&self) -> &SignerBitmap {
+        &self.signers
+    }
+    fn signature(&self) -> &BlsSignature {
+        &self.signature
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorate_crypto::{BlsAggregate, BlsKeyPair, SigningKey};
+    use quorate_crypto::{BlsAggregate, BlsKeyPair};
 
     #[test]
     fn quorum_cert_verifies_and_rejects_tampering() {
@@ -290,9 +280,13 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_cert_checks_quorum_order_and_signatures() {
-        let keys: Vec<SigningKey> = (0..4).map(SigningKey::from_seed_insecure).collect();
-        let validators: Vec<(PublicKey, u64)> = keys.iter().map(|k| (k.public(), 1)).collect();
+    fn checkpoint_cert_checks_quorum_and_signatures() {
+        let pairs: Vec<BlsKeyPair> = (0..4).map(BlsKeyPair::from_seed_insecure).collect();
+        let members: Vec<_> = pairs
+            .iter()
+            .map(|p| (p.public(), p.proof_of_possession(), 1))
+            .collect();
+        let committee = Committee::new(&members).unwrap();
         let data = CheckpointData {
             genesis_hash: Digest([1; 32]),
             epoch: Epoch(0),
@@ -302,33 +296,36 @@ mod tests {
             state_root: Digest([4; 32]),
         };
         let bytes = data.signing_bytes().unwrap();
-        let sign = |i: usize| (i as u16, keys[i].sign(Domain::Checkpoint, &bytes));
-        let cert = CheckpointCert {
-            data,
-            signatures: vec![sign(0), sign(1), sign(3)],
+        let cert_of = |who: &[usize], domain: Domain| {
+            let mut aggregate = BlsAggregate::new(4);
+            for &i in who {
+                aggregate.add(i, &pairs[i].sign(domain, &bytes)).unwrap();
+            }
+            CheckpointCert {
+                data,
+                signers: aggregate.bitmap().clone(),
+                signature: aggregate.signature().unwrap(),
+            }
         };
-        assert!(cert.verify(&validators, 3).is_ok());
-        let short = CheckpointCert {
-            data,
-            signatures: vec![sign(0), sign(1)],
-        };
-        assert!(short.verify(&validators, 3).is_err());
-        let duplicate = CheckpointCert {
-            data,
-            signatures: vec![sign(0), sign(0), sign(1)],
-        };
-        assert!(duplicate.verify(&validators, 3).is_err());
-        let mut forged = cert.clone();
-        forged.signatures[2].1 = keys[2].sign(Domain::Checkpoint, &bytes);
-        assert!(forged.verify(&validators, 3).is_err());
-        let outsider = CheckpointCert {
-            data,
-            signatures: vec![
-                sign(0),
-                sign(1),
-                (9, keys[2].sign(Domain::Checkpoint, &bytes)),
-            ],
-        };
-        assert!(outsider.verify(&validators, 3).is_err());
+        let cert = cert_of(&[0, 1, 3], Domain::Checkpoint);
+        assert!(cert.verify(&committee).is_ok());
+        let decoded: CheckpointCert = codec::decode(&codec::encode(&cert).unwrap()).unwrap();
+        assert_eq!(decoded, cert);
+        // Below quorum.
+        assert!(cert_of(&[0, 1], Domain::Checkpoint)
+            .verify(&committee)
+            .is_err());
+        // Signed in another domain (a vote's signature is not a checkpoint's).
+        assert!(cert_of(&[0, 1, 3], Domain::Vote)
+            .verify(&committee)
+            .is_err());
+        // Another block.
+        let mut other = cert.clone();
+        other.data.block = Digest([5; 32]);
+        assert!(other.verify(&committee).is_err());
+        // A signer named who did not sign.
+        let mut claimed = cert.clone();
+        claimed.signers.insert(2);
+        assert!(claimed.verify(&committee).is_err());
     }
 }

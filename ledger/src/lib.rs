@@ -16,8 +16,8 @@ mod transaction;
 
 pub use block::{Batch, Block, BlockHeader};
 pub use certificate::{
-    CertificateError, CheckpointCert, CheckpointData, MultiQuorumCheck, QuorumCert, QuorumCheck,
-    TimeoutCert, TimeoutData, TimeoutVote, VoteData,
+    AggregateCert, CertificateError, CheckpointCert, CheckpointData, MultiQuorumCheck, QuorumCert,
+    QuorumCheck, TimeoutCert, TimeoutData, TimeoutVote, VoteData,
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use newtypes::{Epoch, Height, SeqNum, View};

@@ -384,6 +384,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Replaces the commit proof of the committed block `header` (a stronger one arrived: a
+    /// PBFT checkpoint became stable). Synced; refused if that block is not the one committed
+    /// at its height.
+    pub fn set_commit_proof(&self, header: &BlockHeader, proof: &[u8]) -> Result<(), StoreError> {
+        let height = header.height;
+        let mut record = self.committed(height)?.ok_or(StoreError::OutOfOrder {
+            height: height.0,
+            head: self.head()?.map_or(0, |head| head.height.0),
+        })?;
+        if record.header != *header {
+            return Err(StoreError::Corrupt(format!(
+                "a proof for height {height} names another block than the one committed"
+            )));
+        }
+        record.proof = proof.to_vec();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_BLOCKS)?,
+            height.0.to_be_bytes(),
+            codec::encode(&record)?,
+        );
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+}
+
 /// Writes that bypass every check, for tests that show the auditor catches a tampered database.
 /// Nothing in a node calls them.
 #[doc(hidden)]

@@ -128,27 +128,19 @@ proptest! {
         data in (digest(), any::<u64>(), any::<u64>(), any::<u64>(), digest()),
         signers in bitmap(),
         signature in any::<[u8; 32]>(),
-        entries in prop::collection::vec((any::<u16>(), any::<[u8; 32]>()), 0..8),
     ) {
         let (genesis_hash, epoch, view, height, block) = data;
         let mut sig = [0u8; 96];
         sig[..32].copy_from_slice(&signature);
         round_trip(&QuorumCert {
             data: VoteData { genesis_hash, epoch: Epoch(epoch), view: View(view), height: Height(height), block },
-            signers,
+            signers: signers.clone(),
             signature: BlsSignature(sig),
         });
-        let signatures = entries
-            .into_iter()
-            .map(|(i, s)| {
-                let mut bytes = [0u8; 64];
-                bytes[..32].copy_from_slice(&s);
-                (i, Signature(bytes))
-            })
-            .collect();
         round_trip(&CheckpointCert {
             data: CheckpointData { genesis_hash, epoch: Epoch(epoch), seq: SeqNum(view), height: Height(height), block, state_root: genesis_hash },
-            signatures,
+            signers,
+            signature: BlsSignature(sig),
         });
     }
 

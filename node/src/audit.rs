@@ -138,6 +138,7 @@ pub fn run(args: AuditArgs) -> Result<bool> {
                         "head_height": report.head_height,
                         "head_hash": report.head_hash,
                         "state_root": report.state_root,
+                        "uncertified_tail": report.uncertified_tail,
                         "elapsed_s": elapsed,
                     })
                 );
@@ -151,6 +152,12 @@ pub fn run(args: AuditArgs) -> Result<bool> {
                     report.head_height,
                     report.state_root,
                 );
+                if report.uncertified_tail > 0 {
+                    println!(
+                        "  the last {} blocks are not yet covered by a checkpoint certificate",
+                        report.uncertified_tail
+                    );
+                }
             }
             Ok(true)
         }

@@ -204,9 +204,9 @@ const DEFAULT_RPC: &str = "http://127.0.0.1:26601";
 
 #[derive(Args, Debug)]
 struct SimArgs {
-    /// Consensus protocol to simulate.
-    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff"])]
-    protocol: String,
+    /// Consensus protocol to simulate: hotstuff or pbft.
+    #[arg(long, default_value = "hotstuff")]
+    protocol: Protocol,
     /// Number of validators.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=200))]
     validators: u16,
@@ -231,8 +231,9 @@ struct SimArgs {
     /// Signatures: fast (keyed BLAKE3, simulation only) or real (BLS12-381).
     #[arg(long, default_value = "fast")]
     crypto: CryptoMode,
-    /// Run a deliberately broken engine: ignore-lock.
-    #[arg(long, value_parser = ["ignore-lock"])]
+    /// Run a deliberately broken engine: ignore-lock (HotStuff), skip-prepare or
+    /// lowest-prepared (PBFT).
+    #[arg(long, value_parser = ["ignore-lock", "skip-prepare", "lowest-prepared"])]
     fault_inject: Option<String>,
     /// Simulated milliseconds to run after GST.
     #[arg(long, default_value_t = 8_000)]
@@ -453,13 +454,34 @@ fn sim(args: SimArgs) -> Result<()> {
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
+    if !args.behaviour.supports(args.protocol) {
+        bail!(
+            "--behaviour {:?} is not simulated for {} (it has silent, equivocate, twins and random)",
+            args.behaviour,
+            args.protocol
+        );
+    }
     let mut config = SimConfig::new(n, byzantine, args.behaviour);
+    config.protocol = args.protocol;
     config.drop_probability = args.drop;
     config.asynchrony = !args.synchronous;
     config.after_gst_ms = args.after_gst_ms;
     config.fault = match args.fault_inject.as_deref() {
-        Some("ignore-lock") => FaultInjection::IgnoreLock,
-        _ => FaultInjection::None,
+        None => FaultInjection::None,
+        Some(name) => {
+            let (fault, protocol) = match name {
+                "ignore-lock" => (FaultInjection::IgnoreLock, Protocol::HotStuff),
+                "skip-prepare" => (FaultInjection::SkipPrepare, Protocol::Pbft),
+                _ => (FaultInjection::LowestPrepared, Protocol::Pbft),
+            };
+            if protocol != args.protocol {
+                bail!(
+                    "--fault-inject {name} breaks {protocol}, not {}",
+                    args.protocol
+                );
+            }
+            fault
+        }
     };
     let setup = Setup::new(n, args.crypto).context("building the simulated validator set")?;
     let threads = args

@@ -70,6 +70,11 @@ pub enum Job {
         header: BlockHeader,
         proof: CommitProof,
     },
+    /// A block committed earlier (or queued before this) has a stronger proof to store.
+    Certify {
+        header: BlockHeader,
+        proof: CommitProof,
+    },
     /// A manifest or batch arrived (already verified and stored): retry what waits.
     DataArrived,
     Stop,
@@ -133,8 +138,16 @@ pub struct Executor {
     speculative: HashMap<Digest, Arc<Speculative>>,
     proposal: Option<Proposal>,
     checks: Vec<Waiting<BlockHeader>>,
-    commits: VecDeque<Waiting<(BlockHeader, CommitProof)>>,
+    /// Commits, and certifications of committed blocks, in the engine's order.
+    commits: VecDeque<Waiting<(BlockHeader, CommitProof, Finality)>>,
     fetching: HashSet<Digest>,
+}
+
+/// What a queued proof does: commit its block, or replace the proof of a committed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finality {
+    Commit,
+    Certify,
 }
 
 /// Account reads through a chain of speculative blocks down to committed state.
@@ -229,7 +242,14 @@ impl Executor {
                 });
             }
             Job::Check { header } => self.checks.push(Waiting::new(header)),
-            Job::Commit { header, proof } => self.commits.push_back(Waiting::new((header, proof))),
+            Job::Commit { header, proof } => {
+                self.commits
+                    .push_back(Waiting::new((header, proof, Finality::Commit)))
+            }
+            Job::Certify { header, proof } => {
+                self.commits
+                    .push_back(Waiting::new((header, proof, Finality::Certify)))
+            }
             Job::DataArrived | Job::Stop => {}
         }
         Ok(())
@@ -239,7 +259,14 @@ impl Executor {
     /// checks, then our own proposal.
     fn progress(&mut self) -> Result<()> {
         while let Some(front) = self.commits.front() {
-            let (header, proof) = front.item.clone();
+            let (header, proof, finality) = front.item.clone();
+            if finality == Finality::Certify {
+                self.store
+                    .set_commit_proof(&header, &codec::encode(&proof)?)
+                    .with_context(|| format!("storing the proof of height {}", header.height))?;
+                self.commits.pop_front();
+                continue;
+            }
             match self.commit(&header, &proof)? {
                 Outcome::Done(()) => {
                     self.commits.pop_front();

@@ -18,7 +18,7 @@ use quorate_consensus::{
     self as consensus, Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
     EngineStatus, FaultInjection, Input, Persisted, Signer,
 };
-use quorate_crypto::Digest;
+use quorate_crypto::{Digest, MacKey, SigningKey};
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
 use quorate_ledger::state::initial_accumulator;
 use quorate_ledger::{codec, Account, Batch, Block, BlockHeader, Height, PendingBlock, Store};
@@ -47,6 +47,8 @@ pub struct Shared {
     /// Uncommitted batches peers pushed (bounded per peer; the executor deletes the doomed).
     pub pushed_batches: Arc<PeerBatches>,
     pub max_block_transactions: usize,
+    /// The most blocks ledger sync fetches looking for one whose proof commits it.
+    pub sync_run_max: u64,
     pub metrics: Arc<Metrics>,
     pub status: Mutex<EngineStatus>,
 }
@@ -229,6 +231,26 @@ fn recover_engine(
     consensus::build(protocol, config, persisted).context("recovering the consensus engine")
 }
 
+/// The MAC key this validator shares with each validator of the epoch (PBFT), derived from the
+/// identity keys (X25519) with the chain and epoch in the context; held in memory only.
+fn pairwise_mac_keys(
+    identity: &SigningKey,
+    validators: &ValidatorSet,
+    chain_id: &str,
+    genesis_hash: Digest,
+) -> Result<Arc<[MacKey]>> {
+    let context = MacKey::context(chain_id, &genesis_hash, validators.epoch().0);
+    validators
+        .validators()
+        .iter()
+        .map(|v| {
+            MacKey::derive(identity, &v.identity_key, &context)
+                .with_context(|| format!("deriving the MAC key shared with validator {}", v.name))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Arc::from)
+}
+
 /// The genesis block (height 0) every validator starts from.
 pub fn genesis_root(genesis: &Genesis, genesis_hash: Digest, state_root: Digest) -> BlockHeader {
     BlockHeader::genesis(
@@ -311,15 +333,27 @@ pub async fn run(home: &Path) -> Result<()> {
     let head = store.head()?.context("no head after initialisation")?;
     log_head(&head);
     let verifier = Arc::new(CertificateVerifier::new());
+    let epoch_root = store
+        .committed(Height(0))?
+        .context("the genesis block is missing from the store")?
+        .header;
+    let engine_keys = match genesis.protocol {
+        Protocol::HotStuff => EngineKeys::signing(signer),
+        Protocol::Pbft => EngineKeys {
+            signer,
+            mac_keys: pairwise_mac_keys(&identity, &validators, &genesis.chain_id, genesis_hash)?,
+        },
+    };
     let engine_config = EngineConfig {
         chain_id: genesis.chain_id.clone(),
         genesis_hash,
         validators: validators.clone(),
         own_index: me,
-        keys: EngineKeys::signing(signer),
+        keys: engine_keys,
         params: genesis.params.clone(),
         root: head.header.clone(),
         root_proof: None,
+        epoch_root,
         history: Vec::new(),
         verifier: verifier.clone(),
         fault: FaultInjection::None,
@@ -360,6 +394,10 @@ pub async fn run(home: &Path) -> Result<()> {
         manifests: PeerManifests::new(validators.len(), crate::manifests::PER_PEER_MAX),
         pushed_batches: pushed_batches.clone(),
         max_block_transactions: genesis.params.max_block_transactions as usize,
+        sync_run_max: genesis
+            .params
+            .checkpoint_interval
+            .saturating_add(crate::wire::MAX_BLOCKS_PER_REQUEST),
         metrics: metrics.clone(),
         status: Mutex::new(engine.status()),
     });
@@ -568,6 +606,9 @@ impl Runtime {
                 }
                 Action::Commit { header, proof } => {
                     let _ = self.jobs.send(Job::Commit { header, proof });
+                }
+                Action::Certify { header, proof } => {
+                    let _ = self.jobs.send(Job::Certify { header, proof });
                 }
                 Action::Misbehaved { peer, why } => self.net.report_fault(peer, why),
             }

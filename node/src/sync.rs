@@ -4,9 +4,10 @@
 //! then the engine restarts from the new head and rejoins consensus.
 //!
 //! Nothing a peer sends is trusted: blocks must extend our head hash by hash and height, belong to
-//! our chain and epoch, and carry payload manifests that match their headers; a response is cut
-//! after its last block whose proof verifies the three-chain commit rule (blocks before it are
-//! committed through the hash chain). The executor then re-executes every block and refuses one
+//! our chain and epoch, and carry payload manifests that match their headers; a run of responses
+//! is cut after its last block whose proof commits it (HotStuff's three-chain, PBFT's stable
+//! checkpoint certificate): blocks before it are committed through the hash chain. A run is at
+//! most `checkpoint_interval` + one request long, so a PBFT checkpoint is always within reach. The executor then re-executes every block and refuses one
 //! whose state root differs, so a lying peer can make us wait, never commit something else.
 
 use crate::executor::Job;
@@ -42,7 +43,7 @@ fn verified_prefix(
     let mut expected_height = head_height.next();
     let mut checked = Vec::new();
     let mut proven = 0;
-    for block in blocks.into_iter().take(MAX_BLOCKS_PER_REQUEST as usize) {
+    for block in blocks {
         let header = block.header;
         if header.height != expected_height || header.parent != expected_parent {
             return Err(format!(
@@ -63,7 +64,7 @@ fn verified_prefix(
             .map_err(|e| format!("block {}'s proof: {e}", header.height))?;
         match verify_commit_proof(&header, &proof, genesis_hash, &shared.validators, verifier) {
             Ok(ProofStrength::Committed) => proven = checked.len() + 1,
-            Ok(ProofStrength::Certified) => {}
+            Ok(ProofStrength::Certified | ProofStrength::Chained) => {}
             Err(error) => return Err(format!("block {}: {error}", header.height)),
         }
         expected_parent = header
@@ -126,40 +127,60 @@ pub async fn run(
                     _ => continue,
                 }
             }
-            let request = NetRequest::GetCommitted {
-                from: head.height.0 + 1,
-                count: MAX_BLOCKS_PER_REQUEST,
-            };
-            let Some(NetResponse::Committed(blocks)) = shared.net.request(peer, request).await
-            else {
-                continue;
-            };
-            if blocks.is_empty() {
+            // Fetch in bounded requests until a block's proof commits it: HotStuff's QCs with
+            // three-chains come every few blocks, PBFT's checkpoint certificates every
+            // checkpoint_interval blocks (those between are committed by the hash chain).
+            let mut run: Vec<CommittedBlock> = Vec::new();
+            let mut full = false;
+            let mut refused = false;
+            let mut proven = Vec::new();
+            while (run.len() as u64) < shared.sync_run_max {
+                let request = NetRequest::GetCommitted {
+                    from: head.height.0 + 1 + run.len() as u64,
+                    count: MAX_BLOCKS_PER_REQUEST,
+                };
+                let Some(NetResponse::Committed(blocks)) = shared.net.request(peer, request).await
+                else {
+                    break;
+                };
+                if blocks.is_empty() {
+                    break;
+                }
+                full = blocks.len() as u64 >= MAX_BLOCKS_PER_REQUEST;
+                run.extend(blocks.into_iter().take(MAX_BLOCKS_PER_REQUEST as usize));
+                let (shared2, verifier2) = (shared.clone(), verifier.clone());
+                let (head_height, head_hash) = (head.height, head.hash);
+                let candidate = run.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    verified_prefix(
+                        candidate,
+                        head_height,
+                        head_hash,
+                        &shared2,
+                        genesis_hash,
+                        &verifier2,
+                    )
+                })
+                .await;
+                match verdict {
+                    Ok(Ok(checked)) if !checked.is_empty() => {
+                        proven = checked;
+                        break;
+                    }
+                    Ok(Ok(_)) if full => continue,
+                    Ok(Ok(_)) => break,
+                    Ok(Err(why)) => {
+                        warn!(peer, "sync: refusing blocks: {why}");
+                        refused = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if refused || proven.is_empty() {
                 continue;
             }
-            let full = blocks.len() as u64 >= MAX_BLOCKS_PER_REQUEST;
-            let (shared2, verifier2) = (shared.clone(), verifier.clone());
-            let (head_height, head_hash) = (head.height, head.hash);
-            let verdict = tokio::task::spawn_blocking(move || {
-                verified_prefix(
-                    blocks,
-                    head_height,
-                    head_hash,
-                    &shared2,
-                    genesis_hash,
-                    &verifier2,
-                )
-            })
-            .await;
-            let proven = match verdict {
-                Ok(Ok(proven)) if !proven.is_empty() => proven,
-                Ok(Ok(_)) => continue,
-                Ok(Err(why)) => {
-                    warn!(peer, "sync: refusing blocks: {why}");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+            full = full && proven.len() == run.len();
             let target = proven
                 .last()
                 .map(|(h, _, _)| h.height)

@@ -77,7 +77,9 @@ fn rewrite_first_tx(store: &Store, height: u64, edit: impl FnOnce(&mut serde_jso
 fn with_qc(store: &Store, height: u64, edit: impl FnOnce(&mut QuorumCert)) {
     let mut block = record(store, height);
     let mut proof: CommitProof = codec::decode(&block.proof).unwrap();
-    let CommitProof::HotStuff { qc, .. } = &mut proof;
+    let CommitProof::HotStuff { qc, .. } = &mut proof else {
+        panic!("height {height} of a HotStuff chain has a PBFT proof");
+    };
     edit(qc);
     block.proof = codec::encode(&proof).unwrap();
     store.overwrite_committed_unchecked(&block).unwrap();

@@ -121,17 +121,13 @@ impl HotStuff {
         safety_bytes: Option<&[u8]>,
         stored_blocks: Vec<Vec<u8>>,
     ) -> Result<Self, BuildError> {
+        config.check(quorate_genesis::Protocol::HotStuff)?;
         let n = config.validators.len();
-        if config.own_index >= n {
-            return Err(BuildError::NotAValidator {
-                index: config.own_index,
-                len: n,
-            });
-        }
         let root_hash = config.root.hash()?;
         let root_qc = match &config.root_proof {
             Some(CommitProof::HotStuff { qc, .. }) => qc.clone(),
-            None => QuorumCert {
+            // `check` refused another protocol's proof: only an epoch's first root is left.
+            Some(CommitProof::Pbft { .. }) | None => QuorumCert {
                 data: VoteData {
                     genesis_hash: config.genesis_hash,
                     epoch: config.root.epoch,
@@ -812,7 +808,10 @@ impl HotStuff {
     }
 
     fn on_timer(&mut self, timer: TimerId) {
-        let TimerId::View(view) = timer;
+        let view = match timer {
+            TimerId::View(view) => view,
+            TimerId::Progress { .. } | TimerId::NewView(_) | TimerId::Fetch { .. } => return,
+        };
         if view != self.pacemaker.view() {
             return;
         }
@@ -932,6 +931,8 @@ impl Engine for HotStuff {
                 from,
                 message: Message::HotStuff(message),
             } => self.on_message(from, message),
+            // Another protocol's message: a peer on another chain; nothing to do with it.
+            Input::Message { .. } => {}
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),

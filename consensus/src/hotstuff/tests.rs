@@ -427,7 +427,9 @@ fn emitted_commit_proofs_verify_on_their_own_and_tampering_is_caught() {
     altered.state_root = quorate_crypto::hash(Domain::StateRoot, b"other");
     assert!(check(&altered, &proofs[1].1).is_err());
     // A three-chain whose views are not consecutive, or whose QC lost a signer, fails.
-    let CommitProof::HotStuff { qc, three_chain } = proofs[1].1.clone();
+    let CommitProof::HotStuff { qc, three_chain } = proofs[1].1.clone() else {
+        panic!("a HotStuff engine committed with a PBFT proof");
+    };
     let mut chain3 = three_chain.clone().unwrap();
     chain3.grandchild.view = View(chain3.grandchild.view.0 + 1);
     assert!(check(

@@ -38,7 +38,8 @@ impl World<'_> {
             // that may already be committed somewhere, and only the lock keeps the validators
             // that locked it from voting for the fork.
             let view = proposal.block.header.view;
-            let (locked, last_tc) = match self.nodes[node].engine.as_ref() {
+            let engine = self.nodes[node].engine.as_ref();
+            let (locked, last_tc) = match engine.and_then(SimEngine::hotstuff) {
                 Some(engine) => {
                     let data = engine.safety_data();
                     (Some(data.locked_qc.data.block), data.last_tc.clone())
@@ -97,6 +98,7 @@ impl World<'_> {
         let leads_next = self.nodes[node]
             .engine
             .as_ref()
+            .and_then(SimEngine::hotstuff)
             .and_then(|engine| engine.leader_after(&vote.data.block, view.next()));
         if leads_next != Some(index) {
             return false;

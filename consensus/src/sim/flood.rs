@@ -5,7 +5,7 @@
 //! validators must pay for the forged certificate once, not per copy (the engine ignores a
 //! validator that sent one for a while), and drop the rest cheaply.
 
-use super::World;
+use super::{SimEngine, World};
 use crate::hotstuff::{HsMessage, SyncInfo, Vote};
 use crate::{Engine, Message};
 use quorate_crypto::Domain;
@@ -29,7 +29,11 @@ impl World<'_> {
     /// The burst the flooder sends in place of `message`.
     pub(super) fn flood(&mut self, node: usize, message: &Message) {
         let index = self.nodes[node].index;
-        let Some(engine) = self.nodes[node].engine.as_ref() else {
+        let Some(engine) = self.nodes[node]
+            .engine
+            .as_ref()
+            .and_then(SimEngine::hotstuff)
+        else {
             return;
         };
         let data = engine.safety_data();

@@ -14,6 +14,7 @@
 mod bad_payload;
 mod equivocate;
 mod flood;
+mod pbft_equivocate;
 mod poison;
 mod rng;
 mod summary;
@@ -27,17 +28,18 @@ use crate::crypto::{FastKeys, Signer};
 use crate::hotstuff::{
     HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator, REPUTATION_WINDOW_MAX,
 };
+use crate::pbft::Pbft;
 use crate::{
-    Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys, FaultInjection,
-    Input, Message, PayloadProposal, TimerId,
+    Action, BuildError, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
+    FaultInjection, Input, Message, PayloadProposal, TimerId,
 };
-use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, SigningKey};
-use quorate_genesis::{ConsensusParams, ValidatorInfo, ValidatorSet};
+use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, MacKey, SigningKey};
+use quorate_genesis::{ConsensusParams, Protocol, ValidatorInfo, ValidatorSet};
 use quorate_ledger::{codec, BlockHeader, Epoch, Height, QuorumCert, TimeoutCert, View, VoteData};
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What the Byzantine validators do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -82,6 +84,20 @@ impl std::str::FromStr for Behaviour {
     }
 }
 
+impl Behaviour {
+    /// Whether the simulator has this behaviour for `protocol` (one adversary module per
+    /// protocol; `silent` and `twins` need none).
+    pub fn supports(self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::HotStuff => true,
+            Protocol::Pbft => matches!(
+                self,
+                Behaviour::Silent | Behaviour::Equivocate | Behaviour::Twins | Behaviour::Random
+            ),
+        }
+    }
+}
+
 /// Which signatures the simulated validators make and check (see [`crate::crypto`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,6 +124,7 @@ impl std::str::FromStr for CryptoMode {
 /// One simulation configuration; each seed is one schedule of it.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    pub protocol: Protocol,
     pub validators: usize,
     pub byzantine: usize,
     pub behaviour: Behaviour,
@@ -125,6 +142,7 @@ pub struct SimConfig {
 impl SimConfig {
     pub fn new(validators: usize, byzantine: usize, behaviour: Behaviour) -> Self {
         SimConfig {
+            protocol: Protocol::HotStuff,
             validators,
             byzantine,
             behaviour,
@@ -147,6 +165,8 @@ pub struct Setup {
     root: BlockHeader,
     params: ConsensusParams,
     verifier: Arc<CertificateVerifier>,
+    /// Each validator's pairwise MAC keys (PBFT), derived on first use.
+    mac_keys: OnceLock<Vec<Arc<[MacKey]>>>,
 }
 
 const CHAIN_ID: &str = "quorate-sim";
@@ -183,6 +203,9 @@ impl Setup {
             view_timeout_ms: 200,
             view_timeout_max_ms: 1_000,
             idle_interval_ms: 0,
+            // PBFT: checkpoints (and the window's garbage collection) happen within a run.
+            checkpoint_interval: 16,
+            pbft_window: 64,
             ..ConsensusParams::default()
         };
         let (signers, verifier) = match crypto {
@@ -206,7 +229,31 @@ impl Setup {
             root,
             params,
             verifier: Arc::new(verifier),
+            mac_keys: OnceLock::new(),
         })
+    }
+
+    /// Validator `index`'s MAC keys, one per validator (X25519 of the identity keys, as a node
+    /// derives them).
+    pub(crate) fn mac_keys(&self, index: usize) -> Arc<[MacKey]> {
+        let all = self.mac_keys.get_or_init(|| {
+            let n = self.validators.len();
+            let identities: Vec<SigningKey> =
+                (0..n as u64).map(SigningKey::from_seed_insecure).collect();
+            let context = MacKey::context(CHAIN_ID, &self.genesis_hash, 0);
+            (0..n)
+                .map(|i| {
+                    identities
+                        .iter()
+                        .filter_map(|peer| {
+                            MacKey::derive(&identities[i], &peer.public(), &context).ok()
+                        })
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+                .collect()
+        });
+        all[index].clone()
     }
 
     #[cfg(test)]
@@ -239,6 +286,7 @@ impl Setup {
             params: self.params.clone(),
             root: self.root.clone(),
             root_proof: None,
+            epoch_root: self.root.clone(),
             history: Vec::new(),
             verifier: self.verifier.clone(),
             fault,
@@ -269,6 +317,8 @@ pub struct SeedReport {
     /// its timeout. 0 unless a Byzantine validator hands a leader a TC with an old QC (the
     /// simulated ones do not); see [`World::check_tc_proposal`].
     pub tc_proposals_below_high_qc: u64,
+    /// PBFT: blocks whose checkpoint became stable after they committed.
+    pub certified: u64,
     pub trace_hash: Digest,
 }
 
@@ -286,7 +336,7 @@ enum Role {
 struct Node {
     index: usize,
     role: Role,
-    engine: Option<HotStuff>,
+    engine: Option<SimEngine>,
     incarnation: u64,
     durable_safety: Option<Vec<u8>>,
     durable_blocks: BTreeMap<Digest, Vec<u8>>,
@@ -308,6 +358,52 @@ struct Node {
     considered: View,
     /// Flooders: old messages received, to replay.
     replays: VecDeque<Message>,
+    /// PBFT equivocators: blocks seen pre-prepared per (view, sequence number).
+    pbft_seen: BTreeMap<(View, Height), Vec<Digest>>,
+}
+
+/// A simulated validator's engine: the code a node runs, of the configuration's protocol.
+// One per simulated validator.
+#[allow(clippy::large_enum_variant)]
+enum SimEngine {
+    HotStuff(HotStuff),
+    Pbft(Pbft),
+}
+
+impl SimEngine {
+    fn build(
+        protocol: Protocol,
+        config: EngineConfig,
+        safety: Option<&[u8]>,
+        blocks: Vec<Vec<u8>>,
+    ) -> Result<SimEngine, BuildError> {
+        Ok(match protocol {
+            Protocol::HotStuff => SimEngine::HotStuff(HotStuff::recover(config, safety, blocks)?),
+            Protocol::Pbft => SimEngine::Pbft(Pbft::recover(config, safety, blocks)?),
+        })
+    }
+
+    fn engine(&self) -> &dyn Engine {
+        match self {
+            SimEngine::HotStuff(engine) => engine,
+            SimEngine::Pbft(engine) => engine,
+        }
+    }
+
+    fn engine_mut(&mut self) -> &mut dyn Engine {
+        match self {
+            SimEngine::HotStuff(engine) => engine,
+            SimEngine::Pbft(engine) => engine,
+        }
+    }
+
+    /// HotStuff's adversaries read their own engine's state.
+    fn hotstuff(&self) -> Option<&HotStuff> {
+        match self {
+            SimEngine::HotStuff(engine) => Some(engine),
+            SimEngine::Pbft(_) => None,
+        }
+    }
 }
 
 enum Event {
@@ -383,6 +479,8 @@ struct World<'a> {
     tc_proposals_below_high_qc: u64,
     messages: u64,
     bytes: u64,
+    /// Blocks given a checkpoint certificate after their commit (PBFT).
+    certified: u64,
     trace: Hasher,
 }
 
@@ -408,6 +506,13 @@ impl<'a> World<'a> {
         for (index, copies_of_index) in by_index.iter_mut().enumerate() {
             let role = if byzantine.contains(&index) {
                 let behaviour = match config.behaviour {
+                    Behaviour::Random if config.protocol == Protocol::Pbft => {
+                        match rng.range(0, 2) {
+                            0 => Behaviour::Silent,
+                            1 => Behaviour::Equivocate,
+                            _ => Behaviour::Twins,
+                        }
+                    }
                     Behaviour::Random => match rng.range(0, 5) {
                         0 => Behaviour::Silent,
                         1 => Behaviour::Equivocate,
@@ -453,6 +558,7 @@ impl<'a> World<'a> {
                     withheld: None,
                     considered: View(0),
                     replays: VecDeque::new(),
+                    pbft_seen: BTreeMap::new(),
                 });
             }
         }
@@ -476,6 +582,7 @@ impl<'a> World<'a> {
             tc_proposals_below_high_qc: 0,
             messages: 0,
             bytes: 0,
+            certified: 0,
             trace: Hasher::new(Domain::Batch),
         }
     }
@@ -535,9 +642,14 @@ impl<'a> World<'a> {
             config.root_proof = root_proof;
             config.history = self.nodes[node].history.iter().cloned().collect();
         }
+        config.epoch_root = self.setup.root.clone();
+        if self.config.protocol == Protocol::Pbft {
+            config.keys.mac_keys = self.setup.mac_keys(index);
+        }
         let blocks: Vec<Vec<u8>> = self.nodes[node].durable_blocks.values().cloned().collect();
         let safety = self.nodes[node].durable_safety.clone();
-        let engine = match HotStuff::recover(config, safety.as_deref(), blocks) {
+        let built = SimEngine::build(self.config.protocol, config, safety.as_deref(), blocks);
+        let engine = match built {
             Ok(engine) => engine,
             Err(error) => {
                 self.violation
@@ -549,7 +661,7 @@ impl<'a> World<'a> {
         let actions = self.nodes[node]
             .engine
             .as_mut()
-            .map(|e| e.start())
+            .map(|e| e.engine_mut().start())
             .unwrap_or_default();
         self.execute(node, actions);
     }
@@ -567,6 +679,9 @@ impl<'a> World<'a> {
                     .update(&[0, to as u8, from as u8])
                     .update(&bytes.0);
                 match self.nodes[to].role {
+                    Role::Equivocator if self.config.protocol == Protocol::Pbft => {
+                        self.pbft_remember(to, &message);
+                    }
                     Role::Equivocator => {
                         self.remember(to, &message);
                         if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
@@ -591,10 +706,16 @@ impl<'a> World<'a> {
                 timer,
             } => {
                 if self.nodes[node].incarnation == incarnation {
-                    let key = match timer {
-                        TimerId::View(view) => view.0.to_le_bytes(),
+                    let (kind, a, b) = match timer {
+                        TimerId::View(view) => (0u8, view.0, 0),
+                        TimerId::Progress { view, mark } => (1, view.0, mark),
+                        TimerId::NewView(view) => (2, view.0, 0),
+                        TimerId::Fetch { attempt } => (3, attempt, 0),
                     };
-                    self.trace.update(&[1, node as u8]).update(&key);
+                    self.trace
+                        .update(&[1, node as u8, kind])
+                        .update(&a.to_le_bytes())
+                        .update(&b.to_le_bytes());
                     self.feed(node, Input::Timer(timer));
                 }
             }
@@ -658,7 +779,7 @@ impl<'a> World<'a> {
         let Some(engine) = self.nodes[node].engine.as_mut() else {
             return;
         };
-        let actions = engine.handle(input);
+        let actions = engine.engine_mut().handle(input);
         self.execute(node, actions);
     }
 
@@ -692,7 +813,9 @@ impl<'a> World<'a> {
                     bytes,
                 } => {
                     self.nodes[node].headers.insert(hash, header);
-                    if self.nodes[node].role != Role::Honest {
+                    if self.nodes[node].role != Role::Honest
+                        && self.config.protocol == Protocol::HotStuff
+                    {
                         // A Byzantine validator reads its own engine's blocks (its adversary
                         // code is HotStuff's).
                         if let Ok(block) = codec::decode::<HsBlock>(&bytes) {
@@ -736,6 +859,7 @@ impl<'a> World<'a> {
                     );
                 }
                 Action::Commit { header, proof } => self.commit(node, header, proof),
+                Action::Certify { header, proof } => self.certify(node, header, proof),
                 // The simulated network does not disconnect anyone: the engine's own penalty
                 // is what is tested.
                 Action::Misbehaved { .. } => {}
@@ -809,6 +933,38 @@ impl<'a> World<'a> {
                 self.committed_global.insert(header.height, hash);
             }
         }
+    }
+
+    /// A stronger proof for a block already committed: it must be that very block.
+    fn certify(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
+        let Ok(hash) = header.hash() else { return };
+        if self.nodes[node].role == Role::Honest
+            && self.committed_global.get(&header.height) != Some(&hash)
+        {
+            self.violation.get_or_insert(format!(
+                "node {node} certified {hash} at height {}, which no honest node committed",
+                header.height
+            ));
+        }
+        // Every certificate an engine hands its runtime must convince a third party.
+        let verdict = crate::verify_commit_proof(
+            &header,
+            &proof,
+            self.setup.genesis_hash,
+            &self.setup.validators,
+            &self.setup.verifier,
+        );
+        if verdict != Ok(crate::ProofStrength::Committed) {
+            self.violation.get_or_insert(format!(
+                "node {node}: the proof certifying height {} does not verify: {verdict:?}",
+                header.height
+            ));
+        }
+        let n = &mut self.nodes[node];
+        if n.last_committed.0.height == header.height {
+            n.last_committed.1 = Some(proof);
+        }
+        self.certified += 1;
     }
 
     fn delay(&mut self) -> u64 {
@@ -951,10 +1107,14 @@ impl<'a> World<'a> {
         let targets: Vec<usize> = (0..self.nodes.len())
             .filter(|&t| self.nodes[t].index != index)
             .collect();
-        if self.nodes[node].role == Role::Equivocator
-            && self.equivocate_proposal(node, &message, &targets)
-        {
-            return;
+        if self.nodes[node].role == Role::Equivocator {
+            let handled = match self.config.protocol {
+                Protocol::HotStuff => self.equivocate_proposal(node, &message, &targets),
+                Protocol::Pbft => self.pbft_equivocate(node, &message, &targets),
+            };
+            if handled {
+                return;
+            }
         }
         let Some(fingerprint) = fingerprint(&message) else {
             return;
@@ -972,8 +1132,8 @@ impl<'a> World<'a> {
             .collect();
         let live = honest.iter().all(|n| n.committed_after_gst > 0);
         let engines = || honest.iter().filter_map(|n| n.engine.as_ref());
-        let timeouts = engines().map(|e| e.status().timeouts).sum();
-        let lock_refusals = engines().map(|e| e.status().lock_refusals()).sum();
+        let timeouts = engines().map(|e| e.engine().status().timeouts).sum();
+        let lock_refusals = engines().map(|e| e.engine().status().lock_refusals()).sum();
         SeedReport {
             seed: self.seed,
             violation: self.violation,
@@ -987,6 +1147,7 @@ impl<'a> World<'a> {
             lock_refusals,
             tc_proposals: self.tc_proposals,
             tc_proposals_below_high_qc: self.tc_proposals_below_high_qc,
+            certified: self.certified,
             trace_hash: self.trace.finalize(),
         }
     }

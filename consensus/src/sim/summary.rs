@@ -186,7 +186,7 @@ fn summarize(
         None => (None, None),
     };
     Summary {
-        protocol: "hotstuff",
+        protocol: config.protocol.as_str(),
         crypto: setup.crypto,
         validators: config.validators,
         byzantine: config.byzantine,
@@ -195,6 +195,8 @@ fn summarize(
         fault_inject: match config.fault {
             FaultInjection::None => None,
             FaultInjection::IgnoreLock => Some("ignore-lock"),
+            FaultInjection::SkipPrepare => Some("skip-prepare"),
+            FaultInjection::LowestPrepared => Some("lowest-prepared"),
         },
         seeds: tally.seeds,
         first_seed,

@@ -68,23 +68,31 @@ fn fault_free_network_commits_without_timeouts() {
 
 fn check(n: usize, f: usize, behaviour: Behaviour, drop: f64) {
     for crypto in BOTH {
-        check_with(n, f, behaviour, drop, crypto);
+        check_with(Protocol::HotStuff, n, f, behaviour, drop, crypto);
     }
 }
 
-fn check_with(n: usize, f: usize, behaviour: Behaviour, drop: f64, crypto: CryptoMode) {
+fn check_with(
+    protocol: Protocol,
+    n: usize,
+    f: usize,
+    behaviour: Behaviour,
+    drop: f64,
+    crypto: CryptoMode,
+) {
     let setup = Setup::new(n, crypto).unwrap();
     let mut config = SimConfig::new(n, f, behaviour);
+    config.protocol = protocol;
     config.drop_probability = drop;
     let summary = run_seeds(&setup, &config, 0, seeds(crypto), threads());
     assert_eq!(
         summary.safety_violations, 0,
-        "n={n} f={f} {behaviour:?} {crypto:?}: {:?} (seed {:?})",
+        "{protocol} n={n} f={f} {behaviour:?} {crypto:?}: {:?} (seed {:?})",
         summary.first_violation, summary.first_violating_seed
     );
     assert_eq!(
         summary.liveness_failures, 0,
-        "n={n} f={f} {behaviour:?} {crypto:?}: no progress after GST in seed {:?}",
+        "{protocol} n={n} f={f} {behaviour:?} {crypto:?}: no progress after GST in seed {:?}",
         summary.first_stalled_seed
     );
     assert!(summary.min_committed > 0);
@@ -125,22 +133,28 @@ fn n7_f2_all_behaviours() {
 /// same number of silent validators, on the same seeds (n=4 f=1, and n=7 f=2 with 10% loss).
 #[test]
 fn no_behaviour_costs_more_than_silence() {
+    silence_is_the_worst(Protocol::HotStuff, &EVERY_BEHAVIOUR);
+}
+
+fn silence_is_the_worst(protocol: Protocol, behaviours: &[Behaviour]) {
     for (n, f, drop) in [(4, 1, 0.0), (7, 2, 0.1)] {
         let setup = Setup::new(n, CryptoMode::Fast).unwrap();
         let rate = |behaviour| {
             let mut config = SimConfig::new(n, f, behaviour);
+            config.protocol = protocol;
             config.drop_probability = drop;
             let summary = run_seeds(&setup, &config, 0, seeds(CryptoMode::Fast), threads());
-            assert_eq!(summary.safety_violations, 0, "{behaviour:?}");
+            assert_eq!(summary.safety_violations, 0, "{protocol} {behaviour:?}");
             summary.committed_per_s
         };
         let silent = rate(Behaviour::Silent);
         assert!(silent > 0.0);
-        for behaviour in EVERY_BEHAVIOUR.into_iter().skip(1) {
+        for &behaviour in behaviours.iter().filter(|b| **b != Behaviour::Silent) {
             let committed_per_s = rate(behaviour);
             assert!(
                 committed_per_s >= 0.8 * silent,
-                "n={n} f={f}: {behaviour:?} leaves {committed_per_s:.2} blocks/s, silent {silent:.2}"
+                "{protocol} n={n} f={f}: {behaviour:?} leaves {committed_per_s:.2} blocks/s, \
+                 silent {silent:.2}"
             );
         }
     }
@@ -203,5 +217,96 @@ fn tc_proposals_extend_the_signers_high_qc() {
         let broken = run_seed(&setup, &config, seed);
         config.fault = FaultInjection::None;
         assert_eq!(sound.trace_hash, broken.trace_hash, "seed {seed}");
+    }
+}
+
+// PBFT: the same network, faults and checker.
+
+const PBFT_BEHAVIOURS: [Behaviour; 4] = [
+    Behaviour::Silent,
+    Behaviour::Equivocate,
+    Behaviour::Twins,
+    Behaviour::Random,
+];
+
+fn pbft_config(n: usize, f: usize, behaviour: Behaviour) -> SimConfig {
+    let mut config = SimConfig::new(n, f, behaviour);
+    config.protocol = Protocol::Pbft;
+    config
+}
+
+#[test]
+fn pbft_same_seed_same_trace_and_fault_free_runs_never_change_view() {
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+    let config = pbft_config(4, 1, Behaviour::Random);
+    for seed in [1, 7] {
+        let a = run_seed(&setup, &config, seed);
+        let b = run_seed(&setup, &config, seed);
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
+    }
+    for crypto in BOTH {
+        let setup = Setup::new(4, crypto).unwrap();
+        let mut config = pbft_config(4, 0, Behaviour::Silent);
+        config.asynchrony = false;
+        let report = run_seed(&setup, &config, 3);
+        assert!(report.violation.is_none(), "{:?}", report.violation);
+        // Past several checkpoints (every 16 blocks in the simulator), each certified.
+        assert!(
+            report.committed.iter().all(|&c| c > 64),
+            "{:?}",
+            report.committed
+        );
+        assert!(report.certified >= 4 * 4, "{} certified", report.certified);
+        assert_eq!(
+            report.timeouts, 0,
+            "{crypto:?}: a fault-free run changed view"
+        );
+    }
+}
+
+#[test]
+fn pbft_n4_f1_all_behaviours() {
+    for behaviour in PBFT_BEHAVIOURS {
+        for crypto in BOTH {
+            check_with(Protocol::Pbft, 4, 1, behaviour, 0.0, crypto);
+        }
+    }
+}
+
+#[test]
+fn pbft_n7_f2_all_behaviours_with_loss() {
+    for behaviour in PBFT_BEHAVIOURS {
+        for crypto in BOTH {
+            check_with(Protocol::Pbft, 7, 2, behaviour, 0.1, crypto);
+        }
+    }
+}
+
+/// As for HotStuff: no PBFT behaviour costs honest replicas more than silence (n=4 f=1, and
+/// n=7 f=2 with 10% loss).
+#[test]
+fn pbft_no_behaviour_costs_more_than_silence() {
+    silence_is_the_worst(Protocol::Pbft, &PBFT_BEHAVIOURS);
+}
+
+/// The checker bites on PBFT too: an equivocating primary (conflicting PRE-PREPAREs, and
+/// PREPAREs and COMMITs for every block) with the view changes it forces breaks an engine
+/// without the prepare phase, and one whose NEW-VIEW takes the lowest-view prepared entry
+/// instead of deciding by A1/A2; the real engine survives the same seeds.
+#[test]
+fn pbft_checker_bites_without_prepare_or_with_a_careless_new_view() {
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+    let mut config = pbft_config(4, 1, Behaviour::Equivocate);
+    config.drop_probability = 0.2;
+    let sound = run_seeds(&setup, &config, 0, 300, threads());
+    assert_eq!(sound.safety_violations, 0, "{:?}", sound.first_violation);
+    assert_eq!(sound.liveness_failures, 0);
+    for fault in [FaultInjection::SkipPrepare, FaultInjection::LowestPrepared] {
+        config.fault = fault;
+        let broken = run_seeds(&setup, &config, 0, 300, threads());
+        assert!(
+            broken.safety_violations > 0,
+            "{fault:?}: no violation in 300 seeds"
+        );
     }
 }

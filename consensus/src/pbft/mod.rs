@@ -1,0 +1,462 @@
+//! PBFT (Castro & Liskov, OSDI 1999; TOCS 2002 "Practical Byzantine Fault Tolerance and
+//! Proactive Recovery") ordering hash-chained blocks: sequence number = height.
+//!
+//! ```text
+//! Every replica, in view v (primary(v) = v mod n), with stable point h (last stable
+//! checkpoint, or the epoch root) and window W (sequence numbers h+1 ..= h+W may be in flight):
+//!   primary:       once block s-1 is prepared (or committed), ask for a payload on it and
+//!                  PRE-PREPARE(v, header at s) to all (MACs)
+//!   on PRE-PREPARE (from primary(v), first for (v, s), h < s <= h+W, parent = the block at
+//!                  s-1): check the payload; if valid, record Q(s) += (d, v), persist, PREPARE
+//!   prepared(s):   the pre-prepare + PREPAREs for (v, s, d) from backups: quorum power with
+//!                  the primary's. Record P(s) = (v, d)
+//!   COMMIT(v,s,d): once prepared(s), and s-1 committed or COMMIT sent for it (so everything
+//!                  below a committed block is prepared at f+1 honest replicas); persist first
+//!   decided(s):    COMMITs for (v', s, d) of quorum power, in any view v' (a quorum of COMMITs
+//!                  means f+1 honest replicas prepared d: no other block can ever be chosen at
+//!                  s), or a stable checkpoint at s, or the parent of a decided block.
+//!                  Blocks commit in height order; missing headers are fetched (FetchChain).
+//!   every checkpoint_interval heights: sign CHECKPOINT(s, block, state root); a quorum is the
+//!                  stable checkpoint certificate: the block's commit proof (Action::Certify),
+//!                  the new h, and everything below it is forgotten
+//!   no progress for idle + timeout: VIEW-CHANGE(v+1, stable point, P, Q), signed; once a quorum
+//!                  sent VIEW-CHANGE(v+1), a timer (doubling) moves on to v+2 if no NEW-VIEW
+//!                  arrives; f+1 VIEW-CHANGEs for higher views make a replica join the lowest
+//!   new primary:   with a quorum of VIEW-CHANGEs, decide (view_change.rs) the stable point and
+//!                  the blocks to re-issue; NEW-VIEW(v+1, the VIEW-CHANGEs, their headers)
+//!   on NEW-VIEW:   verify every VIEW-CHANGE, decide again and compare, then treat each
+//!                  re-issued block as a PRE-PREPARE in v+1
+//! ```
+//! The invariant the view change keeps, and why, is in `view_change.rs`. Normal-case messages
+//! are authenticated by MACs (one per receiver); CHECKPOINT and VIEW-CHANGE are signed, because
+//! others must be able to show them to a third party.
+
+mod change;
+mod checkpoint;
+mod messages;
+mod normal;
+mod proof;
+mod safety;
+mod view_change;
+
+pub use messages::{
+    Authenticated, Checkpoint, FetchChain, NewView, PbftMessage, Phase, PrePrepare,
+    PrePreparedEntry, PreparedEntry, StablePoint, ViewChange, ViewChangeData,
+};
+
+pub(crate) use messages::{KIND_COMMIT, KIND_NEW_VIEW, KIND_PREPARE, KIND_PRE_PREPARE};
+pub(crate) use proof::verify_proof;
+
+#[cfg(all(test, feature = "sim"))]
+mod tests;
+
+use crate::{
+    Action, BuildError, Engine, EngineConfig, EngineStatus, Input, Message, ProtocolStatus,
+    TimerId, ValidatorIndex,
+};
+use quorate_crypto::Digest;
+use quorate_genesis::Protocol;
+use quorate_ledger::{BlockHeader, Height, View};
+use safety::SafetyState;
+use std::collections::{BTreeMap, HashMap};
+
+/// Views ahead of its own a replica accepts VIEW-CHANGEs for (each costs a signature check).
+const VIEWS_AHEAD_MAX: u64 = 64;
+/// Headers in one `Chain` answer.
+const CHAIN_MAX: usize = 256;
+/// Normal-case messages kept per sender for a view this replica has not entered yet.
+const EARLY_PER_SENDER_MAX: usize = 128;
+
+/// One sequence number's normal-case state in the current view.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    /// The block pre-prepared here in this view (its header is in `headers`).
+    digest: Option<Digest>,
+    /// `CheckPayload` asked, answer pending.
+    checking: bool,
+    /// PREPARE sent (a primary's own pre-prepare counts as its prepare).
+    prepare_sent: bool,
+    /// PREPAREs of this view, by sender.
+    prepares: BTreeMap<ValidatorIndex, Digest>,
+    prepared: bool,
+    commit_sent: bool,
+}
+
+/// An outstanding FetchChain.
+#[derive(Clone, Copy, Debug)]
+struct Fetch {
+    tip: Digest,
+    attempt: u64,
+}
+
+/// The PBFT engine of one replica for one epoch.
+pub struct Pbft {
+    config: EngineConfig,
+    epoch_root: Digest,
+    safety: SafetyState,
+    slots: BTreeMap<Height, Slot>,
+    /// Headers this replica knows: pre-prepared, re-issued, fetched and recently committed.
+    headers: HashMap<Digest, BlockHeader>,
+    committed: BlockHeader,
+    committed_hash: Digest,
+    /// Recently committed blocks by height.
+    committed_hashes: BTreeMap<Height, Digest>,
+    /// Blocks above `committed` known to be decided.
+    decided: BTreeMap<Height, Digest>,
+    /// COMMITs above `committed`: the latest (view, block) from each sender.
+    commits: BTreeMap<Height, BTreeMap<ValidatorIndex, (View, Digest)>>,
+    checkpoint_votes: BTreeMap<Height, BTreeMap<ValidatorIndex, Checkpoint>>,
+    /// Each replica's latest verified VIEW-CHANGE.
+    view_changes: Vec<Option<ViewChange>>,
+    /// The view being entered that a quorum of VIEW-CHANGEs is known for.
+    new_view_timer: Option<View>,
+    /// As primary: the NEW-VIEW this replica sent for its view (re-sent to laggards).
+    sent_new_view: Option<Authenticated<NewView>>,
+    /// A NEW-VIEW for this view failed its checks; others for it are ignored.
+    rejected_new_view: Option<View>,
+    /// As primary: the next sequence number to propose, and the one a payload is asked for.
+    next_seq: Height,
+    requested: Option<(View, Height)>,
+    fetch: Option<Fetch>,
+    fetch_attempts: u64,
+    /// The height at which a decided block was found not to extend the committed chain.
+    diverged_at: Option<Height>,
+    /// Per peer: the committed height at which this replica last served it a chain.
+    served: Vec<Option<Height>>,
+    progress_mark: u64,
+    /// Per sender: PRE-PREPAREs and PREPAREs for a view this replica has not entered yet (a
+    /// NEW-VIEW can arrive after the first messages of its view); replayed on entering it.
+    early: Vec<std::collections::VecDeque<PbftMessage>>,
+    /// View changes since the last commit (the timeouts double with it).
+    failures: u32,
+    timeouts: u64,
+    out: Vec<Action>,
+}
+
+impl Pbft {
+    /// An engine resumed from persisted safety state and stored blocks (the encoded headers
+    /// of [`Action::StoreBlock`]), or a fresh one (`None`, no blocks).
+    pub fn recover(
+        config: EngineConfig,
+        safety_bytes: Option<&[u8]>,
+        stored_blocks: Vec<Vec<u8>>,
+    ) -> Result<Self, BuildError> {
+        config.check(Protocol::Pbft)?;
+        let n = config.validators.len();
+        let epoch = config.validators.epoch();
+        let epoch_root = config.epoch_root.hash()?;
+        let safety = match safety_bytes {
+            Some(bytes) => {
+                let state: SafetyState = quorate_ledger::codec::decode(bytes)?;
+                if state.epoch != epoch {
+                    return Err(BuildError::WrongEpoch {
+                        persisted: state.epoch.0,
+                        engine: epoch.0,
+                    });
+                }
+                state
+            }
+            None => SafetyState::new(
+                epoch,
+                StablePoint::Root {
+                    height: config.epoch_root.height,
+                    block: epoch_root,
+                },
+            ),
+        };
+        let committed = config.root.clone();
+        let committed_hash = committed.hash()?;
+        let mut headers = HashMap::new();
+        for bytes in stored_blocks {
+            if let Ok(header) = quorate_ledger::codec::decode::<BlockHeader>(&bytes) {
+                if header.height > committed.height {
+                    if let Ok(hash) = header.hash() {
+                        headers.insert(hash, header);
+                    }
+                }
+            }
+        }
+        headers.insert(committed_hash, committed.clone());
+        let mut decided = BTreeMap::new();
+        // A stable checkpoint above the ledger's head (the ledger is behind what this replica
+        // already saw certified): catch up to it.
+        if safety.stable.height() > committed.height {
+            decided.insert(safety.stable.height(), safety.stable.block());
+        }
+        let next_seq = committed.height.next();
+        Ok(Pbft {
+            served: vec![None; n],
+            early: vec![std::collections::VecDeque::new(); n],
+            view_changes: vec![None; n],
+            epoch_root,
+            safety,
+            slots: BTreeMap::new(),
+            headers,
+            committed_hashes: BTreeMap::from([(committed.height, committed_hash)]),
+            committed,
+            committed_hash,
+            decided,
+            commits: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            new_view_timer: None,
+            sent_new_view: None,
+            rejected_new_view: None,
+            next_seq,
+            requested: None,
+            fetch: None,
+            fetch_attempts: 0,
+            diverged_at: None,
+            progress_mark: 0,
+            failures: 0,
+            timeouts: 0,
+            out: Vec::new(),
+            config,
+        })
+    }
+
+    fn me(&self) -> ValidatorIndex {
+        self.config.own_index
+    }
+
+    fn n(&self) -> usize {
+        self.config.validators.len()
+    }
+
+    fn view(&self) -> View {
+        self.safety.view
+    }
+
+    fn primary(&self, view: View) -> ValidatorIndex {
+        (view.0 % self.n() as u64) as usize
+    }
+
+    fn power(&self, index: ValidatorIndex) -> u64 {
+        self.config.validators.committee().power(index)
+    }
+
+    fn quorum(&self) -> u64 {
+        self.config.validators.committee().quorum_power()
+    }
+
+    fn validity(&self) -> u64 {
+        self.config.validators.committee().validity_power()
+    }
+
+    fn window(&self) -> u64 {
+        self.config.params.pbft_window
+    }
+
+    fn low_watermark(&self) -> Height {
+        self.safety.stable.height()
+    }
+
+    fn high_watermark(&self) -> Height {
+        Height(self.low_watermark().0.saturating_add(self.window()))
+    }
+
+    /// Whether `seq` lies in the window: above the stable point, at most W above it.
+    fn in_window(&self, seq: Height) -> bool {
+        seq > self.low_watermark() && seq <= self.high_watermark()
+    }
+
+    /// The current timeout: the base doubled per view change since the last commit.
+    fn timeout_ms(&self) -> u64 {
+        let params = &self.config.params;
+        params
+            .view_timeout_ms
+            .saturating_mul(1u64 << self.failures.min(20))
+            .min(params.view_timeout_max_ms)
+    }
+
+    fn emit(&mut self, action: Action) {
+        self.out.push(action);
+    }
+
+    fn broadcast(&mut self, message: PbftMessage) {
+        self.emit(Action::Broadcast {
+            message: Message::Pbft(message),
+        });
+    }
+
+    fn send(&mut self, to: ValidatorIndex, message: PbftMessage) {
+        if to != self.me() {
+            self.emit(Action::Send {
+                to,
+                message: Message::Pbft(message),
+            });
+        }
+    }
+
+    /// Emits the safety state to persist; false if it cannot be encoded (a bug, never input),
+    /// and then the caller sends nothing that depends on it.
+    #[must_use]
+    fn persist(&mut self) -> bool {
+        match quorate_ledger::codec::encode(&self.safety) {
+            Ok(bytes) => {
+                self.emit(Action::PersistSafety { bytes });
+                true
+            }
+            Err(error) => {
+                tracing::error!(replica = self.me(), %error, "cannot encode PBFT safety state");
+                false
+            }
+        }
+    }
+
+    /// The system moved on (a commit, a decision, a new view): restart the progress timer.
+    fn progressed(&mut self) {
+        self.progress_mark += 1;
+        let duration_ms = self
+            .config
+            .params
+            .idle_interval_ms
+            .saturating_add(self.timeout_ms());
+        self.emit(Action::SetTimer {
+            timer: TimerId::Progress {
+                view: self.view(),
+                mark: self.progress_mark,
+            },
+            duration_ms,
+        });
+    }
+
+    /// The header of the block at `seq` this replica builds on: committed, or pre-prepared in
+    /// this view.
+    fn header_at(&self, seq: Height) -> Option<(Digest, &BlockHeader)> {
+        let digest = if seq <= self.committed.height {
+            *self.committed_hashes.get(&seq)?
+        } else {
+            self.slots.get(&seq)?.digest?
+        };
+        self.headers.get(&digest).map(|header| (digest, header))
+    }
+
+    fn keep_header(&mut self, digest: Digest, header: BlockHeader) {
+        if self.headers.contains_key(&digest) {
+            return;
+        }
+        if let Ok(bytes) = quorate_ledger::codec::encode(&header) {
+            self.emit(Action::StoreBlock {
+                hash: digest,
+                header: header.clone(),
+                bytes,
+            });
+        }
+        self.headers.insert(digest, header);
+    }
+
+    fn on_message(&mut self, from: ValidatorIndex, message: PbftMessage) {
+        if from >= self.n() || from == self.me() {
+            return;
+        }
+        let normal_view = match &message {
+            PbftMessage::PrePrepare(m) => Some(m.body.view),
+            PbftMessage::Prepare(m) => Some(m.body.view),
+            _ => None,
+        };
+        if let Some(view) = normal_view {
+            let ahead = view > self.view() || view == self.view() && self.safety.view_changing;
+            if ahead {
+                if view.0 <= self.view().0.saturating_add(VIEWS_AHEAD_MAX) {
+                    if let Some(queue) = self.early.get_mut(from) {
+                        if queue.len() >= EARLY_PER_SENDER_MAX {
+                            queue.pop_front();
+                        }
+                        queue.push_back(message);
+                    }
+                }
+                return;
+            }
+        }
+        match message {
+            PbftMessage::PrePrepare(m) => self.on_pre_prepare(from, m),
+            PbftMessage::Prepare(m) => self.on_prepare(from, m),
+            PbftMessage::Commit(m) => self.on_commit(from, m),
+            PbftMessage::Checkpoint(m) => self.on_checkpoint(from, m),
+            PbftMessage::ViewChange(m) => self.on_view_change(from, m),
+            PbftMessage::NewView(m) => self.on_new_view(from, m),
+            PbftMessage::FetchChain(m) => self.on_fetch_chain(from, m),
+            PbftMessage::Chain(headers) => self.on_chain(from, headers),
+        }
+    }
+
+    /// Replays the messages kept for the view just entered (older ones are dropped).
+    fn replay_early(&mut self) {
+        let view = self.view();
+        for from in 0..self.n() {
+            let Some(queue) = self.early.get_mut(from) else {
+                continue;
+            };
+            let kept: Vec<PbftMessage> = queue.drain(..).collect();
+            for message in kept {
+                let message_view = match &message {
+                    PbftMessage::PrePrepare(m) => m.body.view,
+                    PbftMessage::Prepare(m) => m.body.view,
+                    _ => continue,
+                };
+                if message_view >= view {
+                    self.on_message(from, message);
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: TimerId) {
+        match timer {
+            TimerId::Progress { view, mark } => {
+                if view == self.view() && mark == self.progress_mark && !self.safety.view_changing {
+                    self.start_view_change(self.view().next());
+                }
+            }
+            TimerId::NewView(view) => self.on_new_view_timer(view),
+            TimerId::Fetch { attempt } => self.on_fetch_timer(attempt),
+            TimerId::View(_) => {}
+        }
+    }
+}
+
+impl Engine for Pbft {
+    fn start(&mut self) -> Vec<Action> {
+        if self.persist() {
+            if self.safety.view_changing {
+                // Resend this view's VIEW-CHANGE (a restart may have lost it).
+                self.send_view_change();
+                self.arm_new_view_timer();
+            } else {
+                self.progressed();
+                self.maybe_propose();
+            }
+        }
+        self.advance();
+        std::mem::take(&mut self.out)
+    }
+
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        match input {
+            Input::Message {
+                from,
+                message: Message::Pbft(message),
+            } => self.on_message(from, message),
+            Input::Message { .. } => {}
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
+            Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            view: self.view(),
+            leader: self.primary(self.view()),
+            committed_height: self.committed.height.0,
+            committed_hash: self.committed_hash,
+            timeouts: self.timeouts,
+            protocol: ProtocolStatus::Pbft {
+                stable_checkpoint: self.low_watermark(),
+                high_watermark: self.high_watermark(),
+                view_changing: self.safety.view_changing,
+            },
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! PBFT engine tests: what one replica does with messages made by hand (the simulator runs the
+//! protocol as a whole: `sim/tests.rs`).
+
+use super::*;
+use crate::sim::{CryptoMode, Setup};
+use crate::FaultInjection;
+use quorate_crypto::{Domain, MacKey};
+use quorate_ledger::{Epoch, View};
+use std::sync::Arc;
+
+struct Net {
+    setup: Setup,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            setup: Setup::new(4, CryptoMode::Fast).unwrap(),
+        }
+    }
+
+    fn config(&self, index: usize) -> EngineConfig {
+        let mut config = self.setup.engine_config(index, FaultInjection::None);
+        config.keys.mac_keys = self.setup.mac_keys(index);
+        config
+    }
+
+    fn replica(&self, index: usize) -> Pbft {
+        let mut engine = Pbft::recover(self.config(index), None, Vec::new()).unwrap();
+        engine.start();
+        engine
+    }
+
+    fn keys(&self, index: usize) -> Arc<[MacKey]> {
+        self.setup.mac_keys(index)
+    }
+
+    fn root(&self) -> BlockHeader {
+        self.config(0).root
+    }
+
+    /// A block at height 1 on the root, proposed in `view` by its primary.
+    fn block(&self, view: u64, salt: u8) -> BlockHeader {
+        let root = self.root();
+        BlockHeader {
+            chain_id: root.chain_id.clone(),
+            genesis_hash: root.genesis_hash,
+            epoch: Epoch(0),
+            height: Height(1),
+            view: View(view),
+            parent: root.hash().unwrap(),
+            payload_digest: Digest([salt; 32]),
+            state_root: Digest([salt; 32]),
+            proposer: (view % 4) as u16,
+            timestamp_ms: 1,
+        }
+    }
+
+    fn pre_prepare(&self, from: usize, view: u64, header: BlockHeader) -> Input {
+        let body = PrePrepare {
+            view: View(view),
+            header,
+        };
+        let sealed = Authenticated::seal(KIND_PRE_PREPARE, body, &self.keys(from)).unwrap();
+        Input::Message {
+            from,
+            message: Message::Pbft(PbftMessage::PrePrepare(sealed)),
+        }
+    }
+
+    fn view_change(
+        &self,
+        replica: usize,
+        view: u64,
+        prepared: Option<(u64, Digest)>,
+    ) -> ViewChange {
+        let root = self.root();
+        let data = ViewChangeData {
+            genesis_hash: root.genesis_hash,
+            epoch: Epoch(0),
+            view: View(view),
+            replica: replica as u16,
+            stable: StablePoint::Root {
+                height: Height(0),
+                block: root.hash().unwrap(),
+            },
+            prepared: prepared
+                .map(|(v, digest)| PreparedEntry {
+                    seq: Height(1),
+                    view: View(v),
+                    digest,
+                })
+                .into_iter()
+                .collect(),
+            pre_prepared: prepared
+                .map(|(v, digest)| PrePreparedEntry {
+                    seq: Height(1),
+                    blocks: vec![(digest, View(v))],
+                })
+                .into_iter()
+                .collect(),
+        };
+        let bytes = data.signing_bytes().unwrap();
+        ViewChange {
+            signature: self
+                .setup
+                .signer_for_tests(replica)
+                .sign(Domain::ViewChange, &bytes),
+            data,
+        }
+    }
+
+    fn new_view(&self, view: u64, changes: Vec<ViewChange>, reissued: Vec<BlockHeader>) -> Input {
+        let from = (view % 4) as usize;
+        let body = NewView {
+            view: View(view),
+            view_changes: changes,
+            reissued,
+        };
+        let sealed = Authenticated::seal(KIND_NEW_VIEW, body, &self.keys(from)).unwrap();
+        Input::Message {
+            from,
+            message: Message::Pbft(PbftMessage::NewView(sealed)),
+        }
+    }
+}
+
+fn checks(actions: &[Action]) -> Vec<Digest> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CheckPayload { header } => header.hash().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepares(actions: &[Action]) -> Vec<Digest> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                message: Message::Pbft(PbftMessage::Prepare(p)),
+            } => Some(p.body.digest),
+            _ => None,
+        })
+        .collect()
+}
+
+fn misbehaved(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Misbehaved { .. }))
+}
+
+#[test]
+fn prepare_goes_out_after_its_pre_prepare_is_persisted_and_survives_a_restart() {
+    let net = Net::new();
+    let mut backup = net.replica(1);
+    let a = net.block(0, 1);
+    let digest_a = a.hash().unwrap();
+    let actions = backup.handle(net.pre_prepare(0, 0, a));
+    assert_eq!(checks(&actions), vec![digest_a]);
+    let actions = backup.handle(Input::PayloadChecked {
+        block: digest_a,
+        valid: true,
+    });
+    let persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety { .. }))
+        .expect("Q is persisted");
+    let prepare = actions
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Broadcast {
+                    message: Message::Pbft(PbftMessage::Prepare(_))
+                }
+            )
+        })
+        .expect("PREPARE goes out");
+    assert!(persist < prepare, "PREPARE left before Q was persisted");
+    let Some(Action::PersistSafety { bytes }) = actions.get(persist).cloned() else {
+        unreachable!()
+    };
+    // Restarted from what it persisted, the replica refuses another block at (view 0, seq 1):
+    // it does not even ask for its payload to be checked.
+    let mut restarted = Pbft::recover(net.config(1), Some(&bytes), Vec::new()).unwrap();
+    restarted.start();
+    let b = net.block(0, 2);
+    let actions = restarted.handle(net.pre_prepare(0, 0, b.clone()));
+    assert!(
+        checks(&actions).is_empty(),
+        "a second block at one (view, seq)"
+    );
+    // A fresh replica would have taken it.
+    let mut fresh = net.replica(1);
+    let actions = fresh.handle(net.pre_prepare(0, 0, b.clone()));
+    assert_eq!(checks(&actions), vec![b.hash().unwrap()]);
+}
+
+#[test]
+fn messages_with_a_wrong_mac_or_from_a_non_primary_are_ignored() {
+    let net = Net::new();
+    let mut backup = net.replica(1);
+    let a = net.block(0, 1);
+    // Replica 2 cannot speak for the primary: its MACs are keyed with its own pair keys.
+    let body = PrePrepare {
+        view: View(0),
+        header: a.clone(),
+    };
+    let forged = Authenticated::seal(KIND_PRE_PREPARE, body, &net.keys(2)).unwrap();
+    let actions = backup.handle(Input::Message {
+        from: 0,
+        message: Message::Pbft(PbftMessage::PrePrepare(forged)),
+    });
+    assert!(checks(&actions).is_empty());
+    // A genuine pre-prepare from a backup is not one from the primary.
+    let actions = backup.handle(net.pre_prepare(2, 0, a.clone()));
+    assert!(checks(&actions).is_empty());
+    // The real one is taken.
+    let actions = backup.handle(net.pre_prepare(0, 0, a.clone()));
+    assert_eq!(checks(&actions), vec![a.hash().unwrap()]);
+}
+
+#[test]
+fn a_view_change_with_a_forged_signature_is_reported() {
+    let net = Net::new();
+    let mut replica = net.replica(2);
+    let mut change = net.view_change(3, 1, None);
+    change.signature = net.view_change(0, 1, None).signature;
+    let actions = replica.handle(Input::Message {
+        from: 3,
+        message: Message::Pbft(PbftMessage::ViewChange(change)),
+    });
+    assert!(misbehaved(&actions));
+    // A root that is not the epoch's is refused too.
+    let mut change = net.view_change(3, 1, None);
+    change.data.stable = StablePoint::Root {
+        height: Height(5),
+        block: Digest([9; 32]),
+    };
+    let bytes = change.data.signing_bytes().unwrap();
+    change.signature = net
+        .setup
+        .signer_for_tests(3)
+        .sign(Domain::ViewChange, &bytes);
+    let actions = replica.handle(Input::Message {
+        from: 3,
+        message: Message::Pbft(PbftMessage::ViewChange(change)),
+    });
+    assert!(misbehaved(&actions));
+}
+
+/// Block A was prepared in view 0 by replicas 0 and 2 (so it may have committed). The NEW-VIEW
+/// of view 1 must re-issue it: one that drops it (as if the new primary dropped a prepared
+/// request) is refused and reported; the right one is taken, and A is pre-prepared again in
+/// view 1.
+#[test]
+fn a_new_view_that_drops_a_prepared_block_is_refused() {
+    let net = Net::new();
+    let a = net.block(0, 1);
+    let digest_a = a.hash().unwrap();
+    let changes = vec![
+        net.view_change(0, 1, Some((0, digest_a))),
+        net.view_change(2, 1, Some((0, digest_a))),
+        net.view_change(3, 1, None),
+    ];
+    let mut first = net.replica(3);
+    let actions = first.handle(net.new_view(1, changes.clone(), Vec::new()));
+    assert!(
+        misbehaved(&actions),
+        "a NEW-VIEW without the prepared block"
+    );
+    assert_eq!(first.status().view, View(0));
+    // Below quorum.
+    let mut second = net.replica(2);
+    let actions = second.handle(net.new_view(1, changes[..2].to_vec(), vec![a.clone()]));
+    assert!(misbehaved(&actions));
+    // Another block in its place.
+    let mut third = net.replica(2);
+    let actions = third.handle(net.new_view(1, changes.clone(), vec![net.block(0, 7)]));
+    assert!(misbehaved(&actions));
+    // The right one.
+    let mut fourth = net.replica(2);
+    let actions = fourth.handle(net.new_view(1, changes, vec![a]));
+    assert!(!misbehaved(&actions));
+    assert_eq!(fourth.status().view, View(1));
+    assert_eq!(checks(&actions), vec![digest_a]);
+    let actions = fourth.handle(Input::PayloadChecked {
+        block: digest_a,
+        valid: true,
+    });
+    assert_eq!(prepares(&actions), vec![digest_a]);
+}
