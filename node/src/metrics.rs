@@ -15,6 +15,9 @@ pub struct Metrics {
     pub committed_transactions: AtomicU64,
     pub timeouts: AtomicU64,
     pub lock_refusals: AtomicU64,
+    /// PBFT: the last stable checkpoint (the low watermark) and the high watermark.
+    pub stable_checkpoint: AtomicU64,
+    pub high_watermark: AtomicU64,
     pub mempool_size: AtomicU64,
     pub mempool_evicted: AtomicU64,
     pub peers: AtomicU64,
@@ -89,7 +92,7 @@ impl Metrics {
         );
         gauge(
             "quorate_view_timeouts_total",
-            "Views this validator timed out.",
+            "Views this validator timed out (HotStuff) or left by a view change (PBFT).",
             "counter",
             get(&self.timeouts),
         );
@@ -99,6 +102,18 @@ impl Metrics {
              forking below the lock: Byzantine, or badly out of date).",
             "counter",
             get(&self.lock_refusals),
+        );
+        gauge(
+            "quorate_pbft_stable_checkpoint",
+            "PBFT: height of the last stable checkpoint (the low watermark); 0 under HotStuff.",
+            "gauge",
+            get(&self.stable_checkpoint),
+        );
+        gauge(
+            "quorate_pbft_high_watermark",
+            "PBFT: the highest sequence number that may be pre-prepared; 0 under HotStuff.",
+            "gauge",
+            get(&self.high_watermark),
         );
         gauge(
             "quorate_mempool_transactions",

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use quorate_consensus::hotstuff::reputation_window;
 use quorate_consensus::{
     self as consensus, Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
-    EngineStatus, FaultInjection, Input, Persisted, Signer,
+    EngineStatus, FaultInjection, Input, Persisted, ProtocolStatus, Signer,
 };
 use quorate_crypto::{Digest, MacKey, SigningKey};
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
@@ -541,6 +541,19 @@ fn publish_status(engine: &dyn Engine, metrics: &Metrics, shared: &Shared) {
     metrics
         .lock_refusals
         .store(status.lock_refusals(), Ordering::Relaxed);
+    if let ProtocolStatus::Pbft {
+        stable_checkpoint,
+        high_watermark,
+        ..
+    } = status.protocol
+    {
+        metrics
+            .stable_checkpoint
+            .store(stable_checkpoint.0, Ordering::Relaxed);
+        metrics
+            .high_watermark
+            .store(high_watermark.0, Ordering::Relaxed);
+    }
     *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
 }
 

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use quorate_consensus::CommitProof;
+use quorate_consensus::{CommitProof, EngineStatus, ProtocolStatus};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::audit::ChainSource;
 use quorate_ledger::{
@@ -385,7 +385,35 @@ async fn status(State(shared): State<Shared_>) -> Result<Json<Value>, ApiError> 
         "peers": shared.net.connected(),
         "mempool": shared.mempool().len(),
         "timeouts": engine.timeouts,
+        "consensus": protocol_status(&engine),
     })))
+}
+
+/// What only the chain's protocol has, for `/v1/status`.
+fn protocol_status(engine: &EngineStatus) -> Value {
+    match engine.protocol {
+        ProtocolStatus::HotStuff {
+            high_qc_view,
+            locked_view,
+            lock_refusals,
+        } => json!({
+            "high_qc_view": high_qc_view.0,
+            "locked_view": locked_view.0,
+            "lock_refusals": lock_refusals,
+        }),
+        ProtocolStatus::Pbft {
+            stable_checkpoint,
+            high_watermark,
+            view_changing,
+        } => json!({
+            "primary": engine.leader,
+            "stable_checkpoint": stable_checkpoint.0,
+            "low_watermark": stable_checkpoint.0,
+            "high_watermark": high_watermark.0,
+            "view_changing": view_changing,
+            "view_changes": engine.timeouts,
+        }),
+    }
 }
 
 async fn metrics(State(shared): State<Shared_>) -> impl IntoResponse {

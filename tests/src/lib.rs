@@ -73,10 +73,22 @@ impl Cluster {
     /// Like [`Cluster::start`], with genesis consensus parameters overridden, e.g.
     /// `[("idle_interval_ms", 10)]` (a short idle interval makes an idle chain grow fast).
     pub fn start_with(validators: usize, accounts: usize, params: &[(&str, u64)]) -> Cluster {
+        Cluster::start_protocol("hotstuff", validators, accounts, params)
+    }
+
+    /// Like [`Cluster::start_with`], on a chain of `protocol` (hotstuff or pbft).
+    pub fn start_protocol(
+        protocol: &str,
+        validators: usize,
+        accounts: usize,
+        params: &[(&str, u64)],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let base_port = free_port_range(2 * validators as u16);
         let output = quorate(&[
             "testnet",
+            "--protocol",
+            protocol,
             "--validators",
             &validators.to_string(),
             "--accounts",
