@@ -74,9 +74,6 @@ pub fn bench(spec: BenchSpec) -> Result<()> {
     let results_path = spec.out.join("results.jsonl");
     let git_rev = git_rev();
     for &protocol in &spec.protocols {
-        if protocol == Protocol::Pbft {
-            bail!("the PBFT protocol is not built yet; bench --protocol hotstuff");
-        }
         for &n in &spec.validators {
             if n < 1 || spec.faulty * 3 >= n {
                 bail!(

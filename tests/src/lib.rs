@@ -304,6 +304,21 @@ impl Cluster {
     }
 }
 
+/// Parses `committed HASH height=H block=B` from `tx transfer --wait`.
+pub fn committed_height(output: &std::process::Output) -> u64 {
+    assert!(
+        output.status.success(),
+        "transfer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("height="))
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("no height in {stdout:?}"))
+}
+
 /// `quorate tx transfer --key KEY --to TO --amount AMOUNT --rpc RPC [--wait]`.
 pub fn transfer(rpc: &str, key: &std::path::Path, to: &str, amount: u64, wait: bool) -> Output {
     let amount = amount.to_string();

@@ -6,7 +6,7 @@
 
 use quorate_genesis::AccountKeyFile;
 use quorate_ledger::{Transaction, TransactionKind};
-use quorate_tests::{http, transfer, Cluster};
+use quorate_tests::{committed_height, http, transfer, Cluster};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,21 +14,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Parses `committed HASH height=H block=B` from `tx transfer --wait`.
-fn committed_height(output: &std::process::Output) -> u64 {
-    assert!(
-        output.status.success(),
-        "transfer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("height="))
-        .and_then(|h| h.parse().ok())
-        .unwrap_or_else(|| panic!("no height in {stdout:?}"))
 }
 
 fn tx_hash(output: &std::process::Output) -> String {

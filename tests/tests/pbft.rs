@@ -5,25 +5,11 @@
 
 use quorate_consensus::CommitProof;
 use quorate_ledger::{codec, Height, Store};
-use quorate_tests::{quorate, Cluster};
+use quorate_tests::{committed_height, quorate, Cluster};
 use std::path::Path;
 
 /// Checkpoints every 8 blocks, so a short run has several.
 const INTERVAL: u64 = 8;
-
-fn committed_height(output: &std::process::Output) -> u64 {
-    assert!(
-        output.status.success(),
-        "transfer failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("height="))
-        .and_then(|h| h.parse().ok())
-        .unwrap_or_else(|| panic!("no height in {stdout:?}"))
-}
 
 fn audit(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["audit"];

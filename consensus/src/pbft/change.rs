@@ -152,9 +152,26 @@ impl Pbft {
             return;
         }
         if view < self.view() || view == self.view() && !self.safety.view_changing {
-            // The sender is behind: the primary of this view hands it the NEW-VIEW it missed.
-            if let Some(new_view) = self.sent_new_view.clone() {
-                self.send(from, PbftMessage::NewView(new_view));
+            // The sender is behind: the primary of this view hands it the NEW-VIEW it missed,
+            // once per view, and only for a VIEW-CHANGE it really signed.
+            let current = self.view();
+            let due = self.sent_new_view.is_some()
+                && self.resent_new_view.get(from) != Some(&Some(current))
+                && self.check_view_change(&change).is_ok();
+            if !due {
+                return;
+            }
+            if let Some(slot) = self.resent_new_view.get_mut(from) {
+                *slot = Some(current);
+            }
+            let key = self.config.keys.mac_keys.get(from);
+            let resend = self
+                .sent_new_view
+                .clone()
+                .zip(key)
+                .and_then(|(new_view, key)| Authenticated::seal(KIND_NEW_VIEW, new_view, key));
+            if let Some(sealed) = resend {
+                self.send(from, PbftMessage::NewView(sealed));
             }
             return;
         }
@@ -218,12 +235,13 @@ impl Pbft {
             return;
         }
         let view = self.view();
-        // A replica whose latest VIEW-CHANGE is for a later view has left this one too.
+        // A replica whose latest VIEW-CHANGE is for the next view has left this one too (only
+        // the next: one Byzantine VIEW-CHANGE far ahead must not stand for every view below).
         let power = self
             .view_changes
             .iter()
             .flatten()
-            .filter(|c| c.data.view >= view)
+            .filter(|c| c.data.view == view || c.data.view == view.next())
             .map(|c| self.power(c.data.replica as usize))
             .fold(0, u64::saturating_add);
         if power < self.quorum() {
@@ -275,17 +293,14 @@ impl Pbft {
             view_changes: changes,
             reissued,
         };
-        let Some(sealed) = Authenticated::seal(KIND_NEW_VIEW, new_view, &self.config.keys.mac_keys)
-        else {
+        let Ok(prefix) = self.prefix_of(&decision, &new_view.reissued) else {
             return;
         };
-        let prefix = self.prefix_of(&decision, &sealed.body.reissued);
-        let Ok(prefix) = prefix else { return };
-        if !self.enter_new_view(&sealed.body, decision, prefix) {
+        if !self.enter_new_view(&new_view, decision, prefix) {
             return;
         }
-        self.sent_new_view = Some(sealed.clone());
-        self.broadcast(PbftMessage::NewView(sealed));
+        self.multicast(KIND_NEW_VIEW, &new_view, PbftMessage::NewView);
+        self.sent_new_view = Some(new_view);
         self.maybe_propose();
     }
 
@@ -318,14 +333,15 @@ impl Pbft {
         if from != self.primary(view)
             || view < self.view()
             || view == self.view() && !self.safety.view_changing
-            || self.rejected_new_view == Some(view)
+            || view.0 > self.view().0.saturating_add(VIEWS_AHEAD_MAX)
+            || self.rejected_new_views.contains(&view)
         {
             return;
         }
         let Some(key) = self.config.keys.mac_keys.get(from) else {
             return;
         };
-        if !message.check(KIND_NEW_VIEW, self.me(), key, self.n()) {
+        if !message.check(KIND_NEW_VIEW, key) {
             return;
         }
         match self.check_new_view(&message.body) {
@@ -337,7 +353,9 @@ impl Pbft {
                 self.enter_new_view(&message.body, decision, prefix);
             }
             Err(why) => {
-                self.rejected_new_view = Some(view);
+                let current = self.view();
+                self.rejected_new_views.retain(|v| *v >= current);
+                self.rejected_new_views.insert(view);
                 self.emit(Action::Misbehaved {
                     peer: from,
                     why: format!("NEW-VIEW {why}"),
@@ -394,7 +412,7 @@ impl Pbft {
         self.safety.view_changing = false;
         self.clear_view_state();
         self.new_view_timer = None;
-        self.rejected_new_view = None;
+        self.rejected_new_views.retain(|v| *v > view);
         let stable = self.low_watermark();
         let mut top = stable;
         let reissued: Vec<(Digest, BlockHeader)> = new_view

@@ -1,7 +1,12 @@
 //! Committing in order, checkpoints, and fetching the headers of decided blocks.
 
 use super::messages::{Checkpoint, FetchChain, StablePoint};
-use super::{Fetch, Pbft, PbftMessage, CHAIN_MAX};
+use super::{Fetch, Pbft, PbftMessage, CHAINS_PER_PEER, CHAIN_MAX, WANTED_MAX};
+
+/// CHECKPOINTs are taken up to this many windows above the stable point: a replica that fell
+/// behind (it restarted, or was cut off) learns where the others are and catches up to the
+/// certified block, as PBFT's state transfer does.
+const CHECKPOINT_AHEAD: u64 = 4;
 use crate::{Action, CommitProof, TimerId, ValidatorIndex};
 use quorate_crypto::{Digest, Domain};
 use quorate_ledger::{BlockHeader, CheckpointCert, CheckpointData, Height, SeqNum};
@@ -123,7 +128,12 @@ impl Pbft {
             || data.epoch != self.safety.epoch
             || data.seq.0 != data.height.0
             || !data.height.0.is_multiple_of(interval)
-            || !self.in_window(data.height)
+            || data.height <= self.low_watermark()
+            || data.height.0
+                > self
+                    .low_watermark()
+                    .0
+                    .saturating_add(CHECKPOINT_AHEAD * self.window())
         {
             return;
         }
@@ -209,9 +219,7 @@ impl Pbft {
         let keep_from = Height(height.0.saturating_sub(self.window()));
         self.committed_hashes = self.committed_hashes.split_off(&keep_from);
         let committed = self.committed.height;
-        self.headers.retain(|_, header| {
-            header.height >= keep_from && header.height <= committed || header.height > height
-        });
+        self.headers.retain(|_, header| header.height >= keep_from);
         if !self.persist() {
             return;
         }
@@ -247,6 +255,12 @@ impl Pbft {
     pub(super) fn want(&mut self, tip: Digest) {
         if self.fetch.is_some_and(|fetch| fetch.tip == tip) {
             return;
+        }
+        if !self.wanted.contains(&tip) {
+            if self.wanted.len() >= WANTED_MAX {
+                self.wanted.pop_front();
+            }
+            self.wanted.push_back(tip);
         }
         self.fetch_attempts += 1;
         let attempt = self.fetch_attempts;
@@ -286,11 +300,17 @@ impl Pbft {
         self.send_fetch();
     }
 
-    /// Serves a chain of headers: at most one answer per peer per committed height of this
-    /// replica (a peer asking again before this replica moved on gets nothing).
+    /// Serves a chain of headers: at most a few answers per peer while this replica stays at
+    /// one committed height and view (a peer asking more before it moves on gets nothing).
     pub(super) fn on_fetch_chain(&mut self, from: ValidatorIndex, request: FetchChain) {
-        let committed = self.committed.height;
-        if self.served.get(from) == Some(&Some(committed)) {
+        let epoch_now = (self.committed.height, self.view());
+        let Some(served) = self.served.get_mut(from) else {
+            return;
+        };
+        if served.0 != epoch_now {
+            *served = (epoch_now, 0);
+        }
+        if served.1 >= CHAINS_PER_PEER {
             return;
         }
         let mut chain = Vec::new();
@@ -308,8 +328,8 @@ impl Pbft {
         if chain.is_empty() {
             return;
         }
-        if let Some(slot) = self.served.get_mut(from) {
-            *slot = Some(committed);
+        if let Some(served) = self.served.get_mut(from) {
+            served.1 += 1;
         }
         self.send(from, PbftMessage::Chain(chain));
     }
@@ -317,11 +337,17 @@ impl Pbft {
     /// Takes a chain only if it starts at the header asked for and each next header is the
     /// parent of the one before.
     pub(super) fn on_chain(&mut self, _from: ValidatorIndex, chain: Vec<BlockHeader>) {
-        let Some(fetch) = self.fetch else { return };
         if chain.len() > CHAIN_MAX {
             return;
         }
-        let mut expected = fetch.tip;
+        let Some(tip) = chain.first().and_then(|header| header.hash().ok()) else {
+            return;
+        };
+        let Some(position) = self.wanted.iter().position(|wanted| *wanted == tip) else {
+            return;
+        };
+        self.wanted.remove(position);
+        let mut expected = tip;
         let mut taken = Vec::new();
         for header in chain {
             let Ok(digest) = header.hash() else { break };
@@ -334,7 +360,9 @@ impl Pbft {
         if taken.is_empty() {
             return;
         }
-        self.fetch = None;
+        if self.fetch.is_some_and(|fetch| fetch.tip == tip) {
+            self.fetch = None;
+        }
         for (digest, header) in taken {
             self.keep_header(digest, header);
         }

@@ -64,8 +64,16 @@ use std::collections::{BTreeMap, HashMap};
 const VIEWS_AHEAD_MAX: u64 = 64;
 /// Headers in one `Chain` answer.
 const CHAIN_MAX: usize = 256;
-/// Normal-case messages kept per sender for a view this replica has not entered yet.
-const EARLY_PER_SENDER_MAX: usize = 128;
+/// `Chain` answers to one peer per (committed height, view) of this replica.
+const CHAINS_PER_PEER: u32 = 8;
+/// Headers wanted at once.
+const WANTED_MAX: usize = 8;
+/// Normal-case messages kept per sender for a view this replica has not entered yet, per
+/// sequence number of the window (a NEW-VIEW's re-issued blocks bring a PREPARE and a COMMIT
+/// for each).
+const EARLY_PER_SEQ: usize = 2;
+/// And never more than this many per sender.
+const EARLY_PER_SENDER_MAX: usize = 4096;
 
 /// One sequence number's normal-case state in the current view.
 #[derive(Clone, Debug, Default)]
@@ -111,9 +119,9 @@ pub struct Pbft {
     /// The view being entered that a quorum of VIEW-CHANGEs is known for.
     new_view_timer: Option<View>,
     /// As primary: the NEW-VIEW this replica sent for its view (re-sent to laggards).
-    sent_new_view: Option<Authenticated<NewView>>,
-    /// A NEW-VIEW for this view failed its checks; others for it are ignored.
-    rejected_new_view: Option<View>,
+    sent_new_view: Option<NewView>,
+    /// Views whose NEW-VIEW failed its checks; others for them are ignored.
+    rejected_new_views: std::collections::BTreeSet<View>,
     /// As primary: the next sequence number to propose, and the one a payload is asked for.
     next_seq: Height,
     requested: Option<(View, Height)>,
@@ -121,8 +129,13 @@ pub struct Pbft {
     fetch_attempts: u64,
     /// The height at which a decided block was found not to extend the committed chain.
     diverged_at: Option<Height>,
-    /// Per peer: the committed height at which this replica last served it a chain.
-    served: Vec<Option<Height>>,
+    /// Per peer: the (committed height, view) at which this replica last served it chains, and
+    /// how many.
+    served: Vec<((Height, View), u32)>,
+    /// Recently wanted headers (a chain starting at one of them is taken).
+    wanted: std::collections::VecDeque<Digest>,
+    /// Per peer: the view in which this replica last re-sent it its NEW-VIEW.
+    resent_new_view: Vec<Option<View>>,
     progress_mark: u64,
     /// Per sender: PRE-PREPAREs and PREPAREs for a view this replica has not entered yet (a
     /// NEW-VIEW can arrive after the first messages of its view); replayed on entering it.
@@ -185,7 +198,9 @@ impl Pbft {
         }
         let next_seq = committed.height.next();
         Ok(Pbft {
-            served: vec![None; n],
+            served: vec![((Height(0), View(0)), 0); n],
+            wanted: std::collections::VecDeque::new(),
+            resent_new_view: vec![None; n],
             early: vec![std::collections::VecDeque::new(); n],
             view_changes: vec![None; n],
             epoch_root,
@@ -200,7 +215,7 @@ impl Pbft {
             checkpoint_votes: BTreeMap::new(),
             new_view_timer: None,
             sent_new_view: None,
-            rejected_new_view: None,
+            rejected_new_views: std::collections::BTreeSet::new(),
             next_seq,
             requested: None,
             fetch: None,
@@ -349,22 +364,10 @@ impl Pbft {
         if from >= self.n() || from == self.me() {
             return;
         }
-        let normal_view = match &message {
-            PbftMessage::PrePrepare(m) => Some(m.body.view),
-            PbftMessage::Prepare(m) => Some(m.body.view),
-            _ => None,
-        };
-        if let Some(view) = normal_view {
+        if let Some(view) = normal_view(&message) {
             let ahead = view > self.view() || view == self.view() && self.safety.view_changing;
             if ahead {
-                if view.0 <= self.view().0.saturating_add(VIEWS_AHEAD_MAX) {
-                    if let Some(queue) = self.early.get_mut(from) {
-                        if queue.len() >= EARLY_PER_SENDER_MAX {
-                            queue.pop_front();
-                        }
-                        queue.push_back(message);
-                    }
-                }
+                self.keep_early(from, view, message);
                 return;
             }
         }
@@ -380,6 +383,45 @@ impl Pbft {
         }
     }
 
+    /// Keeps a normal-case message of a view this replica has not entered yet: only one that
+    /// could be taken then (its MAC checks, a PRE-PREPARE comes from that view's primary and is
+    /// for this chain), so a Byzantine sender can fill its own queue with nothing but what it
+    /// could send later anyway.
+    fn keep_early(&mut self, from: ValidatorIndex, view: View, message: PbftMessage) {
+        use messages::{KIND_COMMIT, KIND_PREPARE, KIND_PRE_PREPARE};
+        if view.0 > self.view().0.saturating_add(VIEWS_AHEAD_MAX) {
+            return;
+        }
+        let Some(key) = self.config.keys.mac_keys.get(from) else {
+            return;
+        };
+        let genuine = match &message {
+            PbftMessage::PrePrepare(m) => {
+                let header = &m.body.header;
+                from == self.primary(view)
+                    && header.chain_id == self.config.chain_id
+                    && header.genesis_hash == self.config.genesis_hash
+                    && header.epoch == self.safety.epoch
+                    && m.check(KIND_PRE_PREPARE, key)
+            }
+            PbftMessage::Prepare(m) => m.check(KIND_PREPARE, key),
+            PbftMessage::Commit(m) => m.check(KIND_COMMIT, key),
+            _ => false,
+        };
+        if !genuine {
+            return;
+        }
+        let max = (self.window() as usize)
+            .saturating_mul(EARLY_PER_SEQ)
+            .clamp(1, EARLY_PER_SENDER_MAX);
+        if let Some(queue) = self.early.get_mut(from) {
+            while queue.len() >= max {
+                queue.pop_front();
+            }
+            queue.push_back(message);
+        }
+    }
+
     /// Replays the messages kept for the view just entered (older ones are dropped).
     fn replay_early(&mut self) {
         let view = self.view();
@@ -389,12 +431,7 @@ impl Pbft {
             };
             let kept: Vec<PbftMessage> = queue.drain(..).collect();
             for message in kept {
-                let message_view = match &message {
-                    PbftMessage::PrePrepare(m) => m.body.view,
-                    PbftMessage::Prepare(m) => m.body.view,
-                    _ => continue,
-                };
-                if message_view >= view {
+                if normal_view(&message).is_some_and(|v| v >= view) {
                     self.on_message(from, message);
                 }
             }
@@ -412,6 +449,15 @@ impl Pbft {
             TimerId::Fetch { attempt } => self.on_fetch_timer(attempt),
             TimerId::View(_) => {}
         }
+    }
+}
+
+/// The view of a normal-case message.
+fn normal_view(message: &PbftMessage) -> Option<View> {
+    match message {
+        PbftMessage::PrePrepare(m) => Some(m.body.view),
+        PbftMessage::Prepare(m) | PbftMessage::Commit(m) => Some(m.body.view),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@ use quorate_crypto::Digest;
 use quorate_ledger::{BlockHeader, Height, View};
 
 impl Pbft {
-    fn mac_ok<T: serde::Serialize>(
+    fn mac_ok<T: serde::Serialize + Clone>(
         &self,
         kind: u8,
         from: ValidatorIndex,
@@ -19,11 +19,20 @@ impl Pbft {
             .keys
             .mac_keys
             .get(from)
-            .is_some_and(|key| message.check(kind, self.me(), key, self.n()))
+            .is_some_and(|key| message.check(kind, key))
     }
 
-    fn seal<T: serde::Serialize>(&self, kind: u8, body: T) -> Option<Authenticated<T>> {
-        Authenticated::seal(kind, body, &self.config.keys.mac_keys)
+    /// Sends `body` to every other replica, each copy with the receiver's MAC.
+    pub(super) fn multicast<T: serde::Serialize + Clone>(
+        &mut self,
+        kind: u8,
+        body: &T,
+        wrap: fn(Authenticated<T>) -> PbftMessage,
+    ) {
+        let copies = Authenticated::seal_each(kind, body, &self.config.keys.mac_keys, self.me());
+        for (to, sealed) in copies {
+            self.send(to, wrap(sealed));
+        }
     }
 
     /// As primary: ask for the next block's payload once the block below it is prepared (or
@@ -96,9 +105,11 @@ impl Pbft {
         if !self.persist() {
             return;
         }
-        if let Some(message) = self.seal(KIND_PRE_PREPARE, PrePrepare { view, header }) {
-            self.broadcast(PbftMessage::PrePrepare(message));
-        }
+        self.multicast(
+            KIND_PRE_PREPARE,
+            &PrePrepare { view, header },
+            PbftMessage::PrePrepare,
+        );
         self.next_seq = seq.next();
         self.check_prepared(seq);
     }
@@ -227,9 +238,7 @@ impl Pbft {
         }
         if self.primary(view) != me {
             let phase = Phase { view, seq, digest };
-            if let Some(message) = self.seal(KIND_PREPARE, phase) {
-                self.broadcast(PbftMessage::Prepare(message));
-            }
+            self.multicast(KIND_PREPARE, &phase, PbftMessage::Prepare);
         }
         self.check_prepared(seq);
     }
@@ -345,9 +354,7 @@ impl Pbft {
         }
         slot.commit_sent = true;
         let phase = Phase { view, seq, digest };
-        if let Some(message) = self.seal(KIND_COMMIT, phase) {
-            self.broadcast(PbftMessage::Commit(message));
-        }
+        self.multicast(KIND_COMMIT, &phase, PbftMessage::Commit);
         self.record_commit(me, phase);
     }
 

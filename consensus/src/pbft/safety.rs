@@ -9,9 +9,10 @@ use quorate_ledger::{Epoch, Height, View};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Blocks remembered per sequence number in Q (the latest views win). Honest primaries give a
-/// sequence number one block per view, and once a block may have committed every later view
-/// re-issues that same block, so it is always the newest entry and never the one dropped.
+/// Blocks remembered per sequence number in Q (the latest views win, but the block P holds at
+/// that sequence number is always kept). Honest primaries give a sequence number one block per
+/// view, and once a block may have committed every later view re-issues that same block, so it
+/// is always the newest entry.
 pub(crate) const Q_BLOCKS_MAX: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +60,15 @@ impl SafetyState {
             None => blocks.push((digest, view)),
         }
         blocks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0 .0.cmp(&b.0 .0)));
-        blocks.truncate(Q_BLOCKS_MAX);
+        // The block P holds at `seq` is never the one dropped (A2 must still find it).
+        let prepared = self.prepared.get(&seq).map(|(_, d)| *d);
+        while blocks.len() > Q_BLOCKS_MAX {
+            let drop = blocks
+                .iter()
+                .rposition(|(d, _)| Some(*d) != prepared)
+                .unwrap_or(blocks.len() - 1);
+            blocks.remove(drop);
+        }
         true
     }
 
@@ -130,6 +139,16 @@ mod tests {
         state.prepare(Height(1), View(3), Digest([3; 32]));
         state.prepare(Height(1), View(2), Digest([2; 32]));
         assert_eq!(state.prepared[&Height(1)], (View(3), Digest([3; 32])));
+        // The block P holds (pre-prepared in view 3, older than the four kept) stays in Q
+        // however many later views pre-prepare others: A2 must still find it.
+        assert!(state.pre_prepare(Height(1), View(3), Digest([3; 32])));
+        for view in 10..20 {
+            assert!(state.pre_prepare(Height(1), View(view), Digest([view as u8; 32])));
+        }
+        let blocks = &state.pre_prepared[&Height(1)];
+        assert_eq!(blocks.len(), Q_BLOCKS_MAX);
+        assert!(blocks.contains(&(Digest([3; 32]), View(3))), "{blocks:?}");
+        assert_eq!(blocks[0], (Digest([19; 32]), View(19)));
         state.stabilize(StablePoint::Root {
             height: Height(1),
             block: Digest::ZERO,

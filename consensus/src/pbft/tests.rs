@@ -56,12 +56,13 @@ impl Net {
         }
     }
 
-    fn pre_prepare(&self, from: usize, view: u64, header: BlockHeader) -> Input {
+    /// A PRE-PREPARE from `from` to `to`, with the MAC of the key they share.
+    fn pre_prepare(&self, from: usize, to: usize, view: u64, header: BlockHeader) -> Input {
         let body = PrePrepare {
             view: View(view),
             header,
         };
-        let sealed = Authenticated::seal(KIND_PRE_PREPARE, body, &self.keys(from)).unwrap();
+        let sealed = Authenticated::seal(KIND_PRE_PREPARE, body, &self.keys(from)[to]).unwrap();
         Input::Message {
             from,
             message: Message::Pbft(PbftMessage::PrePrepare(sealed)),
@@ -110,14 +111,20 @@ impl Net {
         }
     }
 
-    fn new_view(&self, view: u64, changes: Vec<ViewChange>, reissued: Vec<BlockHeader>) -> Input {
+    fn new_view(
+        &self,
+        to: usize,
+        view: u64,
+        changes: Vec<ViewChange>,
+        reissued: Vec<BlockHeader>,
+    ) -> Input {
         let from = (view % 4) as usize;
         let body = NewView {
             view: View(view),
             view_changes: changes,
             reissued,
         };
-        let sealed = Authenticated::seal(KIND_NEW_VIEW, body, &self.keys(from)).unwrap();
+        let sealed = Authenticated::seal(KIND_NEW_VIEW, body, &self.keys(from)[to]).unwrap();
         Input::Message {
             from,
             message: Message::Pbft(PbftMessage::NewView(sealed)),
@@ -139,7 +146,8 @@ fn prepares(actions: &[Action]) -> Vec<Digest> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Broadcast {
+            Action::Send {
+                to: 0,
                 message: Message::Pbft(PbftMessage::Prepare(p)),
             } => Some(p.body.digest),
             _ => None,
@@ -159,7 +167,7 @@ fn prepare_goes_out_after_its_pre_prepare_is_persisted_and_survives_a_restart() 
     let mut backup = net.replica(1);
     let a = net.block(0, 1);
     let digest_a = a.hash().unwrap();
-    let actions = backup.handle(net.pre_prepare(0, 0, a));
+    let actions = backup.handle(net.pre_prepare(0, 1, 0, a));
     assert_eq!(checks(&actions), vec![digest_a]);
     let actions = backup.handle(Input::PayloadChecked {
         block: digest_a,
@@ -174,8 +182,9 @@ fn prepare_goes_out_after_its_pre_prepare_is_persisted_and_survives_a_restart() 
         .position(|a| {
             matches!(
                 a,
-                Action::Broadcast {
-                    message: Message::Pbft(PbftMessage::Prepare(_))
+                Action::Send {
+                    message: Message::Pbft(PbftMessage::Prepare(_)),
+                    ..
                 }
             )
         })
@@ -189,14 +198,14 @@ fn prepare_goes_out_after_its_pre_prepare_is_persisted_and_survives_a_restart() 
     let mut restarted = Pbft::recover(net.config(1), Some(&bytes), Vec::new()).unwrap();
     restarted.start();
     let b = net.block(0, 2);
-    let actions = restarted.handle(net.pre_prepare(0, 0, b.clone()));
+    let actions = restarted.handle(net.pre_prepare(0, 1, 0, b.clone()));
     assert!(
         checks(&actions).is_empty(),
         "a second block at one (view, seq)"
     );
     // A fresh replica would have taken it.
     let mut fresh = net.replica(1);
-    let actions = fresh.handle(net.pre_prepare(0, 0, b.clone()));
+    let actions = fresh.handle(net.pre_prepare(0, 1, 0, b.clone()));
     assert_eq!(checks(&actions), vec![b.hash().unwrap()]);
 }
 
@@ -210,17 +219,17 @@ fn messages_with_a_wrong_mac_or_from_a_non_primary_are_ignored() {
         view: View(0),
         header: a.clone(),
     };
-    let forged = Authenticated::seal(KIND_PRE_PREPARE, body, &net.keys(2)).unwrap();
+    let forged = Authenticated::seal(KIND_PRE_PREPARE, body, &net.keys(2)[1]).unwrap();
     let actions = backup.handle(Input::Message {
         from: 0,
         message: Message::Pbft(PbftMessage::PrePrepare(forged)),
     });
     assert!(checks(&actions).is_empty());
     // A genuine pre-prepare from a backup is not one from the primary.
-    let actions = backup.handle(net.pre_prepare(2, 0, a.clone()));
+    let actions = backup.handle(net.pre_prepare(2, 1, 0, a.clone()));
     assert!(checks(&actions).is_empty());
     // The real one is taken.
-    let actions = backup.handle(net.pre_prepare(0, 0, a.clone()));
+    let actions = backup.handle(net.pre_prepare(0, 1, 0, a.clone()));
     assert_eq!(checks(&actions), vec![a.hash().unwrap()]);
 }
 
@@ -268,7 +277,7 @@ fn a_new_view_that_drops_a_prepared_block_is_refused() {
         net.view_change(3, 1, None),
     ];
     let mut first = net.replica(3);
-    let actions = first.handle(net.new_view(1, changes.clone(), Vec::new()));
+    let actions = first.handle(net.new_view(3, 1, changes.clone(), Vec::new()));
     assert!(
         misbehaved(&actions),
         "a NEW-VIEW without the prepared block"
@@ -276,15 +285,15 @@ fn a_new_view_that_drops_a_prepared_block_is_refused() {
     assert_eq!(first.status().view, View(0));
     // Below quorum.
     let mut second = net.replica(2);
-    let actions = second.handle(net.new_view(1, changes[..2].to_vec(), vec![a.clone()]));
+    let actions = second.handle(net.new_view(2, 1, changes[..2].to_vec(), vec![a.clone()]));
     assert!(misbehaved(&actions));
     // Another block in its place.
     let mut third = net.replica(2);
-    let actions = third.handle(net.new_view(1, changes.clone(), vec![net.block(0, 7)]));
+    let actions = third.handle(net.new_view(2, 1, changes.clone(), vec![net.block(0, 7)]));
     assert!(misbehaved(&actions));
     // The right one.
     let mut fourth = net.replica(2);
-    let actions = fourth.handle(net.new_view(1, changes, vec![a]));
+    let actions = fourth.handle(net.new_view(2, 1, changes, vec![a]));
     assert!(!misbehaved(&actions));
     assert_eq!(fourth.status().view, View(1));
     assert_eq!(checks(&actions), vec![digest_a]);
@@ -293,4 +302,36 @@ fn a_new_view_that_drops_a_prepared_block_is_refused() {
         valid: true,
     });
     assert_eq!(prepares(&actions), vec![digest_a]);
+}
+
+/// A PRE-PREPARE of the next view that arrives before its NEW-VIEW is kept and taken once the
+/// NEW-VIEW is; a forged one sent first is not kept, and does not take the slot.
+#[test]
+fn a_pre_prepare_that_outruns_its_new_view_is_kept_if_genuine() {
+    let net = Net::new();
+    let changes = vec![
+        net.view_change(0, 1, None),
+        net.view_change(2, 1, None),
+        net.view_change(3, 1, None),
+    ];
+    let fresh = net.block(1, 5);
+    let forged_block = net.block(1, 6);
+    let mut replica = net.replica(2);
+    // Replica 3 forges the primary's PRE-PREPARE (its MAC is keyed with its own pair key),
+    // then replica 1, primary of view 1, pre-prepares: both before replica 2 entered view 1.
+    let body = PrePrepare {
+        view: View(1),
+        header: forged_block,
+    };
+    let forged = Authenticated::seal(KIND_PRE_PREPARE, body, &net.keys(3)[2]).unwrap();
+    let actions = replica.handle(Input::Message {
+        from: 1,
+        message: Message::Pbft(PbftMessage::PrePrepare(forged)),
+    });
+    assert!(checks(&actions).is_empty());
+    let actions = replica.handle(net.pre_prepare(1, 2, 1, fresh.clone()));
+    assert!(checks(&actions).is_empty());
+    let actions = replica.handle(net.new_view(2, 1, changes, Vec::new()));
+    assert_eq!(replica.status().view, View(1));
+    assert_eq!(checks(&actions), vec![fresh.hash().unwrap()]);
 }

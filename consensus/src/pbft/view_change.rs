@@ -5,7 +5,8 @@
 //! some VIEW-CHANGE's P) is chosen when
 //! - A1: VIEW-CHANGEs of quorum power report no prepared entry for n, or one from a view below
 //!   v, or (v, d) itself; and
-//! - A2: VIEW-CHANGEs of validity power (f+1) report that they pre-prepared d at n in v or later.
+//! - A2: VIEW-CHANGEs of validity power (f+1) report that they pre-prepared (or prepared) d at
+//!   n in v or later.
 //!
 //! A1 keeps the choice to what a quorum does not contradict; A2 keeps it to a block some honest
 //! replica accepted, so a liar's prepared entry with a made-up view cannot win. Where
@@ -125,11 +126,13 @@ fn choose(
             })
             .map(|c| power(c.replica as usize))
             .fold(0, u64::saturating_add);
+        // A prepared entry implies the pre-prepare it was prepared from.
         let a2: u64 = changes
             .iter()
             .filter(|c| {
                 pre_prepared_at(c, seq)
                     .is_some_and(|e| e.blocks.iter().any(|(d, v)| *d == digest && *v >= view))
+                    || prepared_at(c, seq).is_some_and(|e| e.digest == digest && e.view >= view)
             })
             .map(|c| power(c.replica as usize))
             .fold(0, u64::saturating_add);

@@ -1049,6 +1049,11 @@ impl<'a> World<'a> {
             if let Message::HotStuff(HsMessage::Vote(vote)) = &message {
                 self.equivocating_votes(node, to, vote);
             }
+            if self.config.protocol == Protocol::Pbft
+                && self.pbft_equivocate_send(node, to, &message)
+            {
+                return;
+            }
         }
         let Some(fingerprint) = fingerprint(&message) else {
             return;
