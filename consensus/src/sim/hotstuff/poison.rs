@@ -6,8 +6,8 @@
 //! none of it against the honest votes (issue: one such vote used to fix a block's vote data
 //! and drop every honest vote after it).
 
-use super::World;
 use crate::hotstuff::{HsMessage, Proposal, Timeout, Vote};
+use crate::sim::World;
 use crate::Message;
 use quorate_crypto::Domain;
 use quorate_ledger::VoteData;
@@ -24,7 +24,7 @@ impl World<'_> {
 
     /// Poisoned votes for the block of `proposal`, to every other validator at once (before
     /// the honest votes, which wait for the payload check).
-    pub(super) fn poison_votes(&mut self, node: usize, proposal: &Proposal) {
+    pub(in crate::sim) fn poison_votes(&mut self, node: usize, proposal: &Proposal) {
         let index = self.nodes[node].index;
         let Ok(block) = proposal.block.hash() else {
             return;
@@ -63,7 +63,11 @@ impl World<'_> {
 
     /// What the poisoner sends in place of what its engine wants sent: nothing for a proposal
     /// or a vote, a poisoned copy of a timeout, anything else as is.
-    pub(super) fn poison_outgoing(&mut self, node: usize, message: Message) -> Option<Message> {
+    pub(in crate::sim) fn poison_outgoing(
+        &mut self,
+        node: usize,
+        message: Message,
+    ) -> Option<Message> {
         match message {
             Message::HotStuff(HsMessage::Proposal(_)) | Message::HotStuff(HsMessage::Vote(_)) => {
                 None

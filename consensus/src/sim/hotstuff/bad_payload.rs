@@ -5,14 +5,14 @@
 //! view must cost them no more than a silent leader's (the node also refuses oversized and
 //! undecodable batches at ingest; the simulator has no batches, only payload digests).
 
-use super::World;
 use crate::hotstuff::{HsMessage, Proposal};
+use crate::sim::World;
 use crate::Message;
 use quorate_crypto::{Digest, Domain, Hasher};
 
 impl World<'_> {
     /// What the bad-payload validator sends in place of what its engine wants sent.
-    pub(super) fn bad_payload_outgoing(&mut self, message: Message) -> Option<Message> {
+    pub(in crate::sim) fn bad_payload_outgoing(&mut self, message: Message) -> Option<Message> {
         match message {
             Message::HotStuff(HsMessage::Proposal(proposal)) => Some(Message::HotStuff(
                 HsMessage::Proposal(self.corrupt_payload(proposal)),
@@ -34,7 +34,7 @@ impl World<'_> {
         } else {
             // A payload and a root that belong together, but on a parent that is not this one.
             header.payload_digest = junk;
-            header.state_root = super::state_root(&Digest::ZERO, &junk);
+            header.state_root = crate::sim::state_root(&Digest::ZERO, &junk);
         }
         proposal
     }

@@ -12,11 +12,11 @@
 //!
 //! Each message carries valid MACs and signatures: the replica's own keys are real.
 
-use super::{state_root, World};
 use crate::pbft::{
     Authenticated, NewView, PbftMessage, Phase, PrePrepare, PrePreparedEntry, PreparedEntry,
     ViewChange, KIND_COMMIT, KIND_NEW_VIEW, KIND_PREPARE, KIND_PRE_PREPARE,
 };
+use crate::sim::{state_root, World};
 use crate::Message;
 use quorate_crypto::{Digest, Domain, Hasher, MacKey};
 use quorate_ledger::{BlockHeader, Height, View};

@@ -5,20 +5,20 @@
 //! validators must pay for the forged certificate once, not per copy (the engine ignores a
 //! validator that sent one for a while), and drop the rest cheaply.
 
-use super::{SimEngine, World};
 use crate::hotstuff::{HsMessage, SyncInfo, Vote};
+use crate::sim::{SimEngine, World};
 use crate::{Engine, Message};
 use quorate_crypto::Domain;
 use quorate_ledger::View;
 
 /// Old messages a flooder keeps to replay.
-pub(super) const REPLAYS_KEPT: usize = 16;
+pub(in crate::sim) const REPLAYS_KEPT: usize = 16;
 /// How far ahead its future-view votes are.
 const FUTURE: u64 = 1_000;
 
 impl World<'_> {
     /// Keeps a copy of a message the flooder received, to replay later.
-    pub(super) fn flood_remember(&mut self, node: usize, message: &Message) {
+    pub(in crate::sim) fn flood_remember(&mut self, node: usize, message: &Message) {
         let kept = &mut self.nodes[node].replays;
         if kept.len() >= REPLAYS_KEPT {
             kept.pop_front();
@@ -27,7 +27,7 @@ impl World<'_> {
     }
 
     /// The burst the flooder sends in place of `message`.
-    pub(super) fn flood(&mut self, node: usize, message: &Message) {
+    pub(in crate::sim) fn flood(&mut self, node: usize, message: &Message) {
         let index = self.nodes[node].index;
         let Some(engine) = self.nodes[node]
             .engine

@@ -2,7 +2,7 @@
 //! the network, votes for every block it sees in a view, and, leading the view after a committing
 //! QC's votes reach it, withholds that QC to break the lock (see [`Withheld`]).
 
-use super::*;
+use crate::sim::*;
 
 /// The lock-breaking attack of an equivocator that leads view v+3 after blocks b, b', b'' in
 /// views v, v+1, v+2: it keeps the votes for b'' from its engine and aggregates them privately
@@ -11,7 +11,7 @@ use super::*;
 /// all the others a fork from b's parent justified by the TC. Only the lock on b keeps them
 /// from voting for the fork; without it (`--fault-inject ignore-lock`) they certify and commit a
 /// block that conflicts with b.
-pub(super) struct Withheld {
+pub(in crate::sim) struct Withheld {
     /// The view of the withheld votes (v+2) and the block they are for (b'').
     view: View,
     block: Digest,
@@ -22,7 +22,7 @@ pub(super) struct Withheld {
 impl World<'_> {
     /// The equivocator `node`'s engine proposes `message`: send conflicting blocks instead.
     /// Returns false if the proposal goes out unchanged.
-    pub(super) fn equivocate_proposal(
+    pub(in crate::sim) fn equivocate_proposal(
         &mut self,
         node: usize,
         message: &Message,
@@ -76,7 +76,7 @@ impl World<'_> {
         false
     }
 
-    pub(super) fn remember(&mut self, node: usize, message: &Message) {
+    pub(in crate::sim) fn remember(&mut self, node: usize, message: &Message) {
         let Message::HotStuff(HsMessage::Proposal(proposal)) = message else {
             return;
         };
@@ -92,7 +92,7 @@ impl World<'_> {
     }
 
     /// Whether the equivocator `node` keeps this vote from its engine (see [`Withheld`]).
-    pub(super) fn withhold(&mut self, node: usize, from: usize, vote: &Vote) -> bool {
+    pub(in crate::sim) fn withhold(&mut self, node: usize, from: usize, vote: &Vote) -> bool {
         let index = self.nodes[node].index;
         let view = vote.data.view;
         let leads_next = self.nodes[node]
@@ -159,7 +159,7 @@ impl World<'_> {
     /// view after the withheld one, entered by a TC. Returns false if the attack does not apply.
     /// `proposal` rebuilt on the block `justify` certifies, with a payload of its own (`salt`)
     /// executed on that parent; `None` if this node never stored the parent.
-    pub(super) fn rebuild(
+    pub(in crate::sim) fn rebuild(
         &mut self,
         node: usize,
         proposal: &Proposal,
@@ -181,7 +181,7 @@ impl World<'_> {
         Some(rebuilt)
     }
 
-    pub(super) fn break_lock(
+    pub(in crate::sim) fn break_lock(
         &mut self,
         node: usize,
         proposal: &Proposal,
@@ -235,7 +235,7 @@ impl World<'_> {
     }
 
     /// An equivocator also votes for every other block it saw in the view.
-    pub(super) fn equivocating_votes(&mut self, node: usize, to: usize, vote: &Vote) {
+    pub(in crate::sim) fn equivocating_votes(&mut self, node: usize, to: usize, vote: &Vote) {
         let index = self.nodes[node].index;
         let others: Vec<(Digest, BlockHeader)> = self.nodes[node]
             .seen

@@ -1,0 +1,103 @@
+//! The event queue: simulated time, ordered by (time, sequence), and the run loop with its
+//! crash schedule.
+
+use super::*;
+
+pub(super) enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+        bytes: Digest,
+    },
+    Timer {
+        node: usize,
+        incarnation: u64,
+        timer: TimerId,
+    },
+    Local {
+        node: usize,
+        incarnation: u64,
+        input: Input,
+    },
+    Crash {
+        node: usize,
+        restart_at: u64,
+    },
+    Restart {
+        node: usize,
+    },
+    Repartition,
+}
+
+pub(super) struct Scheduled {
+    pub(super) time: u64,
+    pub(super) seq: u64,
+    pub(super) event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Min-heap on (time, seq).
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+impl World<'_> {
+    pub(super) fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            time: self.now + delay,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    pub(super) fn run(&mut self) {
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].role == Role::Silent {
+                continue;
+            }
+            self.boot(node);
+        }
+        if self.config.asynchrony {
+            self.schedule(0, Event::Repartition);
+            // Crash one honest validator for a while before GST, in half the seeds.
+            if self.gst > 200 && self.rng.chance(0.5) {
+                let honest: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.nodes[i].role == Role::Honest)
+                    .collect();
+                if !honest.is_empty() {
+                    let victim = honest[self.rng.range(0, honest.len() as u64 - 1) as usize];
+                    let at = self.rng.range(0, self.gst - 100);
+                    let restart_at = (at + self.rng.range(100, 1_000)).min(self.gst);
+                    self.schedule(
+                        at,
+                        Event::Crash {
+                            node: victim,
+                            restart_at,
+                        },
+                    );
+                }
+            }
+        }
+        while let Some(next) = self.queue.pop() {
+            if next.time > self.end {
+                break;
+            }
+            self.now = next.time;
+            self.dispatch(next.event);
+        }
+    }
+}
