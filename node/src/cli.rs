@@ -121,9 +121,9 @@ struct LocalnetArgs {
     /// Number of validators.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
     validators: u16,
-    /// Consensus protocol.
-    #[arg(long, default_value = "hotstuff")]
-    protocol: Protocol,
+    /// Consensus protocol of a new testnet (default hotstuff); an existing one must match.
+    #[arg(long)]
+    protocol: Option<Protocol>,
     /// Directory of the testnet (created if it holds no genesis.json; reused otherwise).
     #[arg(long, default_value = "localnet")]
     dir: PathBuf,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub fn localnet(
     validators: u16,
-    protocol: Protocol,
+    protocol: Option<Protocol>,
     dir: &Path,
     base_port: u16,
     accounts: usize,
@@ -25,7 +25,7 @@ pub fn localnet(
             .as_millis() as u64;
         generate_testnet(&TestnetSpec {
             validators: validators as usize,
-            protocol,
+            protocol: protocol.unwrap_or(Protocol::HotStuff),
             accounts,
             dir: dir.to_path_buf(),
             base_port,
@@ -39,6 +39,13 @@ pub fn localnet(
         eprintln!("reusing the testnet in {}", dir.display());
     }
     let genesis = Genesis::load(&genesis_path)?;
+    if let Some(asked) = protocol.filter(|asked| *asked != genesis.protocol) {
+        anyhow::bail!(
+            "{} holds a {} chain, not {asked}: delete it, or pass another --dir",
+            dir.display(),
+            genesis.protocol
+        );
+    }
     let exe = std::env::current_exe().context("locating the quorate binary")?;
     let mut children: Vec<(usize, Child, PathBuf)> = Vec::new();
     for index in 0..genesis.validators.len() {
