@@ -11,6 +11,13 @@ use std::path::Path;
 /// Checkpoints every 8 blocks, so a short run has several.
 const INTERVAL: u64 = 8;
 
+/// One cluster at a time: four validators already load a 2-core CI machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn audit(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["audit"];
     all.extend_from_slice(args);
@@ -26,6 +33,7 @@ fn audit_home(home: &Path) -> serde_json::Value {
 
 #[test]
 fn a_pbft_chain_commits_survives_its_primary_and_audits() {
+    let _serial = serial();
     let mut cluster = Cluster::start_protocol(
         "pbft",
         4,
@@ -118,4 +126,60 @@ fn a_pbft_chain_commits_survives_its_primary_and_audits() {
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["check"], "certificate", "{report}");
     assert_eq!(report["failed_height"], INTERVAL, "{report}");
+}
+
+/// A replica down for longer than its peers keep headers (a window below their last stable
+/// checkpoint) catches up by ledger sync, which fetches until a checkpoint certificate covers
+/// the run (checkpoints every 128 blocks, 64 blocks per request), then rejoins consensus.
+#[test]
+fn a_pbft_replica_far_behind_syncs_to_a_checkpoint_and_rejoins() {
+    let _serial = serial();
+    let mut cluster = Cluster::start_protocol(
+        "pbft",
+        4,
+        2,
+        &[("idle_interval_ms", 10), ("view_timeout_ms", 200)],
+    );
+    cluster.wait_height(0, 2, 60);
+    cluster.kill9(3);
+    let behind = cluster.height(0).unwrap();
+    cluster.wait_height(0, behind + 700, 240);
+    let to = cluster.account_address(1);
+    committed_height(&cluster.transfer(0, 0, &to, 9, true));
+    let head = cluster.height(0).unwrap();
+
+    cluster.start_node(3);
+    cluster.wait_height(3, head, 180);
+    for h in [behind, behind + 1, behind + 300, head] {
+        assert_eq!(
+            cluster.block_hash(3, h),
+            cluster.block_hash(0, h),
+            "block {h}"
+        );
+    }
+    assert_eq!(cluster.balance(3, &to), cluster.balance(0, &to));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.full_log(3).contains("sync: caught up") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        cluster.full_log(3).contains("sync: caught up"),
+        "node3 did not use ledger sync; log:\n{}",
+        cluster.log(3)
+    );
+    // It rejoined consensus: with node2 down, nodes 0, 1 and 3 are the quorum.
+    cluster.kill9(2);
+    committed_height(&cluster.transfer(1, 0, &to, 1, true));
+    let now = cluster.height(1).unwrap();
+    cluster.wait_height(3, now, 90);
+    let report = {
+        let output = quorate(&[
+            "audit",
+            "--home",
+            cluster.home(3).to_str().unwrap(),
+            "--json",
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(report["ok"], true, "{report}");
 }
