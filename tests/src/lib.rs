@@ -298,6 +298,44 @@ impl Cluster {
         self.query(i, &["account", address])?["balance"].as_u64()
     }
 
+    /// Node 3 is killed while the others commit `blocks` more (more than peers keep for an
+    /// engine to catch up), then restarted: it must catch up by ledger sync (its log says so),
+    /// hold the same blocks and balances, and rejoin consensus (with node 2 down, nodes 0, 1
+    /// and 3 are the quorum).
+    pub fn far_behind_replica_syncs_and_rejoins(&mut self, blocks: u64) {
+        use std::time::{Duration, Instant};
+        self.wait_height(0, 2, 60);
+        self.kill9(3);
+        let behind = self.height(0).expect("node0 height");
+        let started = Instant::now();
+        self.wait_height(0, behind + blocks, 240);
+        eprintln!("{blocks} blocks without node3 in {:?}", started.elapsed());
+        let to = self.account_address(1);
+        committed_height(&self.transfer(0, 0, &to, 9, true));
+        let head = self.height(0).expect("node0 height");
+        self.start_node(3);
+        self.wait_height(3, head, 180);
+        for h in [behind, behind + 1, behind + blocks / 2, head] {
+            assert_eq!(self.block_hash(3, h), self.block_hash(0, h), "block {h}");
+        }
+        assert_eq!(self.balance(3, &to), self.balance(0, &to));
+        // The sync task logs once it sees the head it applied (it polls; the RPC may see it
+        // first).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.full_log(3).contains("sync: caught up") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            self.full_log(3).contains("sync: caught up"),
+            "node3 did not use ledger sync; log:\n{}",
+            self.log(3)
+        );
+        self.kill9(2);
+        committed_height(&self.transfer(1, 0, &to, 1, true));
+        let now = self.height(1).expect("node1 height");
+        self.wait_height(3, now, 90);
+    }
+
     /// `quorate tx transfer` from account `from` to `to` through node `via`.
     pub fn transfer(&self, via: usize, from: usize, to: &str, amount: u64, wait: bool) -> Output {
         transfer(&self.rpc(via), &self.account_key(from), to, amount, wait)

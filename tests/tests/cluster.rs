@@ -276,42 +276,8 @@ fn a_validator_behind_by_more_than_peers_keep_in_memory_syncs_the_ledger_and_rej
     // with one validator down and its views timing out.
     let mut cluster =
         Cluster::start_with(4, 2, &[("idle_interval_ms", 10), ("view_timeout_ms", 100)]);
-    cluster.wait_height(0, 2, 60);
-    cluster.kill9(3);
-    let behind = cluster.height(0).unwrap();
     // Peers' engines keep 256 committed blocks; go past that.
-    let started = Instant::now();
-    cluster.wait_height(0, behind + 300, 240);
-    eprintln!("300 blocks without node3 in {:?}", started.elapsed());
-    let to = cluster.account_address(1);
-    committed_height(&cluster.transfer(0, 0, &to, 9, true));
-    let head = cluster.height(0).unwrap();
-
-    cluster.start_node(3);
-    cluster.wait_height(3, head, 180);
-    for h in [behind, behind + 1, behind + 200, head] {
-        assert_eq!(
-            cluster.block_hash(3, h),
-            cluster.block_hash(0, h),
-            "block {h}"
-        );
-    }
-    assert_eq!(cluster.balance(3, &to), cluster.balance(0, &to));
-    // The sync task logs once it sees the head it applied (it polls; the RPC may see it first).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.full_log(3).contains("sync: caught up") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        cluster.full_log(3).contains("sync: caught up"),
-        "node3 did not use ledger sync; log:\n{}",
-        cluster.log(3)
-    );
-    // It rejoined consensus: with node2 down, nodes 0, 1 and 3 are the quorum.
-    cluster.kill9(2);
-    committed_height(&cluster.transfer(1, 0, &to, 1, true));
-    let now = cluster.height(1).unwrap();
-    cluster.wait_height(3, now, 60);
+    cluster.far_behind_replica_syncs_and_rejoins(300);
 }
 
 #[test]
