@@ -45,7 +45,7 @@ hotstuff_configs=(
   "badpayload-n4|--validators 4 --byzantine 1 --behaviour bad-payload"
   "flood-n7|--validators 7 --byzantine 2 --behaviour flood --drop 0.1"
 )
-# PBFT has the protocol-neutral behaviours and its own equivocator.
+# PBFT has the protocol-neutral behaviours and its own equivocator, bad primary and flooder.
 pbft_configs=(
   "twins-n4|--validators 4 --byzantine 1 --behaviour twins"
   "equivocate-n4|--validators 4 --byzantine 1 --behaviour equivocate"
@@ -55,6 +55,8 @@ pbft_configs=(
   "silent-n4|--validators 4 --byzantine 1 --behaviour silent"
   "silent-n7|--validators 7 --byzantine 2 --behaviour silent --drop 0.1"
   "twins-n10|--validators 10 --byzantine 3 --behaviour twins"
+  "badpayload-n4|--validators 4 --byzantine 1 --behaviour bad-payload"
+  "flood-n7|--validators 7 --byzantine 2 --behaviour flood --drop 0.1"
 )
 status=0
 now() { date +%s.%N; }

@@ -456,7 +456,7 @@ fn sim(args: SimArgs) -> Result<()> {
     }
     if !args.behaviour.supports(args.protocol) {
         bail!(
-            "--behaviour {:?} is not simulated for {} (it has silent, equivocate, twins and random)",
+            "--behaviour {:?} is not simulated for {} (poison is HotStuff's alone)",
             args.behaviour,
             args.protocol
         );

@@ -187,10 +187,7 @@ impl Pbft {
             return;
         }
         if let Err(why) = self.check_view_change(&change) {
-            self.emit(Action::Misbehaved {
-                peer: from,
-                why: format!("VIEW-CHANGE {why}"),
-            });
+            self.penalize(from, format!("VIEW-CHANGE {why}"));
             return;
         }
         if let Some(slot) = self.view_changes.get_mut(from) {

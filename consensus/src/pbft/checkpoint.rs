@@ -155,10 +155,10 @@ impl Pbft {
             &bytes,
             &checkpoint.signature,
         ) {
-            self.emit(Action::Misbehaved {
-                peer: from,
-                why: format!("CHECKPOINT signature does not verify: {error}"),
-            });
+            self.penalize(
+                from,
+                format!("CHECKPOINT signature does not verify: {error}"),
+            );
             return;
         }
         self.record_checkpoint(from, checkpoint);

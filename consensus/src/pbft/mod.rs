@@ -68,6 +68,9 @@ const CHAIN_MAX: usize = 256;
 const CHAINS_PER_PEER: u32 = 8;
 /// Headers wanted at once.
 const WANTED_MAX: usize = 8;
+/// Views a replica's signed messages are ignored for after one of them failed its signature
+/// check (a forgery costs one check, not one per copy).
+const PENALTY_VIEWS: u64 = 100;
 /// Normal-case messages kept per sender for a view this replica has not entered yet, per
 /// sequence number of the window (a NEW-VIEW's re-issued blocks bring a PREPARE and a COMMIT
 /// for each).
@@ -136,6 +139,8 @@ pub struct Pbft {
     wanted: std::collections::VecDeque<Digest>,
     /// Per peer: the view in which this replica last re-sent it its NEW-VIEW.
     resent_new_view: Vec<Option<View>>,
+    /// Per peer: its signed messages are ignored before this view (it sent a forged one).
+    ignored_until: Vec<View>,
     progress_mark: u64,
     /// Per sender: PRE-PREPAREs and PREPAREs for a view this replica has not entered yet (a
     /// NEW-VIEW can arrive after the first messages of its view); replayed on entering it.
@@ -201,6 +206,7 @@ impl Pbft {
             served: vec![((Height(0), View(0)), 0); n],
             wanted: std::collections::VecDeque::new(),
             resent_new_view: vec![None; n],
+            ignored_until: vec![View(0); n],
             early: vec![std::collections::VecDeque::new(); n],
             view_changes: vec![None; n],
             epoch_root,
@@ -360,8 +366,30 @@ impl Pbft {
         self.headers.insert(digest, header);
     }
 
+    /// A peer sent a message only a Byzantine replica sends (a signature that does not verify):
+    /// report it, and ignore its signed messages for a while.
+    fn penalize(&mut self, peer: ValidatorIndex, why: String) {
+        let until = View(self.view().0.saturating_add(PENALTY_VIEWS));
+        if let Some(slot) = self.ignored_until.get_mut(peer) {
+            *slot = until;
+        }
+        self.emit(Action::Misbehaved { peer, why });
+    }
+
     fn on_message(&mut self, from: ValidatorIndex, message: PbftMessage) {
         if from >= self.n() || from == self.me() {
+            return;
+        }
+        let signed = matches!(
+            message,
+            PbftMessage::Checkpoint(_) | PbftMessage::ViewChange(_) | PbftMessage::NewView(_)
+        );
+        if signed
+            && self
+                .ignored_until
+                .get(from)
+                .is_some_and(|until| self.view() < *until)
+        {
             return;
         }
         if let Some(view) = normal_view(&message) {

@@ -52,10 +52,7 @@ impl Behaviour {
     pub fn supports(self, protocol: Protocol) -> bool {
         match protocol {
             Protocol::HotStuff => true,
-            Protocol::Pbft => matches!(
-                self,
-                Behaviour::Silent | Behaviour::Equivocate | Behaviour::Twins | Behaviour::Random
-            ),
+            Protocol::Pbft => self != Behaviour::Poison,
         }
     }
 }

@@ -15,7 +15,8 @@
 //! run loop), `node` (a validator's engine and storage), `network` (delays, drops, partitions),
 //! `checker` (safety, order, certificates, the seed's report), `summary` (many seeds); this file
 //! holds the world and feeds engines their inputs. Byzantine behaviours live in one module per
-//! protocol: `hotstuff/` (equivocate, poison, bad-payload, flood) and `pbft.rs` (equivocate);
+//! protocol: `hotstuff/` (equivocate, poison, bad-payload, flood) and `pbft/` (equivocate,
+//! bad-payload, flood);
 //! `silent` and `twins` need no adversary code.
 
 mod checker;
@@ -104,10 +105,12 @@ impl<'a> World<'a> {
             let role = if byzantine.contains(&index) {
                 let behaviour = match config.behaviour {
                     Behaviour::Random if config.protocol == Protocol::Pbft => {
-                        match rng.range(0, 2) {
+                        match rng.range(0, 4) {
                             0 => Behaviour::Silent,
                             1 => Behaviour::Equivocate,
-                            _ => Behaviour::Twins,
+                            2 => Behaviour::Twins,
+                            3 => Behaviour::BadPayload,
+                            _ => Behaviour::Flood,
                         }
                     }
                     Behaviour::Random => match rng.range(0, 5) {

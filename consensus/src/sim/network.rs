@@ -66,6 +66,9 @@ impl World<'_> {
     pub(super) fn outgoing(&mut self, node: usize, message: Message) -> Option<Message> {
         match self.nodes[node].role {
             Role::Poisoner => self.poison_outgoing(node, message),
+            Role::BadPayload if self.config.protocol == Protocol::Pbft => {
+                Self::pbft_bad_payload_keeps(&message).then_some(message)
+            }
             Role::BadPayload => self.bad_payload_outgoing(message),
             Role::Flooder => {
                 self.flood(node, &message);
@@ -101,6 +104,12 @@ impl World<'_> {
             {
                 return;
             }
+        }
+        if self.nodes[node].role == Role::BadPayload
+            && self.config.protocol == Protocol::Pbft
+            && self.pbft_bad_payload_send(node, to, &message)
+        {
+            return;
         }
         let Some(fingerprint) = fingerprint(&message) else {
             return;

@@ -222,10 +222,12 @@ fn tc_proposals_extend_the_signers_high_qc() {
 
 // PBFT: the same network, faults and checker.
 
-const PBFT_BEHAVIOURS: [Behaviour; 4] = [
+const PBFT_BEHAVIOURS: [Behaviour; 6] = [
     Behaviour::Silent,
     Behaviour::Equivocate,
     Behaviour::Twins,
+    Behaviour::BadPayload,
+    Behaviour::Flood,
     Behaviour::Random,
 ];
 

@@ -28,6 +28,10 @@ impl World<'_> {
 
     /// The burst the flooder sends in place of `message`.
     pub(in crate::sim) fn flood(&mut self, node: usize, message: &Message) {
+        if self.config.protocol == quorate_genesis::Protocol::Pbft {
+            self.pbft_flood(node);
+            return;
+        }
         let index = self.nodes[node].index;
         let Some(engine) = self.nodes[node]
             .engine

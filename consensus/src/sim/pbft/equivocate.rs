@@ -28,7 +28,7 @@ const SEEN_MAX: usize = 4;
 impl World<'_> {
     /// Remembers each block pre-prepared to the equivocator, and at once sends PREPARE and
     /// COMMIT for it (whatever its engine thinks of it).
-    pub(super) fn pbft_remember(&mut self, node: usize, message: &Message) {
+    pub(in crate::sim) fn pbft_remember(&mut self, node: usize, message: &Message) {
         if let Message::Pbft(PbftMessage::PrePrepare(pre_prepare)) = message {
             let body = &pre_prepare.body;
             if let Ok(digest) = body.header.hash() {
@@ -69,7 +69,7 @@ impl World<'_> {
     }
 
     /// The key the equivocator `node` shares with simulated node `target`.
-    fn key_for(&self, node: usize, target: usize) -> MacKey {
+    pub(in crate::sim) fn key_for(&self, node: usize, target: usize) -> MacKey {
         self.setup.mac_keys(self.nodes[node].index)[self.nodes[target].index].clone()
     }
 
@@ -101,7 +101,7 @@ impl World<'_> {
 
     /// Sends what the equivocator `node` says to validator `to` in place of its engine's
     /// `message`; false if the message goes out unchanged.
-    pub(super) fn pbft_equivocate_send(
+    pub(in crate::sim) fn pbft_equivocate_send(
         &mut self,
         node: usize,
         to: usize,
@@ -183,7 +183,7 @@ impl World<'_> {
 
     /// Sends what the equivocator `node` says in place of its engine's broadcast `message`
     /// (a VIEW-CHANGE: the only PBFT message broadcast whole); false if it goes out unchanged.
-    pub(super) fn pbft_equivocate(
+    pub(in crate::sim) fn pbft_equivocate(
         &mut self,
         node: usize,
         message: &Message,

@@ -1,0 +1,95 @@
+//! PBFT's `flood`: a Byzantine replica that follows the views, sends nothing useful, and for
+//! every message its engine wants sent sends every other replica a burst instead: a CHECKPOINT
+//! whose signature is over other bytes (it costs a signature check and fails it), a VIEW-CHANGE
+//! validly signed for a view far ahead, a request for a chain of headers nobody has, and a
+//! replay of an old message. Honest replicas must pay for the forged signature once, not per
+//! copy (the engine ignores a replica that sent one for a while), and drop the rest cheaply.
+
+use crate::pbft::{FetchChain, PbftMessage, StablePoint, ViewChange, ViewChangeData};
+use crate::sim::{SimEngine, World};
+use crate::{Message, ProtocolStatus};
+use quorate_crypto::{Domain, Hasher};
+use quorate_ledger::{CheckpointData, Epoch, Height, SeqNum, View};
+
+/// How far ahead its VIEW-CHANGEs are.
+const FUTURE: u64 = 1_000;
+
+impl World<'_> {
+    /// The burst the PBFT flooder sends in place of its engine's message.
+    pub(in crate::sim) fn pbft_flood(&mut self, node: usize) {
+        let index = self.nodes[node].index;
+        let Some(status) = self.nodes[node]
+            .engine
+            .as_ref()
+            .map(|engine| SimEngine::engine(engine).status())
+        else {
+            return;
+        };
+        let ProtocolStatus::Pbft {
+            stable_checkpoint, ..
+        } = status.protocol
+        else {
+            return;
+        };
+        let mut junk = Hasher::new(Domain::Payload);
+        junk.update(b"flood").update(&status.view.0.to_le_bytes());
+        let junk = junk.finalize();
+        let interval = self.setup.params.checkpoint_interval.max(1);
+        let mut burst = Vec::new();
+        // A CHECKPOINT whose signature is over other bytes.
+        let data = CheckpointData {
+            genesis_hash: self.setup.genesis_hash,
+            epoch: Epoch(0),
+            seq: SeqNum(stable_checkpoint.0 + interval),
+            height: Height(stable_checkpoint.0 + interval),
+            block: junk,
+            state_root: junk,
+        };
+        burst.push(Message::Pbft(PbftMessage::Checkpoint(
+            crate::pbft::Checkpoint {
+                data,
+                signature: self.setup.signers[index].sign(Domain::Checkpoint, b"other bytes"),
+            },
+        )));
+        // A VIEW-CHANGE for a view far ahead, validly signed.
+        let far = ViewChangeData {
+            genesis_hash: self.setup.genesis_hash,
+            epoch: Epoch(0),
+            view: View(status.view.0.saturating_add(FUTURE)),
+            replica: index as u16,
+            stable: StablePoint::Root {
+                height: self.setup.root.height,
+                block: self
+                    .setup
+                    .root
+                    .hash()
+                    .unwrap_or(quorate_crypto::Digest::ZERO),
+            },
+            prepared: Vec::new(),
+            pre_prepared: Vec::new(),
+        };
+        if let Some(bytes) = far.signing_bytes() {
+            let signature = self.setup.signers[index].sign(Domain::ViewChange, &bytes);
+            burst.push(Message::Pbft(PbftMessage::ViewChange(ViewChange {
+                data: far,
+                signature,
+            })));
+        }
+        // A chain nobody has.
+        burst.push(Message::Pbft(PbftMessage::FetchChain(FetchChain {
+            tip: junk,
+            above: Height(0),
+        })));
+        // A replay of something old.
+        let kept = self.nodes[node].replays.len();
+        if kept > 0 {
+            let pick = self.rng.range(0, kept as u64 - 1) as usize;
+            if let Some(old) = self.nodes[node].replays.get(pick).cloned() {
+                burst.push(old);
+            }
+        }
+        for message in burst {
+            self.deliver_to_others(node, message);
+        }
+    }
+}
