@@ -342,11 +342,11 @@ fn bench_writes_a_results_line_with_every_spec_field_from_real_validators() {
     // A request the harness cannot serve is refused with a reason, not faked.
     let refused = quorate_tests::quorate(&[
         "bench",
-        "--protocol",
-        "pbft",
+        "--payload",
+        "opaque",
         "--out",
         out.path().to_str().unwrap(),
     ]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("PBFT"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("opaque"));
 }
