@@ -19,7 +19,7 @@ impl Pbft {
         self.safety.view = view;
         self.safety.view_changing = true;
         self.clear_view_state();
-        self.new_view_timer = None;
+        self.quorum_left_for = None;
         self.sent_new_view = None;
         self.timeouts += 1;
         if !self.persist() {
@@ -43,7 +43,7 @@ impl Pbft {
         if view != self.view() || !self.safety.view_changing {
             return;
         }
-        if self.new_view_timer == Some(view) {
+        if self.quorum_left_for == Some(view) {
             self.failures = self.failures.saturating_add(1);
             self.start_view_change(view.next());
         } else {
@@ -244,7 +244,7 @@ impl Pbft {
         if power < self.quorum() {
             return;
         }
-        self.new_view_timer = Some(view);
+        self.quorum_left_for = Some(view);
         self.try_new_view();
     }
 
@@ -408,7 +408,7 @@ impl Pbft {
         self.safety.view = view;
         self.safety.view_changing = false;
         self.clear_view_state();
-        self.new_view_timer = None;
+        self.quorum_left_for = None;
         self.rejected_new_views.retain(|v| *v > view);
         let stable = self.low_watermark();
         let mut top = stable;

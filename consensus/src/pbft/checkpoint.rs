@@ -1,7 +1,7 @@
 //! Committing in order, checkpoints, and fetching the headers of decided blocks.
 
 use super::messages::{Checkpoint, FetchChain, StablePoint};
-use super::{Fetch, Pbft, PbftMessage, CHAINS_PER_PEER, CHAIN_MAX, WANTED_MAX};
+use super::{Fetch, Pbft, PbftMessage, CHAIN_ALLOWANCE, CHAIN_MAX, WANTED_MAX};
 
 /// CHECKPOINTs are taken up to this many windows above the stable point: a replica that fell
 /// behind (it restarted, or was cut off) learns where the others are and catches up to the
@@ -84,6 +84,9 @@ impl Pbft {
         self.decided.remove(&height);
         self.commits.remove(&height);
         self.failures = 0;
+        for left in &mut self.served {
+            *left = (*left + 1).min(CHAIN_ALLOWANCE);
+        }
         if self.next_seq <= height {
             self.next_seq = height.next();
         }
@@ -300,22 +303,14 @@ impl Pbft {
         self.send_fetch();
     }
 
-    /// Serves a chain of headers: at most a few answers per peer while this replica stays at
-    /// one committed height and view (a peer asking more before it moves on gets nothing).
+    /// Serves a chain of headers out of the peer's allowance (see [`CHAIN_ALLOWANCE`]): a peer
+    /// catching up gets what it needs, one asking without end gets a header per block this
+    /// replica commits, as any follower would.
     pub(super) fn on_fetch_chain(&mut self, from: ValidatorIndex, request: FetchChain) {
-        let epoch_now = (self.committed.height, self.view());
-        let Some(served) = self.served.get_mut(from) else {
-            return;
-        };
-        if served.0 != epoch_now {
-            *served = (epoch_now, 0);
-        }
-        if served.1 >= CHAINS_PER_PEER {
-            return;
-        }
+        let allowance = self.served.get(from).copied().unwrap_or(0).min(CHAIN_MAX);
         let mut chain = Vec::new();
         let mut digest = request.tip;
-        while chain.len() < CHAIN_MAX {
+        while chain.len() < allowance {
             let Some(header) = self.headers.get(&digest) else {
                 break;
             };
@@ -328,8 +323,8 @@ impl Pbft {
         if chain.is_empty() {
             return;
         }
-        if let Some(served) = self.served.get_mut(from) {
-            served.1 += 1;
+        if let Some(left) = self.served.get_mut(from) {
+            *left = left.saturating_sub(chain.len());
         }
         self.send(from, PbftMessage::Chain(chain));
     }

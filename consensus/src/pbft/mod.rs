@@ -64,8 +64,9 @@ use std::collections::{BTreeMap, HashMap};
 const VIEWS_AHEAD_MAX: u64 = 64;
 /// Headers in one `Chain` answer.
 const CHAIN_MAX: usize = 256;
-/// `Chain` answers to one peer per (committed height, view) of this replica.
-const CHAINS_PER_PEER: u32 = 8;
+/// Headers this replica serves one peer at most at once; each block it commits gives every
+/// peer's allowance one more, up to this.
+const CHAIN_ALLOWANCE: usize = 2 * CHAIN_MAX;
 /// Headers wanted at once.
 const WANTED_MAX: usize = 8;
 /// Views a replica's signed messages are ignored for after one of them failed its signature
@@ -120,7 +121,7 @@ pub struct Pbft {
     /// Each replica's latest verified VIEW-CHANGE.
     view_changes: Vec<Option<ViewChange>>,
     /// The view being entered that a quorum of VIEW-CHANGEs is known for.
-    new_view_timer: Option<View>,
+    quorum_left_for: Option<View>,
     /// As primary: the NEW-VIEW this replica sent for its view (re-sent to laggards).
     sent_new_view: Option<NewView>,
     /// Views whose NEW-VIEW failed its checks; others for them are ignored.
@@ -132,9 +133,8 @@ pub struct Pbft {
     fetch_attempts: u64,
     /// The height at which a decided block was found not to extend the committed chain.
     diverged_at: Option<Height>,
-    /// Per peer: the (committed height, view) at which this replica last served it chains, and
-    /// how many.
-    served: Vec<((Height, View), u32)>,
+    /// Per peer: how many more headers this replica will serve it (see [`CHAIN_ALLOWANCE`]).
+    served: Vec<usize>,
     /// Recently wanted headers (a chain starting at one of them is taken).
     wanted: std::collections::VecDeque<Digest>,
     /// Per peer: the view in which this replica last re-sent it its NEW-VIEW.
@@ -203,7 +203,7 @@ impl Pbft {
         }
         let next_seq = committed.height.next();
         Ok(Pbft {
-            served: vec![((Height(0), View(0)), 0); n],
+            served: vec![CHAIN_ALLOWANCE; n],
             wanted: std::collections::VecDeque::new(),
             resent_new_view: vec![None; n],
             ignored_until: vec![View(0); n],
@@ -219,7 +219,7 @@ impl Pbft {
             decided,
             commits: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
-            new_view_timer: None,
+            quorum_left_for: None,
             sent_new_view: None,
             rejected_new_views: std::collections::BTreeSet::new(),
             next_seq,

@@ -382,15 +382,13 @@ impl Pbft {
         if phase.seq <= self.committed.height {
             return;
         }
+        let committee = self.config.validators.committee();
         let by_sender = self.commits.entry(phase.seq).or_default();
         by_sender.insert(from, (phase.view, phase.digest));
         let power: u64 = by_sender
             .iter()
             .filter(|(_, entry)| **entry == (phase.view, phase.digest))
-            .map(|(sender, _)| *sender)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|sender| self.power(sender))
+            .map(|(sender, _)| committee.power(*sender))
             .fold(0, u64::saturating_add);
         if power >= self.quorum() {
             self.decide(phase.seq, phase.digest);

@@ -1,8 +1,8 @@
 //! PBFT's `flood`: a Byzantine replica that follows the views, sends nothing useful, and for
 //! every message its engine wants sent sends every other replica a burst instead: a CHECKPOINT
 //! whose signature is over other bytes (it costs a signature check and fails it), a VIEW-CHANGE
-//! validly signed for a view far ahead, a request for a chain of headers nobody has, and a
-//! replay of an old message. Honest replicas must pay for the forged signature once, not per
+//! validly signed for a view far ahead, requests for a chain of headers nobody has and for the
+//! longest one everybody has, a chain nobody asked for, and a replay of an old message. Honest replicas must pay for the forged signature once, not per
 //! copy (the engine ignores a replica that sent one for a while), and drop the rest cheaply.
 
 use crate::pbft::{FetchChain, PbftMessage, StablePoint, ViewChange, ViewChangeData};
@@ -75,11 +75,28 @@ impl World<'_> {
                 signature,
             })));
         }
-        // A chain nobody has.
+        // A chain nobody has, and the longest chain everyone has (each peer serves it a few
+        // times per height and view, then not at all).
         burst.push(Message::Pbft(PbftMessage::FetchChain(FetchChain {
             tip: junk,
             above: Height(0),
         })));
+        burst.push(Message::Pbft(PbftMessage::FetchChain(FetchChain {
+            tip: status.committed_hash,
+            above: Height(0),
+        })));
+        // A chain nobody asked for: its own head, and a made-up header on top.
+        if let Some(head) = self.nodes[node]
+            .headers
+            .get(&status.committed_hash)
+            .cloned()
+        {
+            let mut made_up = head.clone();
+            made_up.height = head.height.next();
+            made_up.parent = status.committed_hash;
+            made_up.payload_digest = junk;
+            burst.push(Message::Pbft(PbftMessage::Chain(vec![made_up, head])));
+        }
         // A replay of something old.
         let kept = self.nodes[node].replays.len();
         if kept > 0 {
