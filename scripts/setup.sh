@@ -2,10 +2,23 @@
 # Installs the system prerequisites Quorate needs to build, only when they are missing.
 #   clang + libclang-dev: RocksDB's Rust bindings are generated with bindgen at build time.
 #   A Rust toolchain (cargo) must already be present.
+#
+#   scripts/setup.sh chaos   also what scripts/chaos.sh and the chaos tests need: root, ip
+#                            (iproute2), iptables and faketime, and a kernel with network
+#                            namespaces, bridges and NFQUEUE.
 set -euo pipefail
 
 missing=()
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
+if [ "${1:-}" = chaos ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: the chaos campaign makes network namespaces, a bridge and an iptables rule: run it as root" >&2
+    exit 1
+  fi
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+fi
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
   missing+=(libclang-dev)

@@ -10,10 +10,13 @@
 #   QUORATE_SIM_SEEDS     fast-crypto simulation seeds per configuration in the consensus tests
 #                         (default 200; a tenth of that, at least 4, also runs with real BLS)
 #   QUORATE_TEST_PROFILE  release | dev | auto (default: release if localnet.sh built it)
+#   QUORATE_CHAOS_MINUTES minutes of faults in each protocol's chaos run (default 2; the
+#                         campaign the README reports is `scripts/chaos.sh --minutes 30`)
+#   QUORATE_CHAOS_SEED    the chaos runs' seed (default 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh chaos
 start=$(date +%s)
 
 echo "== cargo fmt --check"
@@ -46,4 +49,9 @@ echo "== build every target with clippy, warnings denied ($profile profile)"
 cargo test --workspace --all-targets --locked "${profile_flag[@]}" --no-run
 echo "== cargo test ($profile profile)"
 cargo test --workspace --locked "${profile_flag[@]}"
+for protocol in hotstuff pbft; do
+  echo "== chaos: $protocol, ${QUORATE_CHAOS_MINUTES:-2} minutes of faults"
+  QUORATE_CHAOS_PROFILE=$profile scripts/chaos.sh --protocol "$protocol" \
+    --minutes "${QUORATE_CHAOS_MINUTES:-2}" --seed "${QUORATE_CHAOS_SEED:-1}"
+done
 echo "== done in $(( $(date +%s) - start ))s"

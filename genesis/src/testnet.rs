@@ -5,7 +5,9 @@
 //! DIR/node<i>/config.toml  DIR/node<i>/validator.key.json  DIR/node<i>/data/
 //! DIR/accounts/account-<j>.json
 //! ```
-//! Node i listens for p2p on 127.0.0.1:P+2i and serves RPC on 127.0.0.1:P+2i+1.
+//! Node i listens for p2p on 127.0.0.1:P+2i and serves RPC on 127.0.0.1:P+2i+1; with
+//! [`TestnetSpec::hosts`], on its own host's address instead (a testnet spread over network
+//! namespaces or machines).
 
 use crate::error::io;
 use crate::keys::{write_secret_file, AccountKeyFile, ValidatorKeyFile, ValidatorKeys};
@@ -24,6 +26,9 @@ pub struct TestnetSpec {
     pub accounts: usize,
     pub dir: PathBuf,
     pub base_port: u16,
+    /// One IPv4 address per validator that node i listens on (and is dialled at); empty:
+    /// 127.0.0.1 for every node.
+    pub hosts: Vec<std::net::Ipv4Addr>,
     pub chain_id: String,
     pub initial_balance: u64,
     pub genesis_time_ms: u64,
@@ -64,6 +69,13 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
             spec.base_port, spec.validators
         )));
     }
+    if !spec.hosts.is_empty() && spec.hosts.len() != spec.validators {
+        return Err(GenesisError::Invalid(format!(
+            "{} hosts for {} validators: give one address per validator",
+            spec.hosts.len(),
+            spec.validators
+        )));
+    }
     let genesis_path = spec.dir.join("genesis.json");
     if genesis_path.exists() {
         return Err(GenesisError::Exists { path: genesis_path });
@@ -79,7 +91,12 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
         create_dir(&home.join("data"))?;
         let p2p_port = spec.base_port as usize + 2 * index;
         let rpc_port = p2p_port + 1;
-        let p2p_address = format!("/ip4/127.0.0.1/tcp/{p2p_port}");
+        let host = spec
+            .hosts
+            .get(index)
+            .copied()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let p2p_address = format!("/ip4/{host}/tcp/{p2p_port}");
         let keys = ValidatorKeys::generate(&name);
         write_secret_file(
             &home.join("validator.key.json"),
@@ -91,7 +108,7 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
             validator_key_file: PathBuf::from("validator.key.json"),
             data_dir: PathBuf::from("data"),
             p2p_listen: p2p_address.clone(),
-            rpc_listen: format!("127.0.0.1:{rpc_port}"),
+            rpc_listen: format!("{host}:{rpc_port}"),
             mempool: MempoolConfig::default(),
         };
         config.save(&home.join("config.toml"))?;
@@ -106,7 +123,7 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
         nodes.push(TestnetNode {
             index,
             home: home.canonicalize().map_err(io(&home))?,
-            rpc_url: format!("http://127.0.0.1:{rpc_port}"),
+            rpc_url: format!("http://{host}:{rpc_port}"),
             p2p_address,
         });
     }
@@ -154,6 +171,7 @@ mod tests {
             accounts: 3,
             dir: dir.to_path_buf(),
             base_port: 30000,
+            hosts: Vec::new(),
             chain_id: "quorate-test".into(),
             initial_balance: 1_000_000,
             genesis_time_ms: 1_700_000_000_000,
@@ -252,5 +270,28 @@ mod tests {
         let mut s = spec(dir.path(), 4);
         s.base_port = 65530;
         assert!(generate_testnet(&s).is_err());
+    }
+
+    #[test]
+    fn hosts_place_each_node_on_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), 2);
+        s.hosts = vec!["10.77.0.1".parse().unwrap(), "10.77.0.2".parse().unwrap()];
+        let nodes = generate_testnet(&s).unwrap();
+        assert_eq!(nodes[1].rpc_url, "http://10.77.0.2:30003");
+        assert_eq!(nodes[1].p2p_address, "/ip4/10.77.0.2/tcp/30002");
+        let config = NodeConfig::load(&nodes[1].home.join("config.toml")).unwrap();
+        assert_eq!(config.rpc_listen, "10.77.0.2:30003");
+        let genesis = Genesis::load(&dir.path().join("genesis.json")).unwrap();
+        assert_eq!(
+            genesis.validators[0].p2p_address,
+            "/ip4/10.77.0.1/tcp/30000"
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let mut short = spec(other.path(), 3);
+        short.hosts = vec!["10.77.0.1".parse().unwrap()];
+        let error = generate_testnet(&short).unwrap_err().to_string();
+        assert!(error.contains("1 hosts for 3 validators"), "{error}");
     }
 }

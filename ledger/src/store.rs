@@ -354,11 +354,14 @@ impl Store {
             }
         }
         let tx_index = self.cf(CF_TX_INDEX)?;
+        let mut indexed = std::collections::HashSet::new();
         for (index, (id, receipt)) in transactions.iter().zip(&execution.receipts).enumerate() {
-            // A transaction executes at most once (it consumes its nonce then); a later copy in
-            // another block fails without effect and must not hide where it executed.
+            // A transaction executes at most once (it consumes its nonce then); a later copy,
+            // in another block or in this one (two validators batched it), fails without effect
+            // and must not hide where it executed.
             let executed = receipt.as_ref().err().is_none_or(TxFailure::consumes_nonce);
-            if !executed && self.tx(id)?.is_some() {
+            let first_here = indexed.insert(*id);
+            if !executed && (!first_here || self.tx(id)?.is_some()) {
                 continue;
             }
             let location = TxLocation {
@@ -476,7 +479,7 @@ impl StateView for Store {
 mod tests {
     use super::*;
     use crate::state::{execute, initial_accumulator};
-    use crate::{Epoch, SignedTransaction, Transaction, TransactionKind, View};
+    use crate::{Epoch, SignedTransaction, StateAccumulator, Transaction, TransactionKind, View};
     use quorate_crypto::SigningKey;
 
     fn root(state_root: Digest) -> BlockHeader {
@@ -494,9 +497,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_committed_block_survives_reopening_whole() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Alice holds 50 at genesis; `tx` sends 20 of it to Bob.
+    struct Fixture {
+        alice: SigningKey,
+        bob: Address,
+        accounts: Vec<(Address, Account)>,
+        accumulator: StateAccumulator,
+        genesis: BlockHeader,
+        tx: SignedTransaction,
+    }
+
+    fn fixture() -> Fixture {
         let alice = SigningKey::from_seed_insecure(7);
         let bob = SigningKey::from_seed_insecure(8).public().address();
         let accounts = vec![(
@@ -508,7 +519,7 @@ mod tests {
         )];
         let accumulator = initial_accumulator(accounts.iter().map(|(a, b)| (a, b)));
         let genesis = root(accumulator.root());
-        let tx: SignedTransaction = Transaction {
+        let tx = Transaction {
             chain_id: "c".into(),
             sender: alice.public(),
             nonce: 0,
@@ -519,6 +530,27 @@ mod tests {
         }
         .sign(&alice)
         .unwrap();
+        Fixture {
+            alice,
+            bob,
+            accounts,
+            accumulator,
+            genesis,
+            tx,
+        }
+    }
+
+    #[test]
+    fn a_committed_block_survives_reopening_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let Fixture {
+            alice,
+            bob,
+            accounts,
+            accumulator,
+            genesis,
+            tx,
+        } = fixture();
         let batch = Batch {
             transactions: vec![tx.clone()],
         };
@@ -568,5 +600,41 @@ mod tests {
         );
         assert_eq!(store.height_of(&head.hash).unwrap(), Some(Height(1)));
         assert_eq!(store.batch(&batch.digest()).unwrap(), Some(batch));
+    }
+
+    /// Found by `scripts/chaos.sh`: a transfer sent to two validators landed in two batches of
+    /// one block; the first copy executed, the second failed on its nonce, and the index
+    /// answered "failed" for a transfer that had been carried out.
+    #[test]
+    fn a_second_copy_in_the_same_block_keeps_the_first_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let (genesis, tx) = (f.genesis, f.tx);
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .initialize(&genesis, &f.accounts, &f.accumulator)
+            .unwrap();
+        let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx, &tx]).unwrap();
+        assert_eq!(execution.receipts[0], Ok(()));
+        assert!(execution.receipts[1].is_err());
+        let mut header = genesis.clone();
+        header.height = Height(1);
+        header.parent = genesis.hash().unwrap();
+        header.state_root = execution.state_root();
+        let one = Batch {
+            transactions: vec![tx.clone()],
+        };
+        let record = CommittedBlock {
+            header,
+            proof: Vec::new(),
+            batches: vec![one.digest(), one.digest()],
+            receipts: execution.receipts.clone(),
+        };
+        store
+            .commit(&record, &execution, &[tx.id(), tx.id()])
+            .unwrap();
+        let location = store.tx(&tx.id()).unwrap().unwrap();
+        assert_eq!((location.index, location.receipt), (0, Ok(())));
+        assert_eq!(Store::account(&store, &f.bob).unwrap().balance, 20);
     }
 }

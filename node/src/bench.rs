@@ -230,6 +230,7 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
         accounts: spec.accounts,
         dir: dir.clone(),
         base_port,
+        hosts: Vec::new(),
         chain_id: "quorate-bench".into(),
         initial_balance: 1_000_000_000_000,
         genesis_time_ms: crate::metrics::now_ms(),

@@ -277,6 +277,10 @@ struct TestnetArgs {
     /// Node i listens for p2p on 127.0.0.1:P+2i and serves RPC on P+2i+1.
     #[arg(long, default_value_t = 26600)]
     base_port: u16,
+    /// One IPv4 address per validator, comma-separated: node i listens (p2p and RPC) on the
+    /// i-th instead of 127.0.0.1, e.g. for validators in network namespaces.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<std::net::Ipv4Addr>,
     /// Chain id written into the genesis.
     #[arg(long, default_value = "quorate-testnet")]
     chain_id: String,
@@ -574,6 +578,7 @@ fn testnet(args: TestnetArgs) -> Result<()> {
         accounts: args.accounts,
         dir: args.dir.clone(),
         base_port: args.base_port,
+        hosts: args.hosts,
         chain_id: args.chain_id,
         initial_balance: args.balance,
         genesis_time_ms,

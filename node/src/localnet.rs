@@ -29,6 +29,7 @@ pub fn localnet(
             accounts,
             dir: dir.to_path_buf(),
             base_port,
+            hosts: Vec::new(),
             chain_id: "quorate-localnet".into(),
             initial_balance: 1_000_000_000,
             genesis_time_ms,
