@@ -13,6 +13,8 @@
 #   QUORATE_CHAOS_MINUTES minutes of faults in each protocol's chaos run (default 2; the
 #                         campaign the README reports is `scripts/chaos.sh --minutes 30`)
 #   QUORATE_CHAOS_SEED    the chaos runs' seed (default 1)
+#   QUORATE_FUZZ_SECONDS  seconds each fuzz target runs (default 5; the README's run is
+#                         `scripts/fuzz.sh 75`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,7 @@ start=$(date +%s)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path tests/fuzz/Cargo.toml -- --check
 
 clippy_driver=$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)
 if [ -z "$clippy_driver" ]; then
@@ -54,4 +57,6 @@ for protocol in hotstuff pbft; do
   QUORATE_CHAOS_PROFILE=$profile scripts/chaos.sh --protocol "$protocol" \
     --minutes "${QUORATE_CHAOS_MINUTES:-2}" --seed "${QUORATE_CHAOS_SEED:-1}"
 done
+echo "== fuzz: every target for ${QUORATE_FUZZ_SECONDS:-5}s"
+scripts/fuzz.sh "${QUORATE_FUZZ_SECONDS:-5}"
 echo "== done in $(( $(date +%s) - start ))s"

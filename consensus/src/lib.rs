@@ -20,6 +20,7 @@ pub mod hotstuff;
 pub mod pbft;
 mod proof;
 mod verifier;
+pub mod wire;
 
 // The simulator indexes its own tables of simulated nodes; nothing it indexes comes from a
 // network, a disk or a client.

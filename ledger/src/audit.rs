@@ -11,8 +11,8 @@
 //! proves the commit rule directly covers itself and, through the hash chain, every block before
 //! it; the head must be covered. The first failure stops the audit with its height and check.
 
+use crate::records::CommittedBlock;
 use crate::state::{execute, StateAccumulator, StateReadError, StateView};
-use crate::store::CommittedBlock;
 use crate::{Account, Batch, Block, BlockHeader, Height, SignedTransaction};
 use quorate_crypto::{Address, Digest};
 use std::collections::{HashMap, VecDeque};

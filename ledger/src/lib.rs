@@ -10,7 +10,9 @@ mod block;
 mod certificate;
 pub mod codec;
 mod newtypes;
+mod records;
 pub mod state;
+#[cfg(feature = "store")]
 pub mod store;
 mod transaction;
 
@@ -21,10 +23,12 @@ pub use certificate::{
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use newtypes::{Epoch, Height, SeqNum, View};
+pub use records::{CommittedBlock, Head, PendingBlock, TxLocation};
 pub use state::{
     execute, Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,
 };
-pub use store::{CommittedBlock, Head, PendingBlock, Store, StoreError, TxLocation};
+#[cfg(feature = "store")]
+pub use store::{Store, StoreError};
 pub use transaction::{
     SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,
     MAX_TRANSACTION_BYTES,

@@ -6,13 +6,11 @@
 //! is written synced on its own, before anything that depends on it leaves the node.
 
 use crate::codec::{self, CodecError};
-use crate::state::{
-    Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,
-};
+use crate::records::{CommittedBlock, Head, PendingBlock, TxLocation};
+use crate::state::{Account, Execution, StateAccumulator, StateReadError, StateView, TxFailure};
 use crate::{Batch, BlockHeader, Height};
 use quorate_crypto::{Address, Digest};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
 
@@ -52,41 +50,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error("commit of height {height} does not follow the head at {head}")]
     OutOfOrder { height: u64, head: u64 },
-}
-
-/// A committed block as stored: the header, the encoded commit certificate (its format belongs
-/// to the consensus protocol), the batches of its payload, and every transaction's outcome.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedBlock {
-    pub header: BlockHeader,
-    pub proof: Vec<u8>,
-    pub batches: Vec<Digest>,
-    pub receipts: Vec<Receipt>,
-}
-
-/// Where a committed transaction is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxLocation {
-    pub height: Height,
-    pub block_hash: Digest,
-    pub index: u32,
-    pub receipt: Receipt,
-}
-
-/// The last committed block.
-/// An uncommitted block as stored: its header, which the node reads, and the consensus engine's
-/// own encoding of it, which only the engine reads back (after a restart).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingBlock {
-    pub header: BlockHeader,
-    pub engine: Vec<u8>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    pub height: Height,
-    pub hash: Digest,
-    pub header: BlockHeader,
 }
 
 pub struct Store {

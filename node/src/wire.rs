@@ -8,10 +8,11 @@
 //! are read ([`LARGE_FRAMES_BUDGET`]): many streams at once cannot exhaust memory.
 
 use futures::prelude::*;
-use quorate_consensus::Message;
-use quorate_crypto::Digest;
-use quorate_ledger::{codec, Batch, CommittedBlock};
-use serde::{Deserialize, Serialize};
+pub use quorate_consensus::wire::{
+    NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST,
+};
+use quorate_ledger::codec;
+use serde::Serialize;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,45 +31,6 @@ pub const LARGE_FRAMES_BUDGET: usize = 256 * 1024 * 1024;
 /// Large frames refused since start because the budget was spent (not scored: an honest peer's
 /// big answer can meet a flood; the requester asks again).
 pub static LARGE_FRAMES_REFUSED: AtomicU64 = AtomicU64::new(0);
-
-/// Batches asked for in one request at most.
-pub const MAX_BATCHES_PER_REQUEST: usize = 64;
-/// Committed blocks asked for in one sync request at most.
-pub const MAX_BLOCKS_PER_REQUEST: u64 = 64;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)]
-pub enum NetRequest {
-    /// A consensus message (point to point or to all).
-    Consensus(Message),
-    /// A batch of transactions from the sender's mempool.
-    Batch(Batch),
-    /// The batch digests of a payload the sender proposes.
-    Manifest {
-        payload: Digest,
-        batches: Vec<Digest>,
-    },
-    GetManifest(Digest),
-    GetBatches(Vec<Digest>),
-    /// Committed blocks from `from` on (sync).
-    GetCommitted {
-        from: u64,
-        count: u64,
-    },
-    /// Never sent: what the codec hands up in place of a frame that was too long or did not
-    /// decode, so the network can score the peer (the request-response behaviour does not report
-    /// failures that happen while a request is read).
-    #[serde(skip)]
-    Undecodable(String),
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum NetResponse {
-    Ack,
-    Manifest(Option<Vec<Digest>>),
-    Batches(Vec<Batch>),
-    Committed(Vec<CommittedBlock>),
-}
 
 /// The codec, with the large-frame budget its clones (one per connection and stream) share.
 #[derive(Clone)]

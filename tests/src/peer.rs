@@ -6,8 +6,8 @@ use futures::prelude::*;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol};
+use quorate_consensus::wire::NetRequest;
 use quorate_ledger::Batch;
-use serde::Serialize;
 use std::io;
 use std::time::Duration;
 
@@ -139,20 +139,7 @@ pub async fn send_frames(
     answers
 }
 
-/// The node's request enum up to its `Manifest` variant: the same variant indices, so the same
-/// canonical encoding (the node crate is a binary; its wire types cannot be imported).
-#[derive(Serialize)]
-enum Request<'a> {
-    #[allow(dead_code)]
-    Consensus(()),
-    Batch(&'a Batch),
-    Manifest {
-        payload: quorate_crypto::Digest,
-        batches: &'a [quorate_crypto::Digest],
-    },
-}
-
-fn frame(request: &Request<'_>) -> Vec<u8> {
+fn frame(request: &NetRequest) -> Vec<u8> {
     let body = quorate_ledger::encode(request).expect("encodable request");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend(body);
@@ -161,7 +148,7 @@ fn frame(request: &Request<'_>) -> Vec<u8> {
 
 /// One wire frame (4-byte big-endian length, canonical encoding) carrying `batch`.
 pub fn batch_frame(batch: &Batch) -> Vec<u8> {
-    frame(&Request::Batch(batch))
+    frame(&NetRequest::Batch(batch.clone()))
 }
 
 /// One wire frame announcing that `payload` is made of `batches` (true or not).
@@ -169,5 +156,8 @@ pub fn manifest_frame(
     payload: quorate_crypto::Digest,
     batches: &[quorate_crypto::Digest],
 ) -> Vec<u8> {
-    frame(&Request::Manifest { payload, batches })
+    frame(&NetRequest::Manifest {
+        payload,
+        batches: batches.to_vec(),
+    })
 }

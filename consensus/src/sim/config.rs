@@ -235,6 +235,20 @@ impl Setup {
         self.genesis_hash
     }
 
+    /// A freshly started engine of `protocol` for validator `index` of this setup, as the node
+    /// builds one (MAC keys included for PBFT): what a fuzz target feeds decoded messages to.
+    pub fn fresh_engine(
+        &self,
+        protocol: Protocol,
+        index: usize,
+    ) -> Result<Box<dyn Engine + Send>, BuildError> {
+        let mut config = self.engine_config(index, FaultInjection::None);
+        if protocol == Protocol::Pbft {
+            config.keys.mac_keys = self.mac_keys(index);
+        }
+        crate::build(protocol, config, Persisted::default())
+    }
+
     pub(crate) fn engine_config(&self, index: usize, fault: FaultInjection) -> EngineConfig {
         EngineConfig {
             chain_id: CHAIN_ID.into(),

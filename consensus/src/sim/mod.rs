@@ -45,7 +45,7 @@ use crate::hotstuff::{
 use crate::pbft::Pbft;
 use crate::{
     Action, BuildError, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
-    FaultInjection, Input, Message, PayloadProposal, TimerId,
+    FaultInjection, Input, Message, PayloadProposal, Persisted, TimerId,
 };
 use quorate_crypto::{BlsKeyPair, Digest, Domain, Hasher, MacKey, SigningKey};
 use quorate_genesis::{ConsensusParams, Protocol, ValidatorInfo, ValidatorSet};
@@ -80,6 +80,9 @@ struct World<'a> {
     /// Blocks given a checkpoint certificate after their commit (PBFT).
     certified: u64,
     trace: Hasher,
+    /// Messages kept for [`sample_messages`], at most this many.
+    samples: Vec<Message>,
+    sample_limit: usize,
 }
 
 /// Runs one seed.
@@ -87,6 +90,15 @@ pub fn run_seed(setup: &Setup, config: &SimConfig, seed: u64) -> SeedReport {
     let mut world = World::new(setup, config, seed);
     world.run();
     world.report()
+}
+
+/// Up to `limit` of the messages one seed's validators (honest and Byzantine) send, spread over
+/// the run: real, validly signed traffic of every kind, to seed the fuzz targets' corpus.
+pub fn sample_messages(setup: &Setup, config: &SimConfig, seed: u64, limit: usize) -> Vec<Message> {
+    let mut world = World::new(setup, config, seed);
+    world.sample_limit = limit;
+    world.run();
+    world.samples
 }
 
 impl<'a> World<'a> {
@@ -184,6 +196,8 @@ impl<'a> World<'a> {
             bytes: 0,
             certified: 0,
             trace: Hasher::new(Domain::Batch),
+            samples: Vec::new(),
+            sample_limit: 0,
         }
     }
 

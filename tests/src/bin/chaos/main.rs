@@ -161,8 +161,8 @@ fn campaign(args: &Args) -> Result<bool> {
     }
     let faults = parse_faults(&args.faults)?;
     if faults.contains(&nemesis::Fault::Skew) {
-        net::run("faketime", &["-f", "+0s", "true"])
-            .context("the skew fault needs faketime (apt-get install faketime)")?;
+        procs::libfaketime()
+            .context("the skew fault needs libfaketime (apt-get install faketime)")?;
     }
     let quorate = std::fs::canonicalize(&args.quorate)
         .with_context(|| format!("{} (build it first)", args.quorate.display()))?;
@@ -180,6 +180,15 @@ fn campaign(args: &Args) -> Result<bool> {
                 .tempdir()?;
             (temp.path().to_path_buf(), Some(temp))
         }
+    };
+    // A copy of its own: rebuilding target/ during a long campaign must not change (or, while
+    // the linker writes it, break) the binary the nemesis restarts.
+    std::fs::create_dir_all(&dir)?;
+    let quorate = {
+        let copy = dir.join("quorate");
+        std::fs::copy(&quorate, &copy)
+            .with_context(|| format!("copying {} to {}", quorate.display(), copy.display()))?;
+        copy
     };
     let started = Instant::now();
     let net = net::Net::create(args.validators, tag)?;

@@ -114,11 +114,16 @@ impl Nemesis<'_> {
             if let Some((i, status)) = self.nodes.crashed() {
                 let log = std::fs::read_to_string(self.nodes.nodes[i].home.join("node.log"))
                     .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                self.crashes.push(format!(
-                    "node{i} exited by itself ({status}); log ends: {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ));
+                let last = log.lines().last().unwrap_or_default();
+                let last: String = last.chars().take(300).collect();
+                let crash = format!("node{i} exited by itself ({status}); its log ends: {last}");
+                self.note(crash.clone());
+                self.crashes.push(crash);
+                if self.crashes.len() > 20 {
+                    bail!("more than 20 nodes exited by themselves; stopping the campaign");
+                }
+                // Restarted as an operator's supervisor would, after a moment.
+                std::thread::sleep(Duration::from_millis(500));
                 self.nodes.start(i, 0)?;
             }
             let now = Instant::now();

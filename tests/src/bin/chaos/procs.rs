@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// libfaketime's multi-threaded library (Debian's `faketime` package), if installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib").ok()?;
+    dirs.flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1")])
+        .find(|p| p.is_file())
+}
+
 pub struct Node {
     pub home: PathBuf,
     pub namespace: String,
@@ -54,10 +63,13 @@ impl Nodes {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &node.namespace]);
         if skew_s != 0 {
-            // Only the wall clock: timers run on the monotonic clock, as on a host whose NTP
-            // is off by that much.
+            // libfaketime preloaded into the node itself (the `faketime` program would fork,
+            // and a kill -9 of it would leave the node running). Only the wall clock: timers
+            // run on the monotonic clock, as on a host whose NTP is off by that much.
+            let library = libfaketime().context("the skew fault needs libfaketime")?;
             command
-                .args(["faketime", "-f", &format!("{skew_s:+}s")])
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME", format!("{skew_s:+}s"))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         command
