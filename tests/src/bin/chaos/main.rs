@@ -172,14 +172,16 @@ fn campaign(args: &Args) -> Result<bool> {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let tag = (std::process::id().wrapping_mul(7919) ^ nanos) % 100_000;
-    let (dir, _tempdir) = match &args.dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let temp = tempfile::Builder::new()
+    // Kept unless the run passes (also when it stops with an error): the evidence.
+    let (dir, remove_if_ok) = match &args.dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            tempfile::Builder::new()
                 .prefix("quorate-chaos-")
-                .tempdir()?;
-            (temp.path().to_path_buf(), Some(temp))
-        }
+                .tempdir()?
+                .keep(),
+            true,
+        ),
     };
     // A copy of its own: rebuilding target/ during a long campaign must not change (or, while
     // the linker writes it, break) the binary the nemesis restarts.
@@ -358,6 +360,7 @@ fn campaign(args: &Args) -> Result<bool> {
         && split_resumed_s.iter().all(Option::is_some)
         && crashes.is_empty()
         && audit_failures.is_empty()
+        && clean_stops == args.validators
         && !over_bound
         && acknowledged > 0;
     let faults_total: u64 = injected.values().sum();
@@ -366,7 +369,8 @@ fn campaign(args: &Args) -> Result<bool> {
         "chaos {}: {} {} validators, seed {}, {:.1} min of faults: {} faults ({}), {} restarts; \
          {} transactions acknowledged, lost {}, divergent {}, applied twice {}, balance \
          mismatches {}, height {}; longest stall {:.1} s ({:.1} s with a quorum up); commits \
-         without quorum {}, splits resumed {}/{}; slow recoveries {}; crashes {}; audit {}/{}; \
+         without quorum {}, splits resumed {}/{}; slow recoveries {}; crashes {}; clean stops \
+         {}/{}; audit {}/{}; \
          peak RSS {:?} MiB \
          (bound {}); packets forwarded {}, dropped {}",
         if ok { "PASSED" } else { "FAILED" },
@@ -390,6 +394,8 @@ fn campaign(args: &Args) -> Result<bool> {
         split_resumed_s.len(),
         slow_recoveries,
         crashes.len(),
+        clean_stops,
+        args.validators,
         audits_passed,
         homes.len(),
         peak_rss_mb,
@@ -460,15 +466,13 @@ fn campaign(args: &Args) -> Result<bool> {
         .with_context(|| format!("opening {}", args.results.display()))?;
     writeln!(results, "{line}")?;
     println!("{line}");
-    if !ok {
-        // Keep the evidence.
-        if let Some(temp) = _tempdir {
-            let kept = temp.keep();
-            eprintln!("  homes and logs kept in {}", kept.display());
-        }
-    }
     drop(nodes);
     drop(emulator);
     drop(net);
+    if ok && remove_if_ok {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("  homes and logs kept in {}", dir.display());
+    }
     Ok(ok)
 }
