@@ -12,13 +12,13 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol};
 use quorate_consensus::hotstuff::{HsMessage, SyncInfo, Vote};
+use quorate_consensus::wire::NetRequest;
 use quorate_consensus::Message;
 use quorate_crypto::{BlsKeyPair, Domain, SigningKey};
 use quorate_genesis::{AccountKeyFile, ValidatorKeyFile};
 use quorate_ledger::{Batch, SignedTransaction, Transaction, TransactionKind, VoteData};
 use quorate_tests::peer::{validator_identity, Raw};
 use quorate_tests::{http, Cluster};
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,14 +32,7 @@ const FORGED_PER_PROPOSAL: usize = 20;
 /// Resident memory an honest validator stays under, attack or not.
 const RSS_BOUND_MB: u64 = 512;
 
-/// The node's request enum up to `Batch`: same variant indices, same canonical encoding.
-#[derive(Serialize)]
-enum Wire<'a> {
-    Consensus(&'a Message),
-    Batch(&'a Batch),
-}
-
-fn frame(request: &Wire) -> Vec<u8> {
+fn frame(request: &NetRequest) -> Vec<u8> {
     let body = quorate_ledger::encode(request).unwrap();
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend(body);
@@ -48,12 +41,10 @@ fn frame(request: &Wire) -> Vec<u8> {
 
 /// The consensus message in a request frame from the node, if it is one.
 fn consensus_message(frame: &[u8]) -> Option<Message> {
-    let body = frame.get(4..)?;
-    let (variant, rest) = body.split_at_checked(4)?;
-    if variant != [0, 0, 0, 0] {
-        return None;
+    match quorate_ledger::decode(frame.get(4..)?).ok()? {
+        NetRequest::Consensus(message) => Some(message),
+        _ => None,
     }
-    quorate_ledger::decode(rest).ok()
 }
 
 /// `NetResponse::Ack` as a frame.
@@ -90,7 +81,7 @@ impl Attack {
             data: wrong,
             signature: self.bls.sign(Domain::Vote, &wrong.signing_bytes().unwrap()),
         };
-        frames.push(frame(&Wire::Consensus(&Message::HotStuff(
+        frames.push(frame(&NetRequest::Consensus(Message::HotStuff(
             HsMessage::Vote(vote),
         ))));
         let mut forged = proposal.block.justify.clone();
@@ -102,7 +93,7 @@ impl Attack {
             last_tc: None,
         }));
         for _ in 0..FORGED_PER_PROPOSAL {
-            frames.push(frame(&Wire::Consensus(&sync)));
+            frames.push(frame(&NetRequest::Consensus(sync.clone())));
         }
         frames
     }
@@ -128,7 +119,7 @@ impl Attack {
             .build();
         let mut peers = Vec::new();
         let mut redial = tokio::time::interval(Duration::from_secs(1));
-        let batch = frame(&Wire::Batch(&self.oversized));
+        let batch = frame(&NetRequest::Batch(self.oversized.clone()));
         while !self.stop.load(Ordering::Relaxed) {
             tokio::select! {
                 _ = redial.tick() => {
