@@ -183,12 +183,24 @@ pub struct EngineConfig {
     /// The epoch's first root (genesis, or the last block of the previous epoch): where a PBFT
     /// log without a stable checkpoint certificate starts.
     pub epoch_root: BlockHeader,
-    /// Committed headers just below `root` (any order, at most
-    /// [`reputation_window`](crate::hotstuff::reputation_window) of them are used): a restarted
-    /// engine elects leaders from them as the running ones do. Empty at an epoch's first root.
+    /// Committed headers just below `root`, in height order ([`recovery_history`] of them):
+    /// a restarted HotStuff engine elects leaders from them as the running ones do; a restarted
+    /// PBFT replica holds the committed headers a running one keeps (a new primary re-issues
+    /// them, a laggard fetches them). Empty at an epoch's first root.
     pub history: Vec<BlockHeader>,
     pub verifier: Arc<CertificateVerifier>,
     pub fault: FaultInjection,
+}
+
+/// How many committed headers below its root a restarted engine needs (see
+/// [`EngineConfig::history`]): HotStuff's reputation window, and PBFT's window below its stable
+/// checkpoint plus the blocks committed above that checkpoint.
+pub fn recovery_history(validators: usize, params: &ConsensusParams) -> usize {
+    let pbft = params
+        .pbft_window
+        .saturating_mul(2)
+        .saturating_add(params.checkpoint_interval);
+    crate::hotstuff::reputation_window(validators).max(usize::try_from(pbft).unwrap_or(usize::MAX))
 }
 
 impl EngineConfig {

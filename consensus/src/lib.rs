@@ -30,9 +30,9 @@ pub mod sim;
 
 pub use crypto::Signer;
 pub use engine::{
-    build, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys, EngineStatus,
-    FaultInjection, Input, Message, PayloadProposal, Persisted, ProtocolStatus, TimerId,
-    ValidatorIndex,
+    build, recovery_history, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys,
+    EngineStatus, FaultInjection, Input, Message, PayloadProposal, Persisted, ProtocolStatus,
+    TimerId, ValidatorIndex,
 };
 pub use proof::{verify_commit_proof, CommitProofChecker, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

@@ -143,6 +143,14 @@ pub struct Genesis {
 }
 
 impl Genesis {
+    /// What this chain accepts: its id, and whether it takes opaque payloads.
+    pub fn rules(&self) -> quorate_ledger::ChainRules {
+        quorate_ledger::ChainRules {
+            chain_id: self.chain_id.clone(),
+            allow_opaque: self.params.allow_opaque_payloads,
+        }
+    }
+
     /// Reads, parses and validates a genesis file.
     pub fn load(path: &Path) -> Result<Genesis, GenesisError> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;

@@ -46,7 +46,8 @@ pub trait ChainSource {
 
 /// The trusted starting point: what the genesis file says.
 pub struct AuditGenesis {
-    pub chain_id: String,
+    /// The chain id and what the chain accepts (genesis `allow_opaque_payloads`).
+    pub rules: crate::ChainRules,
     pub genesis_hash: Digest,
     /// The height-0 block every validator starts from.
     pub root: BlockHeader,
@@ -218,7 +219,8 @@ pub fn audit(
                 ),
             ));
         }
-        if header.chain_id != genesis.chain_id || header.genesis_hash != genesis.genesis_hash {
+        if header.chain_id != genesis.rules.chain_id || header.genesis_hash != genesis.genesis_hash
+        {
             return Err(fail(
                 height,
                 "chain",
@@ -242,7 +244,7 @@ pub fn audit(
         }
         if let Some(bad) = transactions
             .iter()
-            .find(|t| t.check_stateless(&genesis.chain_id).is_err())
+            .find(|t| t.check_stateless(&genesis.rules).is_err())
         {
             return Err(fail(
                 height,
@@ -259,7 +261,7 @@ pub fn audit(
                 "the batches do not match the header's payload digest",
             ));
         }
-        let execution = execute(&genesis.chain_id, &state, &accumulator, &transactions)
+        let execution = execute(&genesis.rules, &state, &accumulator, &transactions)
             .map_err(|e| fail(height, "state", e.to_string()))?;
         if execution.receipts != record.receipts {
             let at = execution

@@ -30,6 +30,6 @@ pub use state::{
 #[cfg(feature = "store")]
 pub use store::{Store, StoreError};
 pub use transaction::{
-    SignedTransaction, Transaction, TransactionError, TransactionKind, MAX_CHAIN_ID_BYTES,
-    MAX_TRANSACTION_BYTES,
+    ChainRules, OpaqueData, SignedTransaction, Transaction, TransactionError, TransactionKind,
+    MAX_CHAIN_ID_BYTES, MAX_TRANSACTION_BYTES,
 };

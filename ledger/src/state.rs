@@ -7,7 +7,7 @@
 //! old vector and adds the new one, so a block costs O(accounts it touches), never a rescan.
 //! It commits to the whole state but gives no membership proofs (a Merkle tree would).
 
-use crate::{SignedTransaction, TransactionKind};
+use crate::{ChainRules, SignedTransaction, TransactionKind};
 use quorate_crypto::{Address, Digest, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -130,6 +130,9 @@ pub enum TxFailure {
     /// The transaction is for another chain.
     WrongChain,
     ZeroAmount,
+    /// An opaque payload on a chain that does not take them (admission refuses these; this
+    /// verdict is the executor's own check).
+    OpaqueNotAllowed,
 }
 
 impl TxFailure {
@@ -137,7 +140,9 @@ impl TxFailure {
     /// failure of its effect. A bad nonce or another chain's transaction changes nothing.
     pub fn consumes_nonce(&self) -> bool {
         match self {
-            TxFailure::BadNonce { .. } | TxFailure::WrongChain => false,
+            TxFailure::BadNonce { .. } | TxFailure::WrongChain | TxFailure::OpaqueNotAllowed => {
+                false
+            }
             TxFailure::InsufficientBalance { .. } | TxFailure::Overflow | TxFailure::ZeroAmount => {
                 true
             }
@@ -157,6 +162,7 @@ impl std::fmt::Display for TxFailure {
             TxFailure::Overflow => write!(f, "receiver balance would overflow"),
             TxFailure::WrongChain => write!(f, "wrong chain id"),
             TxFailure::ZeroAmount => write!(f, "zero amount"),
+            TxFailure::OpaqueNotAllowed => write!(f, "opaque payloads are not allowed"),
         }
     }
 }
@@ -200,8 +206,11 @@ impl Execution {
 /// overflow) its receipt says so and only the nonce changes. A transaction for another chain or
 /// with any other nonce changes nothing. So a signed transaction executes at most once: a
 /// transfer that failed can never be carried out later, by anyone holding its bytes.
+///
+/// An opaque payload (where `rules` allow them) changes nothing and succeeds: it is ordered and
+/// stored, not executed.
 pub fn execute<'a>(
-    chain_id: &str,
+    rules: &ChainRules,
     state: &dyn StateView,
     accumulator: &StateAccumulator,
     transactions: impl IntoIterator<Item = &'a SignedTransaction>,
@@ -216,8 +225,15 @@ pub fn execute<'a>(
     for signed in transactions {
         let tx = signed.transaction();
         let sender = signed.sender();
-        if tx.chain_id != chain_id {
+        if tx.chain_id != rules.chain_id {
             receipts.push(Err(TxFailure::WrongChain));
+            continue;
+        }
+        if signed.is_opaque() {
+            receipts.push(match rules.allow_opaque {
+                true => Ok(()),
+                false => Err(TxFailure::OpaqueNotAllowed),
+            });
             continue;
         }
         let mut from = read(&changes, &sender)?;
@@ -235,6 +251,8 @@ pub fn execute<'a>(
             TransactionKind::Transfer { to, amount } => {
                 apply_transfer(&mut changes, &read, sender, to, amount)?
             }
+            // Handled above, before the nonce.
+            TransactionKind::Opaque { .. } => Ok(()),
         };
         receipts.push(receipt);
     }
@@ -329,6 +347,7 @@ mod tests {
             Err(TxFailure::Overflow),
             Err(TxFailure::WrongChain),
             Err(TxFailure::ZeroAmount),
+            Err(TxFailure::OpaqueNotAllowed),
         ];
         let bytes = crate::codec::encode(&failures).unwrap();
         let back: Vec<Result<(), TxFailure>> = crate::codec::decode(&bytes).unwrap();
@@ -352,18 +371,61 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn failed_transfers_consume_their_nonce_and_nothing_else() {
+    /// Alice (100 coins, nonce 0), Bob's address, and the state holding Alice's account.
+    fn alice_with_100() -> (SigningKey, Address, HashMap<Address, Account>) {
         let alice = SigningKey::from_seed_insecure(1);
         let bob = SigningKey::from_seed_insecure(2).public().address();
-        let mut map = HashMap::new();
-        map.insert(
+        let map = HashMap::from([(
             alice.public().address(),
             Account {
                 balance: 100,
                 nonce: 0,
             },
+        )]);
+        (alice, bob, map)
+    }
+
+    /// Opaque payloads are ordered, never executed: on a bench chain they succeed and change
+    /// no account (not even their sender's nonce); anywhere else they fail and change nothing.
+    #[test]
+    fn opaque_payloads_touch_no_state_and_fail_where_not_allowed() {
+        let (alice, bob, map) = alice_with_100();
+        let accumulator = initial_accumulator(map.iter());
+        let state = Map(map);
+        let opaque = SignedTransaction::opaque("c", alice.public(), 0, vec![7; 300]).unwrap();
+        let txs = vec![opaque.clone(), transfer(&alice, 0, bob, 30), opaque];
+        let bench = ChainRules {
+            chain_id: "c".into(),
+            allow_opaque: true,
+        };
+        let out = execute(&bench, &state, &accumulator, &txs).unwrap();
+        assert_eq!(out.receipts, vec![Ok(()), Ok(()), Ok(())]);
+        let sender = out.changes[&alice.public().address()];
+        assert_eq!((sender.balance, sender.nonce), (70, 1));
+        assert_eq!(out.changes.len(), 2, "only the transfer's two accounts");
+
+        let out = execute(&ChainRules::signed_only("c"), &state, &accumulator, &txs).unwrap();
+        assert_eq!(
+            out.receipts,
+            vec![
+                Err(TxFailure::OpaqueNotAllowed),
+                Ok(()),
+                Err(TxFailure::OpaqueNotAllowed)
+            ]
         );
+        let only_transfer = execute(
+            &ChainRules::signed_only("c"),
+            &state,
+            &accumulator,
+            &txs[1..2],
+        )
+        .unwrap();
+        assert_eq!(out.state_root(), only_transfer.state_root());
+    }
+
+    #[test]
+    fn failed_transfers_consume_their_nonce_and_nothing_else() {
+        let (alice, bob, map) = alice_with_100();
         let accumulator = initial_accumulator(map.iter());
         let state = Map(map.clone());
         let txs = vec![
@@ -376,7 +438,7 @@ mod tests {
             transfer_on("other", &alice, 4, bob, 1), // another chain: changes nothing
             transfer(&alice, 4, alice.public().address(), 1), // to itself: only the nonce moves
         ];
-        let out = execute("c", &state, &accumulator, &txs).unwrap();
+        let out = execute(&ChainRules::signed_only("c"), &state, &accumulator, &txs).unwrap();
         assert_eq!(
             out.receipts,
             vec![
@@ -436,7 +498,13 @@ mod tests {
         );
         let accumulator = initial_accumulator(map.iter());
         let payment = transfer(&alice, 0, bob, 500);
-        let first = execute("c", &Map(map.clone()), &accumulator, [&payment]).unwrap();
+        let first = execute(
+            &ChainRules::signed_only("c"),
+            &Map(map.clone()),
+            &accumulator,
+            [&payment],
+        )
+        .unwrap();
         assert_eq!(
             first.receipts,
             vec![Err(TxFailure::InsufficientBalance {
@@ -460,7 +528,13 @@ mod tests {
             },
         );
         let funded = initial_accumulator(map.iter());
-        let again = execute("c", &Map(map), &funded, [&payment]).unwrap();
+        let again = execute(
+            &ChainRules::signed_only("c"),
+            &Map(map),
+            &funded,
+            [&payment],
+        )
+        .unwrap();
         assert_eq!(
             again.receipts,
             vec![Err(TxFailure::BadNonce {

@@ -522,7 +522,13 @@ mod tests {
             store.initialize(&genesis, &accounts, &accumulator).unwrap();
             assert!(store.initialize(&genesis, &accounts, &accumulator).is_err());
             store.put_batch(&batch.digest(), &batch).unwrap();
-            let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx]).unwrap();
+            let execution = execute(
+                &crate::ChainRules::signed_only("c"),
+                &store,
+                &store.accumulator().unwrap(),
+                [&tx],
+            )
+            .unwrap();
             let mut header = genesis.clone();
             header.height = Height(1);
             header.parent = genesis.hash().unwrap();
@@ -577,7 +583,13 @@ mod tests {
         store
             .initialize(&genesis, &f.accounts, &f.accumulator)
             .unwrap();
-        let execution = execute("c", &store, &store.accumulator().unwrap(), [&tx, &tx]).unwrap();
+        let execution = execute(
+            &crate::ChainRules::signed_only("c"),
+            &store,
+            &store.accumulator().unwrap(),
+            [&tx, &tx],
+        )
+        .unwrap();
         assert_eq!(execution.receipts[0], Ok(()));
         assert!(execution.receipts[1].is_err());
         let mut header = genesis.clone();

@@ -16,6 +16,75 @@ pub const MAX_TRANSACTION_BYTES: usize = 64 * 1024;
 pub enum TransactionKind {
     /// Move `amount` from the sender to `to`.
     Transfer { to: Address, amount: u64 },
+    /// Bytes that are ordered and stored but never executed, on chains whose genesis sets
+    /// `allow_opaque_payloads` (benchmark networks: the consensus-only measure). Its sender,
+    /// nonce and signature are not checked: it is unsigned, and touches no account.
+    Opaque { data: OpaqueData },
+}
+
+/// The bytes of an opaque payload: hex in JSON, a byte string in the binary encoding.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpaqueData(pub Vec<u8>);
+
+impl std::fmt::Debug for OpaqueData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpaqueData({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for OpaqueData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&hex::encode(&self.0))
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OpaqueData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = OpaqueData;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("opaque payload bytes (hex in text formats)")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<OpaqueData, E> {
+                hex::decode(text).map(OpaqueData).map_err(E::custom)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<OpaqueData, E> {
+                Ok(OpaqueData(bytes.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<OpaqueData, E> {
+                Ok(OpaqueData(bytes))
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(Visitor)
+        } else {
+            deserializer.deserialize_byte_buf(Visitor)
+        }
+    }
+}
+
+/// What a chain accepts, from its genesis: the checks every node applies alike, at admission,
+/// when a peer's batch arrives, at execution and in `audit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainRules {
+    pub chain_id: String,
+    /// Whether [`TransactionKind::Opaque`] is accepted (genesis `allow_opaque_payloads`).
+    pub allow_opaque: bool,
+}
+
+impl ChainRules {
+    /// A chain of signed transactions only.
+    pub fn signed_only(chain_id: impl Into<String>) -> Self {
+        ChainRules {
+            chain_id: chain_id.into(),
+            allow_opaque: false,
+        }
+    }
 }
 
 /// The signed body of a transaction.
@@ -38,6 +107,8 @@ pub enum TransactionError {
     TooLarge { bytes: usize },
     #[error("transfer amount is zero")]
     ZeroAmount,
+    #[error("opaque payloads are not allowed on this chain (its genesis does not set allow_opaque_payloads; only benchmark networks do)")]
+    OpaqueNotAllowed,
     #[error("bad signature: {0}")]
     Signature(#[from] CryptoError),
     #[error(transparent)]
@@ -119,8 +190,38 @@ impl SignedTransaction {
         self.transaction.sender.address()
     }
 
-    /// The checks that need no state and no signature verification: chain id, sizes, amounts.
-    pub fn check_stateless(&self, chain_id: &str) -> Result<(), TransactionError> {
+    /// Whether this is an opaque payload (unsigned, never executed).
+    pub fn is_opaque(&self) -> bool {
+        matches!(self.transaction.kind, TransactionKind::Opaque { .. })
+    }
+
+    /// An opaque payload: unsigned (its signature is zeros and never checked) with `sender`
+    /// and `nonce` only to tell copies apart.
+    pub fn opaque(
+        chain_id: impl Into<String>,
+        sender: PublicKey,
+        nonce: u64,
+        data: Vec<u8>,
+    ) -> Result<SignedTransaction, CodecError> {
+        let transaction = Transaction {
+            chain_id: chain_id.into(),
+            sender,
+            nonce,
+            kind: TransactionKind::Opaque {
+                data: OpaqueData(data),
+            },
+        };
+        Ok(SignedTransaction {
+            id: transaction.id()?,
+            transaction,
+            signature: Signature([0; Signature::LEN]),
+        })
+    }
+
+    /// The checks that need no state and no signature verification: chain id, sizes, amounts,
+    /// and whether the chain takes opaque payloads.
+    pub fn check_stateless(&self, rules: &ChainRules) -> Result<(), TransactionError> {
+        let chain_id = rules.chain_id.as_str();
         let tx = &self.transaction;
         if tx.chain_id.len() > MAX_CHAIN_ID_BYTES {
             return Err(TransactionError::ChainIdTooLong {
@@ -140,26 +241,55 @@ impl SignedTransaction {
         match tx.kind {
             TransactionKind::Transfer { amount: 0, .. } => Err(TransactionError::ZeroAmount),
             TransactionKind::Transfer { .. } => Ok(()),
+            TransactionKind::Opaque { .. } if !rules.allow_opaque => {
+                Err(TransactionError::OpaqueNotAllowed)
+            }
+            TransactionKind::Opaque { .. } => Ok(()),
         }
     }
 
-    /// Verifies the signature alone (use `verify_batch` for many).
+    /// Verifies the signature alone (use `verify_batch` for many). An opaque payload carries
+    /// none and passes: [`SignedTransaction::check_stateless`], which every path runs first,
+    /// refuses it on a chain that does not take opaque payloads.
     pub fn verify_signature(&self) -> Result<(), TransactionError> {
+        if self.is_opaque() {
+            return Ok(());
+        }
         Ok(self
             .transaction
             .sender
             .verify(Domain::Transaction, &self.id.0, &self.signature)?)
     }
 
-    /// Verifies many signatures in one batch; returns the indices of the invalid ones.
+    /// Verifies many signatures in one batch; returns the indices of the invalid ones. Opaque
+    /// payloads are skipped, as in [`SignedTransaction::verify_signature`].
     pub fn verify_batch(transactions: &[SignedTransaction]) -> Vec<usize> {
-        let messages: Vec<&[u8]> = transactions.iter().map(|t| t.id.0.as_slice()).collect();
-        let signatures: Vec<Signature> = transactions.iter().map(|t| t.signature).collect();
-        let keys: Vec<PublicKey> = transactions.iter().map(|t| t.transaction.sender).collect();
+        let signed: Vec<usize> = (0..transactions.len())
+            .filter(|&i| transactions.get(i).is_some_and(|t| !t.is_opaque()))
+            .collect();
+        let of = |i: &usize| transactions.get(*i);
+        let messages: Vec<&[u8]> = signed
+            .iter()
+            .filter_map(of)
+            .map(|t| t.id.0.as_slice())
+            .collect();
+        let signatures: Vec<Signature> =
+            signed.iter().filter_map(of).map(|t| t.signature).collect();
+        let keys: Vec<PublicKey> = signed
+            .iter()
+            .filter_map(of)
+            .map(|t| t.transaction.sender)
+            .collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
         match quorate_crypto::verify_batch(Domain::Transaction, &messages, &signatures, &keys) {
             Ok(()) => Vec::new(),
-            Err(CryptoError::BatchInvalid { invalid }) => invalid,
-            Err(_) => (0..transactions.len()).collect(),
+            Err(CryptoError::BatchInvalid { invalid }) => invalid
+                .into_iter()
+                .filter_map(|k| signed.get(k).copied())
+                .collect(),
+            Err(_) => signed,
         }
     }
 }
@@ -191,7 +321,9 @@ mod tests {
         assert_eq!(back, tx);
         assert_eq!(back.id(), tx.id());
         assert!(back.verify_signature().is_ok());
-        assert!(back.check_stateless("test").is_ok());
+        assert!(back
+            .check_stateless(&ChainRules::signed_only("test"))
+            .is_ok());
         let json = serde_json::to_string(&tx).unwrap();
         let from_json: SignedTransaction = serde_json::from_str(&json).unwrap();
         assert_eq!(from_json, tx);
@@ -221,12 +353,55 @@ mod tests {
     fn stateless_checks() {
         let tx = transfer(1, 0, 5);
         assert!(matches!(
-            tx.check_stateless("other"),
+            tx.check_stateless(&ChainRules::signed_only("other")),
             Err(TransactionError::WrongChain { .. })
         ));
         assert!(matches!(
-            transfer(1, 0, 0).check_stateless("test"),
+            transfer(1, 0, 0).check_stateless(&ChainRules::signed_only("test")),
             Err(TransactionError::ZeroAmount)
         ));
+    }
+
+    /// An opaque payload: unsigned, so signature checks pass it (alone or in a batch with
+    /// signed ones, whose bad signatures are still found at their own index), refused by
+    /// `check_stateless` unless the chain allows opaque payloads; hex in JSON, bytes in the
+    /// canonical encoding, and both round-trip.
+    #[test]
+    fn opaque_payloads_are_unsigned_and_refused_unless_allowed() {
+        let sender = SigningKey::from_seed_insecure(5).public();
+        let opaque = SignedTransaction::opaque("test", sender, 9, vec![1, 2, 255]).unwrap();
+        assert!(opaque.is_opaque());
+        assert!(opaque.verify_signature().is_ok());
+        let mut forged = transfer(1, 0, 5);
+        forged.signature = transfer(2, 0, 5).signature;
+        assert_eq!(
+            SignedTransaction::verify_batch(&[
+                opaque.clone(),
+                forged,
+                transfer(3, 0, 1),
+                opaque.clone()
+            ]),
+            vec![1]
+        );
+        assert!(SignedTransaction::verify_batch(std::slice::from_ref(&opaque)).is_empty());
+        assert!(matches!(
+            opaque.check_stateless(&ChainRules::signed_only("test")),
+            Err(TransactionError::OpaqueNotAllowed)
+        ));
+        let bench = ChainRules {
+            chain_id: "test".into(),
+            allow_opaque: true,
+        };
+        assert!(opaque.check_stateless(&bench).is_ok());
+        let json = serde_json::to_string(&opaque).unwrap();
+        assert!(json.contains("\"0102ff\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<SignedTransaction>(&json).unwrap(),
+            opaque
+        );
+        let bytes = codec::encode(&opaque).unwrap();
+        let back: SignedTransaction = codec::decode(&bytes).unwrap();
+        assert_eq!(back, opaque);
+        assert_eq!(back.id(), opaque.id());
     }
 }

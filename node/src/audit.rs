@@ -90,7 +90,7 @@ pub fn run(args: AuditArgs) -> Result<bool> {
     let accounts = crate::node::genesis_accounts(&genesis);
     let state_root = initial_accumulator(accounts.iter().map(|(a, b)| (a, b))).root();
     let trusted = AuditGenesis {
-        chain_id: genesis.chain_id.clone(),
+        rules: genesis.rules(),
         genesis_hash,
         root: crate::node::genesis_root(&genesis, genesis_hash, state_root),
         accounts,

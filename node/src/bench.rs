@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 pub enum Payload {
     /// Signed transfers that every node verifies and executes.
     Transfers,
-    /// Unsigned bytes that are ordered but not executed (needs a bench genesis; not built yet).
+    /// Unsigned bytes of `--tx-size` (default 512) that are ordered and stored but not executed;
+    /// the bench's genesis sets `allow_opaque_payloads` (every other chain refuses them).
     Opaque,
 }
 
@@ -60,9 +61,6 @@ const NOT_YET: u64 = u64::MAX;
 const FAILED: u64 = u64::MAX - 1;
 
 pub fn bench(spec: BenchSpec) -> Result<()> {
-    if spec.payload == Payload::Opaque {
-        bail!("--payload opaque is not built yet (it needs opaque-payload support in the node); use --payload transfers");
-    }
     if spec.duration_s == 0 {
         bail!("--duration must be at least 1 second");
     }
@@ -234,7 +232,10 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
         chain_id: "quorate-bench".into(),
         initial_balance: 1_000_000_000_000,
         genesis_time_ms: crate::metrics::now_ms(),
-        params: ConsensusParams::default(),
+        params: ConsensusParams {
+            allow_opaque_payloads: spec.payload == Payload::Opaque,
+            ..ConsensusParams::default()
+        },
     })
     .with_context(|| format!("generating the testnet in {}", dir.display()))?;
 
@@ -242,7 +243,15 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
     let total = rate
         .checked_mul(spec.duration_s)
         .context("rate × duration overflows")? as usize;
-    let signed = presign(&dir, spec.accounts, total)?;
+    let signed = match spec.payload {
+        Payload::Transfers => presign(&dir, spec.accounts, total)?,
+        Payload::Opaque => opaque(
+            &dir,
+            spec.accounts,
+            total,
+            spec.tx_size.unwrap_or(OPAQUE_SIZE),
+        )?,
+    };
     let tx_size = codec::encode(&signed[0].0)?.len();
     if let Some(size) = spec.tx_size {
         if size != tx_size {
@@ -270,6 +279,61 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
     result["validators"] = json!(n);
     result["faulty"] = json!(spec.faulty);
     Ok(result)
+}
+
+/// The default size of an opaque payload (as in the HotStuff paper's and its peers' benchmarks).
+const OPAQUE_SIZE: usize = 512;
+
+/// `total` opaque payloads of `size` encoded bytes each, spread over the accounts' keys as
+/// senders (which only route them to nodes: they are unsigned), with their JSON.
+fn opaque(
+    dir: &Path,
+    accounts: usize,
+    total: usize,
+    size: usize,
+) -> Result<Vec<(SignedTransaction, String)>> {
+    let genesis = quorate_genesis::Genesis::load(&dir.join("genesis.json"))?;
+    let keys: Vec<_> = (0..accounts)
+        .map(|j| AccountKeyFile::load(&dir.join("accounts").join(format!("account-{j}.json"))))
+        .collect::<Result<_, _>>()?;
+    let make = |k: usize, data_len: usize| -> Result<SignedTransaction> {
+        let from = k % accounts;
+        // Distinct bytes per payload (the nonce already makes ids distinct).
+        let mut data = vec![0u8; data_len];
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = (k.wrapping_mul(31).wrapping_add(i) % 251) as u8;
+        }
+        Ok(SignedTransaction::opaque(
+            genesis.chain_id.clone(),
+            keys[from].public(),
+            (k / accounts) as u64,
+            data,
+        )?)
+    };
+    // The encoding around the bytes (a varint length prefix among it): try the few data
+    // lengths that can give `size`.
+    let framing = codec::encode(&make(0, 0)?)?.len();
+    let mut data_len = None;
+    for len in size.saturating_sub(framing + 8)..=size.saturating_sub(framing) {
+        if codec::encode(&make(0, len)?)?.len() == size {
+            data_len = Some(len);
+            break;
+        }
+    }
+    let Some(data_len) = data_len else {
+        bail!("--tx-size {size}: an opaque payload cannot be that size (its framing alone is {framing} bytes)");
+    };
+    let mut out = Vec::with_capacity(total);
+    for k in 0..total {
+        let tx = make(k, data_len)?;
+        let encoded = codec::encode(&tx)?.len();
+        if encoded != size {
+            bail!("--tx-size {size}: an opaque payload came out at {encoded} bytes");
+        }
+        let json = serde_json::to_string(&tx)?;
+        out.push((tx, json));
+    }
+    Ok(out)
 }
 
 /// `total` transfers over `accounts` accounts, round robin, each account's nonces in order;
@@ -584,7 +648,10 @@ fn measure(
         };
         let round = |x: f64| (x * 100.0).round() / 100.0;
         Ok(json!({
-            "payload": "transfers",
+            "payload": match spec.payload {
+                Payload::Transfers => "transfers",
+                Payload::Opaque => "opaque",
+            },
             "offered_tps": rate,
             "tx_size": tx_size,
             "duration_s": spec.duration_s,

@@ -238,6 +238,10 @@ struct SimArgs {
     /// Simulated milliseconds to run after GST.
     #[arg(long, default_value_t = 8_000)]
     after_gst_ms: u64,
+    /// Share of seeds (0 to 1) in which every honest validator crashes at one instant before
+    /// GST and all restart together (not with --synchronous).
+    #[arg(long, default_value_t = 0.0)]
+    restart_all: f64,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -470,6 +474,10 @@ fn sim(args: SimArgs) -> Result<()> {
     config.drop_probability = args.drop;
     config.asynchrony = !args.synchronous;
     config.after_gst_ms = args.after_gst_ms;
+    if !(0.0..=1.0).contains(&args.restart_all) {
+        bail!("--restart-all {} must be between 0 and 1", args.restart_all);
+    }
+    config.restart_all = args.restart_all;
     config.fault = match args.fault_inject.as_deref() {
         None => FaultInjection::None,
         Some(name) => {

@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use quorate_consensus::{CommitProof, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
-    codec, execute, Account, Batch, Block, BlockHeader, CommittedBlock, Execution, Head,
-    StateReadError, StateView, Store, View,
+    codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Execution,
+    Head, StateReadError, StateView, Store, View,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -30,6 +30,8 @@ use tracing::{debug, error, info, warn};
 const FETCH_AFTER: Duration = Duration::from_millis(150);
 /// Between fetch attempts for the same data (each tries the next peer).
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+/// The most queued jobs taken in before a pass over what waits.
+const JOBS_PER_PASS: usize = 256;
 /// How far ahead of this validator's clock a proposal's timestamp may be for it to vote. Generous
 /// on purpose: it stops a leader from pushing chain time far ahead, while validators whose clocks
 /// are off by seconds (or f+1 of them slow) must not refuse honest leaders and stall the chain.
@@ -116,7 +118,7 @@ struct Proposal {
 }
 
 pub struct ExecutorConfig {
-    pub chain_id: String,
+    pub rules: ChainRules,
     pub me: usize,
     pub validators: usize,
     pub max_block_transactions: usize,
@@ -141,6 +143,8 @@ pub struct Executor {
     /// Commits, and certifications of committed blocks, in the engine's order.
     commits: VecDeque<Waiting<(BlockHeader, CommitProof, Finality)>>,
     fetching: HashSet<Digest>,
+    /// Blocks found missing data in the current pass (see [`Executor::ensure_executed`]).
+    missing_this_pass: HashSet<Digest>,
 }
 
 /// What a queued proof does: commit its block, or replace the proof of a committed one.
@@ -205,6 +209,7 @@ impl Executor {
             checks: Vec::new(),
             commits: VecDeque::new(),
             fetching: HashSet::new(),
+            missing_this_pass: HashSet::new(),
         })
     }
 
@@ -216,6 +221,16 @@ impl Executor {
                 Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 Ok(job) => self.on_job(job)?,
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Take in what else is queued (a ledger sync hands over a run of commits at once)
+            // before one pass over everything that waits: a pass per job costs the waiting
+            // checks' reads once per job.
+            for _ in 0..JOBS_PER_PASS {
+                match jobs.try_recv() {
+                    Ok(Job::Stop) => return Ok(()),
+                    Ok(job) => self.on_job(job)?,
+                    Err(_) => break,
+                }
             }
             self.progress()?;
         }
@@ -258,6 +273,8 @@ impl Executor {
     /// Retries everything that waits, in order: commits first (they free the mempool), then
     /// checks, then our own proposal.
     fn progress(&mut self) -> Result<()> {
+        // Nothing arrives during a pass: what was missing stays missing until the next.
+        self.missing_this_pass.clear();
         while let Some(front) = self.commits.front() {
             let (header, proof, finality) = front.item.clone();
             if finality == Finality::Certify {
@@ -434,8 +451,25 @@ impl Executor {
         Ok(Outcome::Done((digests, batches)))
     }
 
-    /// Executes the block `hash` (and, first, any unexecuted uncommitted ancestors).
+    /// Executes the block `hash` (and, first, any unexecuted uncommitted ancestors). A block
+    /// found missing data is remembered for the rest of the pass, so the checks waiting above
+    /// it do not each walk down to it again.
     fn ensure_executed(
+        &mut self,
+        hash: &Digest,
+        header: Option<&BlockHeader>,
+    ) -> Result<Outcome<Arc<Speculative>>> {
+        if self.missing_this_pass.contains(hash) {
+            return Ok(Outcome::Missing);
+        }
+        let outcome = self.execute_with_ancestors(hash, header)?;
+        if matches!(outcome, Outcome::Missing) {
+            self.missing_this_pass.insert(*hash);
+        }
+        Ok(outcome)
+    }
+
+    fn execute_with_ancestors(
         &mut self,
         hash: &Digest,
         header: Option<&BlockHeader>,
@@ -485,7 +519,7 @@ impl Executor {
             chain,
         };
         let transactions = batches.iter().flat_map(|b| b.transactions.iter());
-        let execution = execute(&self.config.chain_id, &view, &accumulator, transactions)?;
+        let execution = execute(&self.config.rules, &view, &accumulator, transactions)?;
         if execution.state_root() != header.state_root {
             return Ok(Outcome::Invalid(format!(
                 "state root {} but execution gives {}",
@@ -629,7 +663,7 @@ impl Executor {
             }
         }
         let execution = execute(
-            &self.config.chain_id,
+            &self.config.rules,
             &parent_state,
             &accumulator,
             batches.iter().flat_map(|b| b.transactions.iter()),
@@ -708,7 +742,7 @@ impl Executor {
         let store = self.store.clone();
         let jobs = self.jobs.clone();
         let mempool = self.mempool.clone();
-        let chain_id = self.config.chain_id.clone();
+        let rules = self.config.rules.clone();
         self.runtime.spawn(async move {
             if manifest.is_none() {
                 if let Some(NetResponse::Manifest(Some(batches))) =
@@ -734,7 +768,7 @@ impl Executor {
                             continue;
                         }
                         crate::ingest::ingest_batch(
-                            &store, &mempool, &chain_id, batch, digest, &jobs, None,
+                            &store, &mempool, &rules, batch, digest, &jobs, None,
                         )
                         .await;
                     }

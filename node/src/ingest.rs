@@ -5,7 +5,7 @@ use crate::executor::Job;
 use crate::mempool::Mempool;
 use crate::peer_batches::PeerBatches;
 use quorate_crypto::Digest;
-use quorate_ledger::{Batch, SignedTransaction, Store};
+use quorate_ledger::{Batch, ChainRules, SignedTransaction, Store};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use tracing::{error, warn};
@@ -17,7 +17,7 @@ use tracing::{error, warn};
 pub async fn ingest_batch(
     store: &Arc<Store>,
     mempool: &Arc<Mutex<Mempool>>,
-    chain_id: &str,
+    rules: &ChainRules,
     batch: Batch,
     digest: Digest,
     jobs: &Sender<Job>,
@@ -46,10 +46,10 @@ pub async fn ingest_batch(
             return true;
         }
     }
-    let chain_id = chain_id.to_string();
+    let rules = rules.clone();
     let verified = tokio::task::spawn_blocking(move || {
         for tx in &batch.transactions {
-            if let Err(error) = tx.check_stateless(&chain_id) {
+            if let Err(error) = tx.check_stateless(&rules) {
                 return Err(format!("transaction {}: {error}", tx.id()));
             }
         }

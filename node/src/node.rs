@@ -13,7 +13,7 @@ use crate::network::{Handler, NetHandle, Network};
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::hotstuff::reputation_window;
+use quorate_consensus::recovery_history;
 use quorate_consensus::{
     self as consensus, Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
     EngineStatus, FaultInjection, Input, Persisted, ProtocolStatus, Signer,
@@ -21,7 +21,9 @@ use quorate_consensus::{
 use quorate_crypto::{Digest, MacKey, SigningKey};
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
 use quorate_ledger::state::initial_accumulator;
-use quorate_ledger::{codec, Account, Batch, Block, BlockHeader, Height, PendingBlock, Store};
+use quorate_ledger::{
+    codec, Account, Batch, Block, BlockHeader, ChainRules, Height, PendingBlock, Store,
+};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -33,6 +35,8 @@ use tracing::{error, info, warn};
 /// What the RPC server, the network handler and the runtime share.
 pub struct Shared {
     pub chain_id: String,
+    /// What the chain accepts (chain id, opaque payloads).
+    pub rules: ChainRules,
     pub protocol: Protocol,
     pub me: usize,
     pub validators: ValidatorSet,
@@ -114,7 +118,7 @@ impl Handler for NetHandler {
                         let valid = ingest_batch(
                             &shared.store,
                             &shared.mempool,
-                            &shared.chain_id,
+                            &shared.rules,
                             batch,
                             digest,
                             &shared.jobs,
@@ -205,8 +209,8 @@ fn recover_engine(
                 .context("the head block's commit proof does not decode")?,
         )
     };
-    // The committed headers below the head, for leader election (see `reputation_window`).
-    let window = reputation_window(base.validators.len()) as u64;
+    // The committed headers below the head that a restarted engine needs (`recovery_history`).
+    let window = recovery_history(base.validators.len(), &base.params) as u64;
     let mut history = Vec::new();
     for height in head.height.0.saturating_sub(window).max(1)..head.height.0 {
         let record = store
@@ -367,7 +371,7 @@ pub async fn run(home: &Path) -> Result<()> {
         .collect();
     let (network, net) = Network::new(&identity, &config.p2p_listen, &peers, me)?;
     let mempool = Arc::new(Mutex::new(Mempool::new(
-        genesis.chain_id.clone(),
+        genesis.rules(),
         config.mempool.clone(),
         genesis.params.max_batch_transactions as usize,
     )));
@@ -383,6 +387,7 @@ pub async fn run(home: &Path) -> Result<()> {
     ));
     let shared = Arc::new(Shared {
         chain_id: genesis.chain_id.clone(),
+        rules: genesis.rules(),
         protocol: genesis.protocol,
         me,
         validators: validators.clone(),
@@ -404,7 +409,7 @@ pub async fn run(home: &Path) -> Result<()> {
 
     let executor = Executor::new(
         ExecutorConfig {
-            chain_id: genesis.chain_id.clone(),
+            rules: genesis.rules(),
             me,
             validators: validators.len(),
             max_block_transactions: genesis.params.max_block_transactions as usize,

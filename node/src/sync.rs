@@ -23,10 +23,19 @@ use tracing::{info, warn};
 
 /// How long the ledger must stand still before peers are asked for blocks.
 const STALL: Duration = Duration::from_secs(3);
+/// How often peers are probed even while the ledger advances: a replica far behind can keep
+/// committing slowly through its engine (headers fetched a peer's allowance at a time) and never
+/// stall, yet never catch up either; a probe finds a peer `SYNC_LAG` ahead and sync takes over.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How far behind a peer's ledger this one must be for ledger sync to take over. Closer than
 /// that, the engine catches up by itself (peers' engines keep 256 committed blocks), and the
 /// engine is left alone.
 const SYNC_LAG: u64 = 128;
+/// How long the ledger must stand still before any lag at all brings in ledger sync. Peers'
+/// engines may no longer hold the few blocks this one misses (every validator restarted: an
+/// engine holds blocks from its own root up), so waiting for the engine can be waiting forever;
+/// long enough that a chain merely slowed by timeouts does not restart engines for a block.
+const LONG_STALL: Duration = Duration::from_secs(20);
 /// How long one fetched range may take to be executed and committed.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -90,6 +99,7 @@ pub async fn run(
     let mut cursor = me;
     let mut last_height = Height(0);
     let mut last_progress = Instant::now();
+    let mut last_probe = Instant::now();
     let mut synced = 0u64;
     // Set while peers have more: the next request goes out at once.
     let mut eager = false;
@@ -102,10 +112,12 @@ pub async fn run(
             last_height = head.height;
             last_progress = Instant::now();
         }
-        if n < 2 || (!eager && last_progress.elapsed() < STALL) {
+        let stalled = last_progress.elapsed() >= STALL;
+        if n < 2 || (!eager && !stalled && last_probe.elapsed() < PROBE_EVERY) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        last_probe = Instant::now();
         let eager_round = std::mem::take(&mut eager);
         // Ask each other validator in turn until one gives proven blocks.
         let mut applied = false;
@@ -117,9 +129,14 @@ pub async fn run(
             }
             let peer = cursor;
             if !eager_round {
-                // Is this peer's ledger far enough ahead? One block at our head + SYNC_LAG says.
+                // Is this peer's ledger far enough ahead? One block at our head + lag says.
+                let lag = if last_progress.elapsed() >= LONG_STALL {
+                    1
+                } else {
+                    SYNC_LAG
+                };
                 let probe = NetRequest::GetCommitted {
-                    from: head.height.0 + SYNC_LAG,
+                    from: head.height.0 + lag,
                     count: 1,
                 };
                 match shared.net.request(peer, probe).await {

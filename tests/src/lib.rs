@@ -188,7 +188,15 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    /// SIGSTOP (`pause = true`) or SIGCONT: the process keeps its memory and sockets but runs
+    /// nothing meanwhile.
+    pub fn pause(&self, i: usize, pause: bool) {
+        let pid = self.pid(i).expect("node runs").to_string();
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    }
+
     /// SIGTERM to every running node at once (one `kill`), then waits for each; true if all
     /// exited cleanly.
     pub fn stop_all(&mut self) -> bool {

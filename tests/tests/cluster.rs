@@ -5,7 +5,7 @@
 //! per scenario already load a 2-core CI machine.
 
 use quorate_genesis::AccountKeyFile;
-use quorate_ledger::{Transaction, TransactionKind};
+use quorate_ledger::{SignedTransaction, Transaction, TransactionKind};
 use quorate_tests::{committed_height, http, transfer, Cluster};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -205,6 +205,14 @@ fn bad_input_is_refused_with_a_clear_error_and_the_node_keeps_running() {
     expect(make("another-chain", 0, 3).as_bytes(), 400, "chain id");
     expect(make(&chain_id, 5_000, 3).as_bytes(), 400, "too far ahead");
     expect(make(&chain_id, 0, 0).as_bytes(), 400, "zero");
+    // An opaque payload (unsigned bytes) on a chain whose genesis does not allow them.
+    let opaque =
+        SignedTransaction::opaque(chain_id.clone(), key.public(), 0, vec![1; 400]).unwrap();
+    let opaque = serde_json::to_string(&opaque).unwrap();
+    expect(opaque.as_bytes(), 400, "opaque payloads are not allowed");
+    let (code, text) = http(port, "POST", "/v1/txs", format!("[{opaque}]").as_bytes());
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("opaque payloads are not allowed"), "{text}");
     // Commit nonce 0, then nonce 0 again is stale.
     committed_height(&cluster.transfer(0, 0, &to.to_string(), 7, true));
     expect(make(&chain_id, 0, 4).as_bytes(), 400, "stale");
@@ -339,14 +347,43 @@ fn bench_writes_a_results_line_with_every_spec_field_from_real_validators() {
     );
     assert!(result["msgs_per_block"].as_f64().unwrap() > 0.0);
     assert!(result["rss_mb_per_node"].as_f64().unwrap() > 1.0);
-    // A request the harness cannot serve is refused with a reason, not faked.
+    // Opaque payloads of 512 bytes on a bench chain: ordered, committed, none failed.
+    let output = quorate_tests::quorate(&[
+        "bench",
+        "--validators",
+        "4",
+        "--rate",
+        "300",
+        "--duration",
+        "3",
+        "--payload",
+        "opaque",
+        "--tx-size",
+        "512",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "opaque bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
+    let opaque: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(opaque["payload"], "opaque", "{opaque}");
+    assert_eq!(opaque["tx_size"], 512, "{opaque}");
+    assert_eq!(opaque["committed_tx"], 900, "{opaque}");
+    assert_eq!(opaque["failed_tx"], 0, "{opaque}");
+    // A size an opaque payload cannot have is refused with a reason.
     let refused = quorate_tests::quorate(&[
         "bench",
         "--payload",
         "opaque",
+        "--tx-size",
+        "10",
         "--out",
         out.path().to_str().unwrap(),
     ]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("opaque"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("framing"));
 }

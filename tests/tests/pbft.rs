@@ -155,3 +155,98 @@ fn a_pbft_replica_far_behind_syncs_to_a_checkpoint_and_rejoins() {
     };
     assert_eq!(report["ok"], true, "{report}");
 }
+
+/// A replica paused (SIGSTOP) while its peers commit 1,000 blocks past it resumes with its
+/// engine's state and its connections intact (unlike a restart), and is still brought to the
+/// head by ledger sync. Sync also probes peers while the ledger advances, since the PBFT chaos
+/// campaign once left a replica 1,300 blocks behind for two minutes: an engine committing at
+/// its peers' pace, fed headers a peer's allowance at a time, never stalls.
+#[test]
+fn a_pbft_replica_paused_far_behind_is_caught_up_by_ledger_sync() {
+    let _serial = serial();
+    let mut cluster = Cluster::start_protocol(
+        "pbft",
+        4,
+        2,
+        &[("idle_interval_ms", 10), ("view_timeout_ms", 200)],
+    );
+    cluster.wait_height(0, 2, 60);
+    cluster.wait_height(3, 2, 60);
+    cluster.pause(3, true);
+    let behind = cluster.height(0).expect("node0 height");
+    cluster.wait_height(0, behind + 1000, 240);
+    cluster.pause(3, false);
+    let to = cluster.account_address(1);
+    committed_height(&cluster.transfer(0, 0, &to, 9, true));
+    let head = cluster.height(0).expect("node0 height");
+    cluster.wait_height(3, head, 90);
+    assert_eq!(cluster.block_hash(3, head), cluster.block_hash(0, head));
+    assert_eq!(cluster.balance(3, &to), cluster.balance(0, &to));
+    assert!(
+        cluster
+            .full_log(3)
+            .contains("sync: applying committed blocks"),
+        "node3 did not use ledger sync; log:\n{}",
+        cluster.log(3)
+    );
+    assert!(cluster.stop_all());
+}
+
+/// Every replica killed -9 at once, then all but the primary restarted: the new primary must
+/// re-issue the committed blocks above the last stable checkpoint, and a restarted replica
+/// holds their headers only if recovery loads them from the ledger. Without that, no replica
+/// could serve them and the view change never ended (a chaos campaign stalled a chain for good
+/// this way). Then the old primary returns and catches up.
+#[test]
+fn a_pbft_chain_restarted_all_at_once_without_its_primary_changes_view_and_commits() {
+    let _serial = serial();
+    let mut cluster = Cluster::start_protocol(
+        "pbft",
+        4,
+        2,
+        &[
+            ("idle_interval_ms", 10),
+            ("view_timeout_ms", 300),
+            ("checkpoint_interval", 64),
+        ],
+    );
+    cluster.wait_height(0, 80, 120);
+    // Stop where blocks committed above the stable checkpoint are sure to exist.
+    let stable_and_head = |cluster: &Cluster| {
+        let status = cluster.query(0, &["status"]).expect("status");
+        let stable = status["consensus"]["stable_checkpoint"].as_u64().unwrap();
+        (
+            stable,
+            status["height"].as_u64().unwrap(),
+            status["leader"].as_u64().unwrap(),
+        )
+    };
+    let (mut stable, mut head, mut primary) = stable_and_head(&cluster);
+    while head < stable + 5 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        (stable, head, primary) = stable_and_head(&cluster);
+    }
+    for i in 0..4 {
+        cluster.kill9(i);
+    }
+    let primary = primary as usize;
+    for i in (0..4).filter(|&i| i != primary) {
+        cluster.start_node(i);
+    }
+    let via = (primary + 1) % 4;
+    cluster.wait_height(via, head, 30); // its RPC answers
+    let to = cluster.account_address(1);
+    let committed = committed_height(&cluster.transfer(via, 0, &to, 3, true));
+    assert!(
+        committed > head,
+        "committed at {committed}, head was {head}"
+    );
+    cluster.start_node(primary);
+    let now = cluster.height(via).expect("height");
+    cluster.wait_height(primary, now, 120);
+    assert_eq!(
+        cluster.block_hash(primary, now),
+        cluster.block_hash(via, now)
+    );
+    assert!(cluster.stop_all());
+}

@@ -270,12 +270,25 @@ impl Pbft {
         let changes: Vec<ViewChange> = self.current_view_changes().into_iter().cloned().collect();
         let data: Vec<&ViewChangeData> = changes.iter().map(|c| &c.data).collect();
         let Some(decision) = self.decide_over(&data) else {
+            tracing::debug!(
+                replica = self.me(),
+                %view,
+                view_changes = data.len(),
+                "NEW-VIEW: these VIEW-CHANGEs do not decide yet"
+            );
             return;
         };
         let mut reissued: Vec<BlockHeader> = Vec::new();
         let mut previous = decision.stable.block();
         for digest in &decision.chosen {
             let Some(header) = self.headers.get(digest) else {
+                tracing::debug!(
+                    replica = self.me(),
+                    %view,
+                    %digest,
+                    chosen = decision.chosen.len(),
+                    "NEW-VIEW: fetching a chosen block's header"
+                );
                 self.want(*digest);
                 return;
             };
@@ -290,8 +303,12 @@ impl Pbft {
             view_changes: changes,
             reissued,
         };
-        let Ok(prefix) = self.prefix_of(&decision, &new_view.reissued) else {
-            return;
+        let prefix = match self.prefix_of(&decision, &new_view.reissued) {
+            Ok(prefix) => prefix,
+            Err(why) => {
+                tracing::warn!(replica = self.me(), %view, "own NEW-VIEW does not check: {why}");
+                return;
+            }
         };
         if !self.enter_new_view(&new_view, decision, prefix) {
             return;

@@ -321,6 +321,14 @@ impl Pbft {
             chain.push(header.clone());
         }
         if chain.is_empty() {
+            tracing::debug!(
+                replica = self.me(),
+                peer = from,
+                allowance,
+                tip = %request.tip,
+                known = self.headers.contains_key(&request.tip),
+                "FetchChain: nothing to serve"
+            );
             return;
         }
         if let Some(left) = self.served.get_mut(from) {

@@ -195,6 +195,27 @@ impl Pbft {
             }
         }
         headers.insert(committed_hash, committed.clone());
+        // The committed headers a running replica keeps (a window below its stable checkpoint,
+        // see `stabilize`): a new primary re-issues those above the VIEW-CHANGEs' stable point,
+        // and laggards fetch them. Without them, every replica restarted at once could leave
+        // no one able to re-issue a committed block, and the view change would never end.
+        let mut committed_hashes = BTreeMap::from([(committed.height, committed_hash)]);
+        let keep_from = Height(
+            safety
+                .stable
+                .height()
+                .0
+                .min(committed.height.0)
+                .saturating_sub(config.params.pbft_window),
+        );
+        for header in &config.history {
+            if header.height < committed.height && header.height >= keep_from {
+                if let Ok(hash) = header.hash() {
+                    committed_hashes.insert(header.height, hash);
+                    headers.insert(hash, header.clone());
+                }
+            }
+        }
         let mut decided = BTreeMap::new();
         // A stable checkpoint above the ledger's head (the ledger is behind what this replica
         // already saw certified): catch up to it.
@@ -213,7 +234,7 @@ impl Pbft {
             safety,
             slots: BTreeMap::new(),
             headers,
-            committed_hashes: BTreeMap::from([(committed.height, committed_hash)]),
+            committed_hashes,
             committed,
             committed_hash,
             decided,

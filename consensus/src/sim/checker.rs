@@ -49,7 +49,9 @@ impl World<'_> {
         if previous.0.height.0 > 0 {
             n.history.push_back(previous.0);
         }
-        while n.history.len() > REPUTATION_WINDOW_MAX {
+        while n.history.len()
+            > crate::recovery_history(self.setup.validators.len(), &self.setup.params)
+        {
             n.history.pop_front();
         }
         n.committed += 1;

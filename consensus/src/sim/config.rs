@@ -96,6 +96,9 @@ pub struct SimConfig {
     pub gst_max_ms: u64,
     /// How long the run continues after GST.
     pub after_gst_ms: u64,
+    /// With asynchrony: the share of seeds in which every honest validator crashes at one
+    /// instant before GST and all restart together.
+    pub restart_all: f64,
 }
 
 impl SimConfig {
@@ -110,6 +113,7 @@ impl SimConfig {
             fault: FaultInjection::None,
             gst_max_ms: 2_000,
             after_gst_ms: 8_000,
+            restart_all: 0.0,
         }
     }
 }

@@ -39,9 +39,7 @@ use node::{Node, Role, SimEngine};
 use scheduler::{Event, Scheduled};
 
 use crate::crypto::{FastKeys, Signer};
-use crate::hotstuff::{
-    HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator, REPUTATION_WINDOW_MAX,
-};
+use crate::hotstuff::{HotStuff, HsBlock, HsMessage, Proposal, Vote, VoteAggregator};
 use crate::pbft::Pbft;
 use crate::{
     Action, BuildError, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,

@@ -91,6 +91,19 @@ impl World<'_> {
                     );
                 }
             }
+            // Every honest validator crashes at one instant and restarts together, in a share
+            // of the seeds: only what each had synced survives, and the chain must go on from
+            // that alone (a PBFT chain once stalled here: no restarted replica held the headers
+            // of the committed blocks a NEW-VIEW had to re-issue).
+            if self.gst > 200 && self.rng.chance(self.config.restart_all) {
+                let at = self.rng.range(100, self.gst - 100);
+                let restart_at = (at + self.rng.range(50, 500)).min(self.gst);
+                for node in 0..self.nodes.len() {
+                    if self.nodes[node].role == Role::Honest {
+                        self.schedule(at, Event::Crash { node, restart_at });
+                    }
+                }
+            }
         }
         while let Some(next) = self.queue.pop() {
             if next.time > self.end {

@@ -66,6 +66,37 @@ fn fault_free_network_commits_without_timeouts() {
     }
 }
 
+/// Every honest validator crashes at one instant and restarts together, in every seed. Safe on
+/// both protocols. PBFT is also live after GST: it once stalled here for good (found by the
+/// chaos campaign), because restarted replicas did not hold the committed headers a NEW-VIEW
+/// re-issues. HotStuff liveness is not asserted: in about 1 seed of 1,300 one validator had
+/// committed nothing before the crash, and after it no engine holds blocks below its own root;
+/// the node's ledger sync serves those (see `node/src/sync.rs`, `LONG_STALL`), the simulator
+/// does not model it.
+#[test]
+fn every_validator_restarting_at_once_keeps_the_chain_safe() {
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+    for protocol in [Protocol::HotStuff, Protocol::Pbft] {
+        for byzantine in [0, 1] {
+            let mut config = SimConfig::new(4, byzantine, Behaviour::Random);
+            config.protocol = protocol;
+            config.restart_all = 1.0;
+            for seed in 0..seeds_per_config() {
+                let report = run_seed(&setup, &config, seed);
+                assert!(
+                    report.violation.is_none(),
+                    "{protocol} byzantine={byzantine} seed {seed}: {:?}",
+                    report.violation
+                );
+                assert!(
+                    report.live || protocol == Protocol::HotStuff,
+                    "{protocol} byzantine={byzantine} seed {seed}: stalled"
+                );
+            }
+        }
+    }
+}
+
 fn check(n: usize, f: usize, behaviour: Behaviour, drop: f64) {
     for crypto in BOTH {
         check_with(Protocol::HotStuff, n, f, behaviour, drop, crypto);

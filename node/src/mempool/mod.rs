@@ -11,13 +11,16 @@
 //! and so is a transfer that the sender's committed balance, less what its held transactions
 //! will spend, cannot cover. Failed receipts then come only from races between validators or
 //! from a leader's choice.
+//!
+//! Opaque payloads (bench chains only: `check_stateless` refuses them elsewhere) have no sender
+//! to speak for: they bypass the per-sender views and count only against `max_transactions`.
 
 mod senders;
 
 use quorate_crypto::{Address, Digest};
 use quorate_genesis::MempoolConfig;
 use quorate_ledger::{
-    Account, Batch, SignedTransaction, StateReadError, StateView, TransactionError,
+    Account, Batch, ChainRules, SignedTransaction, StateReadError, StateView, TransactionError,
 };
 use senders::{Entry, SenderView};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -64,13 +67,13 @@ struct ReadyBatch {
     digest: Digest,
     transactions: Vec<Digest>,
     /// (sender, nonce) of each transaction, in order: what a proposal needs to keep every
-    /// sender's nonces in sequence across batches.
-    nonces: Vec<(Address, u64)>,
+    /// sender's nonces in sequence across batches. `None` for an opaque payload.
+    nonces: Vec<Option<(Address, u64)>>,
     since: Instant,
 }
 
 pub struct Mempool {
-    chain_id: String,
+    rules: ChainRules,
     config: MempoolConfig,
     max_batch: usize,
     /// Admitted transactions not yet sealed into a batch.
@@ -88,9 +91,9 @@ pub struct Mempool {
 }
 
 impl Mempool {
-    pub fn new(chain_id: String, config: MempoolConfig, max_batch: usize) -> Self {
+    pub fn new(rules: ChainRules, config: MempoolConfig, max_batch: usize) -> Self {
         Mempool {
-            chain_id,
+            rules,
             config,
             max_batch: max_batch.max(1),
             pending: Vec::new(),
@@ -143,8 +146,21 @@ impl Mempool {
         tx: &SignedTransaction,
         state: &dyn StateView,
     ) -> Result<(), SubmitError> {
-        tx.check_stateless(&self.chain_id)?;
+        tx.check_stateless(&self.rules)?;
+        if tx.is_opaque() {
+            return self.admissible_opaque(tx);
+        }
         self.admissible(tx, &state.account(&tx.sender())?)
+    }
+
+    fn admissible_opaque(&self, tx: &SignedTransaction) -> Result<(), SubmitError> {
+        if self.known.contains(&tx.id()) {
+            return Err(SubmitError::Duplicate(tx.id()));
+        }
+        if self.size >= self.config.max_transactions {
+            return Err(SubmitError::Full(self.size));
+        }
+        Ok(())
     }
 
     fn admissible(&self, tx: &SignedTransaction, committed: &Account) -> Result<(), SubmitError> {
@@ -205,6 +221,16 @@ impl Mempool {
         tx: SignedTransaction,
         state: &dyn StateView,
     ) -> Result<Option<Batch>, SubmitError> {
+        if tx.is_opaque() {
+            tx.check_stateless(&self.rules)?;
+            self.admissible_opaque(&tx)?;
+            self.known.insert(tx.id());
+            self.size += 1;
+            self.pending.push(tx);
+            return Ok((self.pending.len() >= self.max_batch)
+                .then(|| self.seal())
+                .flatten());
+        }
         let committed = state.account(&tx.sender())?;
         self.admissible(&tx, &committed)?;
         let sender = tx.sender();
@@ -251,7 +277,7 @@ impl Mempool {
         let mut moved = HashSet::new();
         // Ours, unsealed, at a nonce this batch takes with another transaction: it cannot apply.
         let mut displaced = HashSet::new();
-        for tx in &batch.transactions {
+        for tx in batch.transactions.iter().filter(|tx| !tx.is_opaque()) {
             let nonce = tx.transaction().nonce;
             let view = self.senders.entry(tx.sender()).or_default();
             match view.by_nonce.get(&nonce) {
@@ -272,7 +298,7 @@ impl Mempool {
             nonces: batch
                 .transactions
                 .iter()
-                .map(|t| (t.sender(), t.transaction().nonce))
+                .map(|t| (!t.is_opaque()).then(|| (t.sender(), t.transaction().nonce)))
                 .collect(),
             since: Instant::now(),
         });
@@ -320,7 +346,7 @@ impl Mempool {
                 }
                 let mut trial: HashMap<Address, u64> = HashMap::new();
                 let mut in_sequence = true;
-                for (sender, nonce) in &batch.nonces {
+                for (sender, nonce) in batch.nonces.iter().flatten() {
                     let expected = match trial.get(sender).or_else(|| next.get(sender)) {
                         Some(n) => *n,
                         None => nonce_of(sender),
@@ -365,8 +391,11 @@ impl Mempool {
                 return true;
             }
             ready_digests.remove(&batch.digest);
-            for (id, (sender, nonce)) in batch.transactions.iter().zip(&batch.nonces) {
+            for (id, entry) in batch.transactions.iter().zip(&batch.nonces) {
                 known.remove(id);
+                let Some((sender, nonce)) = entry else {
+                    continue;
+                };
                 if let Some(view) = senders.get_mut(sender) {
                     if view.by_nonce.get(nonce).is_some_and(|held| held.id == *id) {
                         view.by_nonce.remove(nonce);
@@ -474,7 +503,7 @@ mod tests {
             max_nonce_gap: 10,
             max_pending_per_account: 100,
         };
-        let mut pool = Mempool::new("c".into(), config, 2);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), config, 2);
         let state = committed(&key, 10, 5);
         assert!(matches!(
             pool.precheck(&tx(&key, 4), &state),
@@ -514,6 +543,66 @@ mod tests {
         pool.precheck(&tx(&key, 8), &after).unwrap();
     }
 
+    /// Opaque payloads: refused unless the chain allows them; where it does, no nonce, balance
+    /// or per-account rule applies (they spend nothing and have no sender to speak for), but
+    /// the mempool's bound and deduplication do, and a batch mixing them with transfers keeps
+    /// the transfers' nonces in sequence and leaves the mempool on commit.
+    #[test]
+    fn opaque_payloads_bypass_sender_rules_but_not_the_bound() {
+        let key = SigningKey::from_seed_insecure(4);
+        let opaque = |nonce: u64| {
+            SignedTransaction::opaque("c", key.public(), nonce, vec![nonce as u8; 64]).unwrap()
+        };
+        let state = committed(&key, 0, 0); // no balance at all
+        let strict = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 3);
+        assert!(matches!(
+            strict.precheck(&opaque(0), &state),
+            Err(SubmitError::Invalid(TransactionError::OpaqueNotAllowed))
+        ));
+        let config = MempoolConfig {
+            max_transactions: 4,
+            max_pending_per_account: 1,
+            ..MempoolConfig::default()
+        };
+        let rules = ChainRules {
+            chain_id: "c".into(),
+            allow_opaque: true,
+        };
+        let mut pool = Mempool::new(rules, config, 3);
+        // The same nonce twice, far ahead, past the per-account limit: all fine when opaque.
+        pool.precheck(&opaque(500), &state).unwrap();
+        assert!(pool.insert(opaque(500), &state).unwrap().is_none());
+        assert!(matches!(
+            pool.precheck(&opaque(500), &state),
+            Err(SubmitError::Duplicate(_))
+        ));
+        assert!(pool.insert(opaque(0), &state).unwrap().is_none());
+        let funded = committed(&key, 10, 0);
+        let batch = pool
+            .insert(tx(&key, 0), &funded)
+            .unwrap()
+            .expect("a full batch");
+        pool.add_ready(batch.digest(), &batch);
+        assert_eq!(
+            pool.next_nonce(&key.public().address(), &funded).unwrap(),
+            1
+        );
+        pool.insert(opaque(1), &state).unwrap();
+        assert!(matches!(
+            pool.precheck(&opaque(2), &state),
+            Err(SubmitError::Full(4))
+        ));
+        assert_eq!(
+            pool.propose(&HashSet::new(), 100, |_| 0, Duration::ZERO),
+            vec![batch.digest()]
+        );
+        let after = committed(&key, 10, 1);
+        pool.on_commit(&[batch.digest()], &after.0.clone().into_iter().collect());
+        assert_eq!(pool.len(), 1);
+        assert!(!pool.is_pending(&opaque(500).id()));
+        pool.precheck(&opaque(2), &state).unwrap();
+    }
+
     #[test]
     fn admission_refuses_taken_nonces_overdrafts_and_too_many_per_account() {
         let key = SigningKey::from_seed_insecure(3);
@@ -521,7 +610,7 @@ mod tests {
             max_pending_per_account: 3,
             ..MempoolConfig::default()
         };
-        let mut pool = Mempool::new("c".into(), config, 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), config, 100);
         let state = committed(&key, 10, 0);
         pool.insert(transfer(&key, 0, other(), 6), &state).unwrap();
         assert!(matches!(
@@ -559,7 +648,7 @@ mod tests {
             max_pending_per_account: 2,
             ..MempoolConfig::default()
         };
-        let mut pool = Mempool::new("c".into(), config, 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), config, 100);
         pool.insert(tx(&key, 0), &state).unwrap();
         pool.insert(tx(&key, 1), &state).unwrap();
         assert!(matches!(
@@ -573,7 +662,7 @@ mod tests {
         let key = SigningKey::from_seed_insecure(5);
         let address = key.public().address();
         let state = committed(&key, 10, 0);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 100);
         let gapped = transfer(&key, 1, other(), 7);
         pool.insert(gapped.clone(), &state).unwrap(); // nothing before it: 7 of 10 is free
         assert_eq!(pool.next_nonce(&address, &state).unwrap(), 0);
@@ -592,7 +681,7 @@ mod tests {
         let key = SigningKey::from_seed_insecure(6);
         let address = key.public().address();
         let state = committed(&key, 10, 0);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 100);
         pool.insert(transfer(&key, 1, other(), 7), &state).unwrap();
         let sealed = pool.seal().unwrap();
         pool.add_ready(sealed.digest(), &sealed);
@@ -611,7 +700,7 @@ mod tests {
         let key = SigningKey::from_seed_insecure(7);
         let address = key.public().address();
         let state = committed(&key, 10, 0);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 100);
         let mine = transfer(&key, 0, other(), 2);
         let next = transfer(&key, 1, other(), 5);
         pool.insert(mine.clone(), &state).unwrap();
@@ -632,7 +721,7 @@ mod tests {
     fn a_peers_batch_takes_the_place_of_our_unsealed_transaction_at_its_nonce() {
         let key = SigningKey::from_seed_insecure(8);
         let state = committed(&key, 10, 0);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 100);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 100);
         let mine = transfer(&key, 0, other(), 2);
         pool.insert(mine.clone(), &state).unwrap();
         let theirs = Batch {
@@ -649,7 +738,7 @@ mod tests {
     fn a_batch_larger_than_a_block_never_blocks_a_proposal() {
         let key = SigningKey::from_seed_insecure(9);
         let other_key = SigningKey::from_seed_insecure(10);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 2);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 2);
         let huge = Batch {
             transactions: (0..5).map(|n| tx(&key, n)).collect(),
         };
@@ -667,7 +756,7 @@ mod tests {
     #[test]
     fn proposals_keep_each_senders_nonces_in_sequence_across_batches() {
         let key = SigningKey::from_seed_insecure(2);
-        let mut pool = Mempool::new("c".into(), MempoolConfig::default(), 2);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 2);
         let early = Batch {
             transactions: vec![tx(&key, 0), tx(&key, 1)],
         };

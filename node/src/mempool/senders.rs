@@ -30,6 +30,8 @@ impl Entry {
             TransactionKind::Transfer { to, amount } => {
                 (amount, if to == tx.sender() { 0 } else { amount })
             }
+            // Never held in a sender's view (see the mempool); spends nothing.
+            TransactionKind::Opaque { .. } => (0, 0),
         };
         Entry {
             id: tx.id(),

@@ -7,7 +7,7 @@ use quorate_ledger::SignedTransaction;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(tx) = json_fixed_point::<SignedTransaction>(data) {
-        let _ = tx.check_stateless("quorate-testnet");
+        let _ = tx.check_stateless(&quorate_ledger::ChainRules::signed_only("quorate-testnet"));
         let _ = tx.verify_signature();
     }
     if let Some(txs) = json_fixed_point::<Vec<SignedTransaction>>(data) {

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = tx.id();
-    let _ = tx.check_stateless("quorate-testnet");
+    let _ = tx.check_stateless(&quorate_ledger::ChainRules::signed_only("quorate-testnet"));
     let alone = tx.verify_signature().is_ok();
     let in_batch = SignedTransaction::verify_batch(std::slice::from_ref(&tx)).is_empty();
     assert_eq!(alone, in_batch, "batch and single verification disagree");

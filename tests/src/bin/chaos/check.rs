@@ -167,7 +167,9 @@ pub fn check(rpcs: &[SocketAddr], acks: &[Ack], genesis: &[(Address, u64)]) -> R
                 .or_default()
                 .push((height, hash_text.clone(), applied));
             if applied {
-                let TransactionKind::Transfer { to, amount } = &tx.transaction().kind;
+                let TransactionKind::Transfer { to, amount } = &tx.transaction().kind else {
+                    anyhow::bail!("height {height}: an opaque payload applied on a chaos chain");
+                };
                 let from = tx.sender();
                 let debit = balances.entry(from).or_insert(0);
                 *debit = debit
