@@ -40,6 +40,22 @@ fn ed25519(c: &mut Criterion) {
             b.iter(|| verify_batch(Domain::Transaction, &refs, &signatures, &publics))
         });
     }
+    // A transaction batch as the mempool seals it: 512 signatures from 48 senders.
+    let senders: Vec<SigningKey> = (0..48u64).map(SigningKey::from_seed_insecure).collect();
+    let messages: Vec<[u8; 32]> = (0..512usize)
+        .map(|i| hash(Domain::Transaction, &i.to_le_bytes()).0)
+        .collect();
+    let signatures: Vec<Signature> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| senders[i % 48].sign(Domain::Transaction, m))
+        .collect();
+    let publics: Vec<PublicKey> = (0..512).map(|i| senders[i % 48].public()).collect();
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("512_from_48_senders", |b| {
+        b.iter(|| verify_batch(Domain::Transaction, &refs, &signatures, &publics))
+    });
     group.finish();
 }
 

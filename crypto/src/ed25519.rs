@@ -200,7 +200,19 @@ pub fn verify_batch(
         return Ok(());
     }
     let prefixed: Vec<Vec<u8>> = messages.iter().map(|m| domain.prefixed(m)).collect();
-    let decoded: Result<Vec<_>, _> = keys.iter().map(PublicKey::to_dalek).collect();
+    // Each distinct key decoded once (a point decompression each): a batch of transactions
+    // carries many from the same senders.
+    let mut decoded_keys: std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey> =
+        std::collections::HashMap::new();
+    let decoded: Result<Vec<_>, _> = keys
+        .iter()
+        .map(|key| match decoded_keys.entry(key.0) {
+            std::collections::hash_map::Entry::Occupied(known) => Ok(*known.get()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                key.to_dalek().map(|dalek| *slot.insert(dalek))
+            }
+        })
+        .collect();
     if let Ok(dalek_keys) = decoded {
         let refs: Vec<&[u8]> = prefixed.iter().map(Vec::as_slice).collect();
         let sigs: Vec<ed25519_dalek::Signature> = signatures
@@ -237,11 +249,39 @@ fn no_small_order_r(signatures: &[ed25519_dalek::Signature]) -> bool {
         .all(|signature| !is_small_order_encoding(signature.r_bytes()))
 }
 
+/// Whether `r` encodes a point of small order, without decompressing it (a field
+/// exponentiation; batching decompresses `R` again itself). A point is fixed by its y coordinate
+/// up to the sign of x, so the encodings of small-order points are those whose y (the top bit,
+/// x's sign, cleared) is the y of one of the eight torsion points, canonical or not (y + p fits
+/// in 255 bits for y = 0 and 1 only). An encoding that is no point at all passes here and fails
+/// the batch, whose fallback verifies strictly.
 fn is_small_order_encoding(r: &[u8; 32]) -> bool {
-    match curve25519_dalek::edwards::CompressedEdwardsY(*r).decompress() {
-        Some(point) => point.is_small_order(),
-        None => true,
-    }
+    let mut y = *r;
+    y[31] &= 0x7f;
+    small_order_ys().contains(&y)
+}
+
+/// The y coordinates (32 bytes, sign bit clear) of the small-order points, in every encoding.
+fn small_order_ys() -> &'static [[u8; 32]] {
+    static YS: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    YS.get_or_init(|| {
+        let mut ys: Vec<[u8; 32]> = Vec::new();
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let mut y = point.compress().to_bytes();
+            y[31] &= 0x7f;
+            if !ys.contains(&y) {
+                ys.push(y);
+            }
+        }
+        // p and p + 1: non-canonical encodings of y = 0 and y = 1 (p = 2^255 - 19).
+        for low in [0xed, 0xee] {
+            let mut y = [0xff; 32];
+            y[0] = low;
+            y[31] = 0x7f;
+            ys.push(y);
+        }
+        ys
+    })
 }
 
 #[cfg(test)]
@@ -316,6 +356,60 @@ mod tests {
             verify_batch(Domain::Transaction, &refs[..3], &signatures, &publics),
             Err(CryptoError::BatchShape { .. })
         ));
+    }
+
+    /// Senders repeat within a batch (each key is decoded once): a bad signature by a repeated
+    /// sender, or one under another sender's key, is still found at its own index.
+    #[test]
+    fn batch_with_repeated_senders_finds_each_bad_entry() {
+        let senders: Vec<SigningKey> = (0..3).map(SigningKey::from_seed_insecure).collect();
+        let messages: Vec<Vec<u8>> = (0..12u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut signatures: Vec<Signature> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| senders[i % 3].sign(Domain::Transaction, m))
+            .collect();
+        let publics: Vec<PublicKey> = (0..12).map(|i| senders[i % 3].public()).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        assert!(verify_batch(Domain::Transaction, &refs, &signatures, &publics).is_ok());
+        signatures[4].0[40] ^= 0x10;
+        signatures[9] = senders[1].sign(Domain::Transaction, &messages[9]);
+        assert_eq!(
+            verify_batch(Domain::Transaction, &refs, &signatures, &publics),
+            Err(CryptoError::BatchInvalid {
+                invalid: vec![4, 9]
+            })
+        );
+    }
+
+    /// The small-order test by encoding agrees with decompressing: every encoding it flags is a
+    /// small-order point (both signs of x), and it flags no R of a real signature.
+    #[test]
+    fn small_order_encodings_are_known_without_decompressing() {
+        let decompressed = |r: &[u8; 32]| {
+            curve25519_dalek::edwards::CompressedEdwardsY(*r)
+                .decompress()
+                .map(|point| point.is_small_order())
+        };
+        assert_eq!(small_order_ys().len(), 7);
+        for y in small_order_ys() {
+            for sign in [0u8, 0x80] {
+                let mut r = *y;
+                r[31] |= sign;
+                assert!(is_small_order_encoding(&r));
+                assert_eq!(decompressed(&r), Some(true), "{r:?}");
+            }
+        }
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            assert!(is_small_order_encoding(&point.compress().to_bytes()));
+        }
+        let key = SigningKey::from_seed_insecure(4);
+        for i in 0..200u32 {
+            let signature = key.sign(Domain::Transaction, &i.to_le_bytes());
+            let r: [u8; 32] = signature.0[..32].try_into().unwrap();
+            assert!(!is_small_order_encoding(&r));
+            assert_eq!(decompressed(&r), Some(false));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `quorate bench`: real validator processes on loopback, a load client that sends pre-signed
-//! transfers at a fixed offered rate, and one line of results per run in `DIR/results.jsonl`
+//! transfers (or, with `--payload opaque`, unsigned payloads of `--tx-size` bytes on a genesis that
+//! allows them) at a fixed offered rate, and one line of results per run in `DIR/results.jsonl`
 //! (SPEC "Benchmark output").
 //!
 //! Per run: a fresh testnet under `DIR/runs/`, `n - faulty` validators started (the `faulty` ones
