@@ -95,6 +95,21 @@ fn main() {
         "txs.json",
         &serde_json::to_vec(&txs).expect("json"),
     );
+    // An opaque payload (bench chains).
+    let opaque = SignedTransaction::opaque("quorate-testnet", key.public(), 7, vec![0xab; 64])
+        .expect("opaque");
+    write(
+        &out,
+        "transaction",
+        "opaque",
+        &codec::encode(&opaque).expect("encode"),
+    );
+    write(
+        &out,
+        "rpc_json",
+        "opaque.json",
+        &serde_json::to_vec(&opaque).expect("json"),
+    );
     let batch = Batch {
         transactions: txs.clone(),
     };
