@@ -222,7 +222,8 @@ impl Mempool {
         state: &dyn StateView,
     ) -> Result<Option<Batch>, SubmitError> {
         if tx.is_opaque() {
-            tx.check_stateless(&self.rules)?;
+            // `precheck` ran the stateless checks (which refuse opaque payloads where the
+            // chain does not allow them), as for transfers.
             self.admissible_opaque(&tx)?;
             self.known.insert(tx.id());
             self.size += 1;
