@@ -5,7 +5,7 @@
 use libp2p::Multiaddr;
 use quorate_crypto::Digest;
 use quorate_genesis::AccountKeyFile;
-use quorate_ledger::{Batch, Block, Transaction, TransactionKind};
+use quorate_ledger::{Batch, Block, SignedTransaction, Transaction, TransactionKind};
 use quorate_tests::peer::{batch_frame, manifest_frame, send_frames, validator_identity, Answer};
 use quorate_tests::Cluster;
 
@@ -118,4 +118,64 @@ fn a_validator_speaking_garbage_over_libp2p_is_refused_and_the_node_keeps_commit
         "node1 took in a manifest no block can have:\n{}",
         cluster.log(1)
     );
+}
+
+/// A validator pushes a batch holding an opaque payload to a chain whose genesis does not allow
+/// them: every node refuses the whole batch at ingest (so the transfer beside it never commits
+/// from it), scores the peer down, and keeps committing.
+#[test]
+fn an_opaque_payload_pushed_to_a_chain_that_does_not_allow_them_is_refused() {
+    let mut cluster = Cluster::start(4, 1);
+    cluster.wait_height(0, 1, 60);
+    cluster.kill9(3);
+    let identity = validator_identity(&cluster.home(3));
+    let chain_id = cluster.query(0, &["status"]).unwrap()["chain_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = AccountKeyFile::load(&cluster.account_key(0)).unwrap();
+    let transfer = Transaction {
+        chain_id: chain_id.clone(),
+        sender: key.public(),
+        nonce: 0,
+        kind: TransactionKind::Transfer {
+            to: key.public().address(),
+            amount: 1,
+        },
+    }
+    .sign(&key)
+    .unwrap();
+    let opaque = SignedTransaction::opaque(chain_id, key.public(), 1, vec![5; 300]).unwrap();
+    let frame = batch_frame(&Batch {
+        transactions: vec![transfer.clone(), opaque],
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for i in 0..3 {
+        let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", cluster.p2p_port(i))
+            .parse()
+            .unwrap();
+        runtime.block_on(send_frames(identity.clone(), address, vec![frame.clone()]));
+    }
+    let height = cluster.height(0).unwrap();
+    cluster.wait_height(0, height + 3, 60);
+    for i in 0..3 {
+        let log = cluster.full_log(i);
+        assert!(
+            log.contains("opaque payloads are not allowed on this chain")
+                && log.contains("peer fault: invalid batch"),
+            "node{i} took in the opaque batch:\n{}",
+            cluster.log(i)
+        );
+        let (code, text) = quorate_tests::http(
+            cluster.rpc_port(i),
+            "GET",
+            &format!("/v1/tx/{}", transfer.id()),
+            b"",
+        );
+        assert_eq!(code, 200, "{text}");
+        assert!(
+            text.contains("\"unknown\""),
+            "node{i} took the transfer from the refused batch: {text}"
+        );
+    }
 }
