@@ -6,6 +6,8 @@
 #   scripts/setup.sh chaos   also what scripts/chaos.sh and the chaos tests need: root, ip
 #                            (iproute2), iptables and faketime, and a kernel with network
 #                            namespaces, bridges and NFQUEUE.
+#   scripts/setup.sh bench   also the font scripts/bench.sh draws its plots' text with (DejaVu Sans,
+#                            package fonts-dejavu-core).
 set -euo pipefail
 
 missing=()
@@ -18,6 +20,9 @@ if [ "${1:-}" = chaos ]; then
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+fi
+if [ "${1:-}" = bench ] && [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  missing+=(fonts-dejavu-core)
 fi
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then

@@ -57,6 +57,10 @@ for protocol in hotstuff pbft; do
   QUORATE_CHAOS_PROFILE=$profile scripts/chaos.sh --protocol "$protocol" \
     --minutes "${QUORATE_CHAOS_MINUTES:-2}" --seed "${QUORATE_CHAOS_SEED:-1}"
 done
+echo "== bench: the quick matrix (n=4, both protocols and payloads, plots)"
+bench_out=$(mktemp -d)
+QUORATE_BENCH_PROFILE=$profile scripts/bench.sh --quick --out "$bench_out"
+rm -rf "$bench_out"
 echo "== fuzz: every target for ${QUORATE_FUZZ_SECONDS:-5}s"
 scripts/fuzz.sh "${QUORATE_FUZZ_SECONDS:-5}"
 echo "== done in $(( $(date +%s) - start ))s"

@@ -54,6 +54,20 @@ pub struct BenchSpec {
     pub accounts: usize,
     /// Seconds after the load window to wait for what was admitted to commit.
     pub drain_s: u64,
+    /// Stop each (protocol, n) ladder after its first saturated rate ([`saturated`]).
+    pub until_saturated: bool,
+}
+
+/// A run is saturated when the network no longer keeps up with what is offered: its median
+/// latency passed 2 s, the client fell more than 10% behind its sending schedule, under 95% of
+/// what was sent committed by the end of the drain, or the window's committed rate fell under
+/// 80% of the offered one (not 90%+: at low rates the window's edges weigh).
+pub fn saturated(result: &Value) -> bool {
+    let num = |k: &str| result[k].as_f64().unwrap_or(0.0);
+    num("latency_p50_ms") > 2000.0
+        || num("send_s") > 1.1 * num("duration_s")
+        || num("committed_tx") < 0.95 * num("sent_tx")
+        || num("tps") < 0.8 * num("offered_tps")
 }
 
 const TICK: Duration = Duration::from_millis(10);
@@ -81,7 +95,12 @@ pub fn bench(spec: BenchSpec) -> Result<()> {
                     n.saturating_sub(1) / 3
                 );
             }
-            for &rate in &spec.rates {
+            let mut rates = spec.rates.clone();
+            if spec.until_saturated {
+                rates.sort_unstable();
+                rates.dedup();
+            }
+            for rate in rates {
                 if rate == 0 {
                     bail!("--rate must be positive");
                 }
@@ -105,6 +124,12 @@ pub fn bench(spec: BenchSpec) -> Result<()> {
                     result["cpu_s_per_node"].as_f64().unwrap_or(0.0),
                     result["rss_mb_per_node"].as_f64().unwrap_or(0.0),
                 );
+                if spec.until_saturated && saturated(&result) {
+                    println!(
+                        "{protocol} n={n}: saturated at {rate}/s offered; higher rates skipped"
+                    );
+                    break;
+                }
             }
         }
     }
@@ -122,19 +147,29 @@ fn git_rev() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// A base port with `count` consecutive free ports after it on 127.0.0.1.
+/// A base port with `count` consecutive free ports after it on 127.0.0.1, below the kernel's
+/// ephemeral range (`ip_local_port_range`): a port in it can be taken, between this probe and a
+/// validator's bind, as the local port of an outgoing connection (the validators dial each other).
 fn free_base_port(count: u16) -> Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u16;
+    if ephemeral_low < low + count {
+        bail!("no room for {count} ports between {low} and the ephemeral range at {ephemeral_low}");
+    }
+    let span = u64::from(ephemeral_low - count - low);
     let seed = std::process::id() as u64 ^ crate::metrics::now_ms();
     for attempt in 0..200u64 {
-        let base =
-            20_000 + ((seed.wrapping_mul(2654435761).wrapping_add(attempt * 7919)) % 30_000) as u16;
+        let base = low + (seed.wrapping_mul(2654435761).wrapping_add(attempt * 7919) % span) as u16;
         let all_free =
             (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return Ok(base);
         }
     }
-    bail!("found no {count} consecutive free ports on 127.0.0.1")
+    bail!("found no {count} consecutive free ports on 127.0.0.1 below {ephemeral_low}")
 }
 
 /// One live validator process.
@@ -233,10 +268,7 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
         chain_id: "quorate-bench".into(),
         initial_balance: 1_000_000_000_000,
         genesis_time_ms: crate::metrics::now_ms(),
-        params: ConsensusParams {
-            allow_opaque_payloads: spec.payload == Payload::Opaque,
-            ..ConsensusParams::default()
-        },
+        params: bench_params(n, spec.payload),
     })
     .with_context(|| format!("generating the testnet in {}", dir.display()))?;
 
@@ -279,7 +311,27 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
     result["protocol"] = json!(protocol.to_string());
     result["validators"] = json!(n);
     result["faulty"] = json!(spec.faulty);
+    let params = bench_params(n, spec.payload);
+    result["view_timeout_ms"] = json!(params.view_timeout_ms);
+    result["max_batch_delay_ms"] = json!(params.max_batch_delay_ms);
     Ok(result)
+}
+
+/// The genesis parameters of a bench network of `n` validators: the defaults, with opaque
+/// payloads allowed where the load is made of them, and, because all `n` processes share this
+/// one machine's cores, the clocks that assume a network of separate machines stretched with n:
+/// a process that waits its turn for a core looks to its peers like a slow link, so the view
+/// timeout grows by 40 ms per validator over the default (n=100: 4 s) and a batch waits up to
+/// 2 ms per validator to fill (n=100: 200 ms; each batch goes to n-1 peers).
+pub fn bench_params(n: usize, payload: Payload) -> ConsensusParams {
+    let defaults = ConsensusParams::default();
+    let n = n as u64;
+    ConsensusParams {
+        allow_opaque_payloads: payload == Payload::Opaque,
+        view_timeout_ms: defaults.view_timeout_ms.max(40 * n),
+        max_batch_delay_ms: defaults.max_batch_delay_ms.max(2 * n),
+        ..defaults
+    }
 }
 
 /// The default size of an opaque payload (as in the HotStuff paper's and its peers' benchmarks).
@@ -680,4 +732,42 @@ fn measure(
             "rss_mb_max": round(*peak_rss_kb.iter().max().unwrap_or(&0) as f64 / 1024.0),
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(offered: u64, tps: f64, p50: u64, sent: u64, committed: u64, send_s: f64) -> Value {
+        json!({
+            "offered_tps": offered, "tps": tps, "latency_p50_ms": p50, "sent_tx": sent,
+            "committed_tx": committed, "send_s": send_s, "duration_s": 10,
+        })
+    }
+
+    #[test]
+    fn a_run_is_saturated_only_when_the_network_falls_behind_what_is_offered() {
+        // Keeping up, with a light rate's window edges costing 9%.
+        assert!(!saturated(&run(10, 9.1, 700, 100, 100, 10.0)));
+        assert!(!saturated(&run(5000, 4900.0, 150, 50_000, 50_000, 10.1)));
+        // Each way of falling behind.
+        assert!(saturated(&run(5000, 4900.0, 2500, 50_000, 50_000, 10.1)));
+        assert!(saturated(&run(5000, 4900.0, 150, 50_000, 50_000, 12.0)));
+        assert!(saturated(&run(5000, 4900.0, 150, 50_000, 40_000, 10.1)));
+        assert!(saturated(&run(5000, 3000.0, 150, 50_000, 50_000, 10.1)));
+    }
+
+    #[test]
+    fn bench_networks_stretch_their_clocks_with_n_and_allow_opaque_payloads_only_for_them() {
+        let small = bench_params(4, Payload::Transfers);
+        assert_eq!(
+            small.view_timeout_ms,
+            ConsensusParams::default().view_timeout_ms
+        );
+        assert!(!small.allow_opaque_payloads);
+        let large = bench_params(100, Payload::Opaque);
+        assert_eq!(large.view_timeout_ms, 4_000);
+        assert_eq!(large.max_batch_delay_ms, 200);
+        assert!(large.allow_opaque_payloads);
+    }
 }

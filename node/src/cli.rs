@@ -107,6 +107,11 @@ struct BenchArgs {
     /// Seconds to wait after the load for admitted transactions to commit.
     #[arg(long, default_value_t = 15)]
     drain: u64,
+    /// Treat --rate as a ladder: for each protocol and validator count, stop climbing after the
+    /// first rate that saturates the network (p50 over 2 s, the client behind its schedule, or
+    /// what was offered not committing).
+    #[arg(long)]
+    until_saturated: bool,
 }
 
 #[derive(Args, Debug)]
@@ -331,6 +336,7 @@ pub fn run(cli: Cli) -> Result<()> {
             out: args.out,
             accounts: args.accounts,
             drain_s: args.drain,
+            until_saturated: args.until_saturated,
         }),
     }
 }

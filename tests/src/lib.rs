@@ -37,22 +37,42 @@ pub fn quorate(args: &[&str]) -> Output {
         .expect("failed to start quorate")
 }
 
-/// A base port with `count` consecutive free loopback ports after it. Ports are probed by
-/// binding; a race with another process is possible but unlikely in the high range used.
+/// A base port with `count` consecutive free loopback ports after it.
+///
+/// Ranges come from below the kernel's ephemeral range (`ip_local_port_range`): a port in it can
+/// be taken, between the probe and a node's bind, as the local port of any outgoing connection
+/// (the nodes' own dials, the tests' RPC clients), and a node that cannot bind its port leaves
+/// another process answering on it. Ranges handed out in this process never overlap (tests of
+/// one binary run in parallel threads); a random start keeps apart concurrent test processes.
 pub fn free_port_range(count: u16) -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind probe");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if base.checked_add(count).is_none() {
+    static TAKEN: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u16;
+    let high = ephemeral_low.saturating_sub(count).max(low + 1);
+    let mut x = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = low + ((x >> 33) % u64::from(high - low)) as u16;
+        let end = base + count;
+        if taken.iter().any(|&(b, e)| base < e && b < end) {
             continue;
         }
-        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
+        if (base..end).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            taken.push((base, end));
             return base;
         }
     }
-    panic!("no range of {count} free loopback ports found");
+    panic!("no range of {count} free loopback ports found below {ephemeral_low}");
 }
 
 /// A testnet of real `quorate run` processes on loopback. Every process is killed when the
