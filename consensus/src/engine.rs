@@ -69,6 +69,11 @@ pub enum Input {
     /// The answer to [`Action::CheckPayload`]: whether the block's payload is available, valid,
     /// and its execution gives the header's state root.
     PayloadChecked { block: Digest, valid: bool },
+    /// Whether the runtime holds payload waiting to be ordered (its own or a peer's). Sent when
+    /// it changes; an engine starts out assuming it does. On a chain without a heartbeat
+    /// (`idle_interval_ms` 0) an engine that has nothing pending and no uncommitted payload lets
+    /// its view timer pass instead of timing the leader out: an idle chain sends nothing.
+    PayloadPending(bool),
 }
 
 /// The proof that a committed block is final, as stored beside it and checked by `audit`.
@@ -125,8 +130,9 @@ pub enum Action {
         bytes: Vec<u8>,
     },
     /// This validator leads `view`: build a payload on `parent` (answer with
-    /// `Input::PayloadReady`). `urgent` says uncommitted blocks with payload wait on this one, so
-    /// do not hold it for the idle interval.
+    /// `Input::PayloadReady`). `urgent` says blocks with payload wait on this one (to commit, or
+    /// for their commit to reach the others), so propose at once, empty if need be; otherwise
+    /// wait for payload, or for the heartbeat (`idle_interval_ms`) where the chain has one.
     RequestPayload {
         view: View,
         parent: BlockHeader,

@@ -53,7 +53,10 @@ pub struct ConsensusParams {
     /// First view timeout; doubles on each consecutive timeout up to `view_timeout_max_ms`.
     pub view_timeout_ms: u64,
     pub view_timeout_max_ms: u64,
-    /// A leader with no payload proposes an empty block after this long, so pending blocks commit.
+    /// The heartbeat: a leader with nothing to propose proposes an empty block after this long.
+    /// 0 (the default): none, so an idle chain adds no blocks once its last payload is committed
+    /// (as CometBFT's `create_empty_blocks = false`); blocks that an uncommitted payload waits on
+    /// are proposed at once either way.
     pub idle_interval_ms: u64,
     pub max_block_transactions: u32,
     pub max_batch_transactions: u32,
@@ -73,7 +76,7 @@ impl Default for ConsensusParams {
         ConsensusParams {
             view_timeout_ms: 1_000,
             view_timeout_max_ms: 30_000,
-            idle_interval_ms: 1_000,
+            idle_interval_ms: 0,
             max_block_transactions: 10_000,
             max_batch_transactions: 500,
             max_batch_delay_ms: 20,
@@ -209,9 +212,6 @@ impl Genesis {
                 "need 0 < view_timeout_ms ({}) <= view_timeout_max_ms ({})",
                 p.view_timeout_ms, p.view_timeout_max_ms
             ));
-        }
-        if p.idle_interval_ms == 0 {
-            return invalid("idle_interval_ms must be positive".into());
         }
         if p.max_block_transactions == 0 || p.max_batch_transactions == 0 {
             return invalid(

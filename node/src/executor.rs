@@ -589,8 +589,11 @@ impl Executor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .has_ready();
-        if !proposal.urgent && !has_payload && proposal.since.elapsed() < self.config.idle_interval
-        {
+        // Nothing to propose and nothing waiting on this block: wait for payload, or for the
+        // heartbeat where the chain has one (a zero interval means none).
+        let heartbeat_due = !self.config.idle_interval.is_zero()
+            && proposal.since.elapsed() >= self.config.idle_interval;
+        if !proposal.urgent && !has_payload && !heartbeat_due {
             return Ok(());
         }
         let parent_hash = proposal.parent.hash()?;

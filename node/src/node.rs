@@ -454,14 +454,23 @@ pub async fn run(home: &Path) -> Result<()> {
     let rpc_task = tokio::spawn(crate::rpc::serve(rpc_listener, shared.clone()));
     let batcher_task = {
         let shared = shared.clone();
+        let inputs = inputs_tx.clone();
         let delay = Duration::from_millis(genesis.params.max_batch_delay_ms.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(delay);
+            // The engine starts out assuming payload is pending; tell it once it is not.
+            let mut pending = true;
             loop {
                 tick.tick().await;
                 let sealed = shared.mempool().seal();
                 if let Some(batch) = sealed {
                     shared.publish_batch(batch);
+                }
+                // Ready batches: ours and peers', until committed.
+                let now_pending = shared.mempool().has_ready();
+                if now_pending != pending {
+                    pending = now_pending;
+                    let _ = inputs.send(Input::PayloadPending(pending));
                 }
                 shared.sample_gauges();
             }

@@ -387,3 +387,9 @@ fn bench_writes_a_results_line_with_every_spec_field_from_real_validators() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("framing"));
 }
+
+#[test]
+fn an_idle_hotstuff_chain_adds_no_blocks_and_a_transfer_still_commits_past_a_dead_leader() {
+    let _serial = serial();
+    quorate_tests::check_idle_chain("hotstuff", 8);
+}

@@ -250,3 +250,9 @@ fn a_pbft_chain_restarted_all_at_once_without_its_primary_changes_view_and_commi
     );
     assert!(cluster.stop_all());
 }
+
+#[test]
+fn an_idle_pbft_chain_adds_no_blocks_and_a_transfer_still_commits_past_a_dead_primary() {
+    let _serial = serial();
+    quorate_tests::check_idle_chain("pbft", 8);
+}

@@ -104,6 +104,8 @@ pub struct HotStuff {
     ignored_until: Vec<View>,
     /// The view in which this validator has already timed out.
     timed_out_view: Option<View>,
+    /// Whether the runtime holds payload waiting to be ordered ([`Input::PayloadPending`]).
+    payload_pending: bool,
     out: Vec<Action>,
     inbox: VecDeque<Message>,
 }
@@ -212,6 +214,7 @@ impl HotStuff {
             proposals_seen: BTreeMap::new(),
             ignored_until: vec![View(0); n],
             timed_out_view: None,
+            payload_pending: true,
             out: Vec::new(),
             inbox: VecDeque::new(),
         })
@@ -419,7 +422,7 @@ impl HotStuff {
         if !leads_by_qc && !leads_by_tc {
             return;
         }
-        let urgent = self.has_uncommitted_payload(&high_qc.data.block);
+        let urgent = self.needs_follow_up(&high_qc.data.block);
         self.requested_payload_view = Some(view);
         self.requested_by_qc = leads_by_qc;
         self.requested_parent = high_qc.data.block;
@@ -430,8 +433,7 @@ impl HotStuff {
         });
     }
 
-    /// Whether a block on the uncommitted path up to `hash` carries payload (then the leader
-    /// proposes at once, without waiting for the idle interval, to get it committed).
+    /// Whether a block on the uncommitted path up to `hash` carries payload.
     fn has_uncommitted_payload(&self, hash: &Digest) -> bool {
         let empty = Block::payload_digest_of(&[]);
         self.tree
@@ -439,6 +441,28 @@ impl HotStuff {
             .unwrap_or_default()
             .iter()
             .any(|block| block.header.payload_digest != empty)
+    }
+
+    /// Whether a leader extending `hash` (its high QC's block) must propose at once, empty if
+    /// need be: payload on the uncommitted path waits for its three-chain, and payload among
+    /// `hash` and its two parents may have just been committed by this QC, which only this
+    /// leader holds until a proposal carries it to the others.
+    fn needs_follow_up(&self, hash: &Digest) -> bool {
+        let empty = Block::payload_digest_of(&[]);
+        self.has_uncommitted_payload(hash)
+            || self
+                .tree
+                .chain(hash, 3)
+                .iter()
+                .any(|block| block.header.payload_digest != empty && block.header.height.0 > 0)
+    }
+
+    /// On a chain without a heartbeat: nothing pending here and no payload waiting to commit,
+    /// so a leader that proposes nothing is idle, not failing, and its view may last.
+    fn idle(&self) -> bool {
+        self.config.params.idle_interval_ms == 0
+            && !self.payload_pending
+            && !self.has_uncommitted_payload(&self.safety.data().high_qc.data.block)
     }
 
     fn on_payload_ready(&mut self, view: View, payload: PayloadProposal) {
@@ -815,6 +839,14 @@ impl HotStuff {
         if view != self.pacemaker.view() {
             return;
         }
+        if self.timed_out_view != Some(view) && self.idle() {
+            // An idle chain: wait on, sending nothing.
+            self.emit(Action::SetTimer {
+                timer,
+                duration_ms: self.pacemaker.timer_ms(),
+            });
+            return;
+        }
         debug!(validator = self.me(), %view, "view timer fired");
         // Whatever was fetched and not received may be asked for again.
         self.sync.forget_requests();
@@ -936,6 +968,7 @@ impl Engine for HotStuff {
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
+            Input::PayloadPending(pending) => self.payload_pending = pending,
         }
         self.drain()
     }

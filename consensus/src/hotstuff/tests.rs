@@ -944,3 +944,50 @@ fn a_byzantine_proposal_cannot_displace_a_parked_one_or_its_fetch() {
         assert_eq!(engine.safety_data().last_voted_view, View(2));
     }
 }
+
+fn timeouts_sent(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Broadcast {
+                    message: Message::HotStuff(HsMessage::Timeout(_))
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn an_idle_validator_lets_its_view_timer_pass_until_payload_waits() {
+    // The simulator's parameters have no heartbeat (idle_interval_ms 0).
+    let chain = Chain::new();
+    let (_, root_qc) = chain.root();
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    let view = engine.pacemaker.view();
+    // Nothing pending, nothing uncommitted: the timer is re-armed and nothing is sent.
+    engine.handle(Input::PayloadPending(false));
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 0);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer { timer, .. } if *timer == TimerId::View(view))));
+    // Payload pending here: a leader that proposes nothing is timed out.
+    engine.handle(Input::PayloadPending(true));
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 1);
+
+    // Nothing pending, but a certified block with payload waits for its three-chain.
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    engine.handle(Input::PayloadPending(false));
+    let (h1, b1) = chain.block(1, &root_qc, 1);
+    deliver(&mut engine, &b1, None);
+    let (_, b2) = chain.block(2, &chain.qc(h1, &b1), 2);
+    deliver(&mut engine, &b2, None);
+    let view = engine.pacemaker.view();
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 1);
+}

@@ -148,6 +148,8 @@ pub struct Pbft {
     /// View changes since the last commit (the timeouts double with it).
     failures: u32,
     timeouts: u64,
+    /// Whether the runtime holds payload waiting to be ordered ([`Input::PayloadPending`]).
+    payload_pending: bool,
     out: Vec<Action>,
 }
 
@@ -251,6 +253,7 @@ impl Pbft {
             progress_mark: 0,
             failures: 0,
             timeouts: 0,
+            payload_pending: true,
             out: Vec::new(),
             config,
         })
@@ -348,11 +351,7 @@ impl Pbft {
     /// The system moved on (a commit, a decision, a new view): restart the progress timer.
     fn progressed(&mut self) {
         self.progress_mark += 1;
-        let duration_ms = self
-            .config
-            .params
-            .idle_interval_ms
-            .saturating_add(self.timeout_ms());
+        let duration_ms = self.progress_timer_ms();
         self.emit(Action::SetTimer {
             timer: TimerId::Progress {
                 view: self.view(),
@@ -360,6 +359,36 @@ impl Pbft {
             },
             duration_ms,
         });
+    }
+
+    fn progress_timer_ms(&self) -> u64 {
+        self.config
+            .params
+            .idle_interval_ms
+            .saturating_add(self.timeout_ms())
+    }
+
+    /// Whether the primary must propose at once, empty if need be, on top of `below`: blocks
+    /// above the last checkpoint boundary are committed by COMMITs only their receivers can
+    /// check, so before going idle the chain reaches the next checkpoint, whose certificate
+    /// proves them to a replica that missed those COMMITs (ledger sync) and to `audit`.
+    pub(super) fn must_reach_checkpoint(&self, below: Height) -> bool {
+        !below
+            .0
+            .is_multiple_of(self.config.params.checkpoint_interval.max(1))
+    }
+
+    /// On a chain without a heartbeat: nothing pending here, nothing pre-prepared above the
+    /// committed head, and the chain at a checkpoint boundary, so a primary that proposes
+    /// nothing is idle, not failing, and the view may last.
+    fn idle(&self) -> bool {
+        self.config.params.idle_interval_ms == 0
+            && !self.payload_pending
+            && !self.must_reach_checkpoint(self.committed.height)
+            && !self
+                .slots
+                .range(Height(self.committed.height.0.saturating_add(1))..)
+                .any(|(_, slot)| slot.digest.is_some())
     }
 
     /// The header of the block at `seq` this replica builds on: committed, or pre-prepared in
@@ -490,7 +519,16 @@ impl Pbft {
     fn on_timer(&mut self, timer: TimerId) {
         match timer {
             TimerId::Progress { view, mark } => {
-                if view == self.view() && mark == self.progress_mark && !self.safety.view_changing {
+                if view != self.view() || mark != self.progress_mark || self.safety.view_changing {
+                    return;
+                }
+                if self.idle() {
+                    // An idle chain: wait on, sending nothing.
+                    self.emit(Action::SetTimer {
+                        timer,
+                        duration_ms: self.progress_timer_ms(),
+                    });
+                } else {
                     self.start_view_change(self.view().next());
                 }
             }
@@ -536,6 +574,7 @@ impl Engine for Pbft {
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
+            Input::PayloadPending(pending) => self.payload_pending = pending,
         }
         std::mem::take(&mut self.out)
     }

@@ -37,7 +37,8 @@ impl Pbft {
 
     /// As primary: ask for the next block's payload once the block below it is prepared (or
     /// committed) and the window has room. One block per round trip, however fast payloads
-    /// come; an idle mempool makes the runtime wait `idle_interval` (no idle spin).
+    /// come. With nothing pending the runtime waits for payload (or the heartbeat), except on
+    /// the way to the next checkpoint ([`Pbft::must_reach_checkpoint`]).
     pub(super) fn maybe_propose(&mut self) {
         let view = self.view();
         if self.primary(view) != self.me()
@@ -60,11 +61,12 @@ impl Pbft {
             return;
         };
         let parent = parent.clone();
+        let urgent = self.must_reach_checkpoint(below);
         self.requested = Some((view, self.next_seq));
         self.emit(Action::RequestPayload {
             view,
             parent,
-            urgent: false,
+            urgent,
         });
     }
 
