@@ -511,7 +511,12 @@ pub async fn run(home: &Path) -> Result<()> {
                 match recover_engine(genesis.protocol, &engine_config, &store) {
                     Ok(recovered) => {
                         engine = recovered;
-                        if let Err(error) = runtime.perform(engine.start()) {
+                        let mut actions = engine.start();
+                        // A new engine assumes payload is pending; the batcher only reports
+                        // changes, so tell it how things stand now.
+                        let pending = shared.mempool().has_ready();
+                        actions.extend(engine.handle(Input::PayloadPending(pending)));
+                        if let Err(error) = runtime.perform(actions) {
                             break Err(error);
                         }
                     }

@@ -103,6 +103,7 @@ pub async fn run(
     let mut synced = 0u64;
     // Set while peers have more: the next request goes out at once.
     let mut eager = false;
+    let mut stalled_probe_every = Duration::from_secs(1);
     loop {
         let Ok(Some(head)) = shared.store.head() else {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -111,9 +112,17 @@ pub async fn run(
         if head.height > last_height {
             last_height = head.height;
             last_progress = Instant::now();
+            stalled_probe_every = Duration::from_secs(1);
         }
         let stalled = last_progress.elapsed() >= STALL;
-        if n < 2 || (!eager && !stalled && last_probe.elapsed() < PROBE_EVERY) {
+        // While stalled, probe every second at first, then less often while no peer is ahead
+        // (an idle chain stalls for good, and needs no n·(n-1) probes a second).
+        let probe_every = if stalled {
+            stalled_probe_every
+        } else {
+            PROBE_EVERY
+        };
+        if n < 2 || (!eager && last_probe.elapsed() < probe_every) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -229,6 +238,9 @@ pub async fn run(
                 }
             }
             break;
+        }
+        if !applied {
+            stalled_probe_every = (stalled_probe_every * 2).min(PROBE_EVERY);
         }
         if applied && more {
             // Keep going at once while peers have more.
