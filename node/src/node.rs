@@ -97,6 +97,9 @@ impl Shared {
     }
 }
 
+/// Ready batches pushed again per second at most (see `Mempool::due_for_repush`).
+const REPUSH_MAX: usize = 32;
+
 struct NetHandler {
     shared: Arc<Shared>,
 }
@@ -456,15 +459,31 @@ pub async fn run(home: &Path) -> Result<()> {
         let shared = shared.clone();
         let inputs = inputs_tx.clone();
         let delay = Duration::from_millis(genesis.params.max_batch_delay_ms.max(1));
+        // A ready batch uncommitted for this long goes to every validator again (see
+        // `Mempool::due_for_repush`), at most REPUSH_MAX a second.
+        let repush_after = Duration::from_millis(genesis.params.view_timeout_ms.saturating_mul(5))
+            .max(Duration::from_secs(5));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(delay);
             // The engine starts out assuming payload is pending; tell it once it is not.
             let mut pending = true;
+            let mut last_repush = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 let sealed = shared.mempool().seal();
                 if let Some(batch) = sealed {
                     shared.publish_batch(batch);
+                }
+                if last_repush.elapsed() >= Duration::from_secs(1) {
+                    last_repush = std::time::Instant::now();
+                    let due = shared.mempool().due_for_repush(repush_after, REPUSH_MAX);
+                    for digest in due {
+                        match shared.store.batch(&digest) {
+                            Ok(Some(batch)) => shared.net.broadcast(NetRequest::Batch(batch)),
+                            Ok(None) => {}
+                            Err(error) => warn!(%error, "reading a batch to push again"),
+                        }
+                    }
                 }
                 // Ready batches: ours and peers', until committed.
                 let now_pending = shared.mempool().has_ready();

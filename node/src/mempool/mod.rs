@@ -70,6 +70,8 @@ struct ReadyBatch {
     /// sender's nonces in sequence across batches. `None` for an opaque payload.
     nonces: Vec<Option<(Address, u64)>>,
     since: Instant,
+    /// When it arrived here or this node last pushed it again ([`Mempool::due_for_repush`]).
+    pushed: Instant,
 }
 
 pub struct Mempool {
@@ -302,7 +304,28 @@ impl Mempool {
                 .map(|t| (!t.is_opaque()).then(|| (t.sender(), t.transaction().nonce)))
                 .collect(),
             since: Instant::now(),
+            pushed: Instant::now(),
         });
+    }
+
+    /// Ready batches that have waited `older_than` since they arrived or were last pushed again,
+    /// oldest first, at most `max`; each is marked pushed now. On an idle chain a batch that only
+    /// some validators hold (the others' mempools were full, or a Byzantine validator pushed it
+    /// selectively) would otherwise wait for ever: its holders time the leader out, but too few
+    /// of them for a timeout certificate. Pushed again, it reaches the leader.
+    pub fn due_for_repush(&mut self, older_than: Duration, max: usize) -> Vec<Digest> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for batch in self.ready.iter_mut() {
+            if due.len() >= max {
+                break;
+            }
+            if now.duration_since(batch.pushed) >= older_than {
+                batch.pushed = now;
+                due.push(batch.digest);
+            }
+        }
+        due
     }
 
     /// Whether the batch `digest` is offered for proposals.
@@ -787,5 +810,22 @@ mod tests {
             pool.propose(&HashSet::new(), 100, |_| 0, Duration::ZERO),
             vec![gapped.digest(), late.digest(), early.digest()]
         );
+    }
+
+    #[test]
+    fn a_ready_batch_is_due_for_another_push_once_per_period() {
+        let key = SigningKey::from_seed_insecure(9);
+        let state = committed(&key, 10, 0);
+        let mut pool = Mempool::new(ChainRules::signed_only("c"), MempoolConfig::default(), 100);
+        pool.insert(transfer(&key, 0, other(), 1), &state).unwrap();
+        let sealed = pool.seal().unwrap();
+        pool.add_ready(sealed.digest(), &sealed);
+        assert!(pool.due_for_repush(Duration::from_secs(60), 8).is_empty());
+        assert_eq!(
+            pool.due_for_repush(Duration::ZERO, 8),
+            vec![sealed.digest()]
+        );
+        assert!(pool.due_for_repush(Duration::from_secs(60), 8).is_empty());
+        assert!(pool.due_for_repush(Duration::ZERO, 0).is_empty());
     }
 }
