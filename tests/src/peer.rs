@@ -147,6 +147,24 @@ fn frame(request: &NetRequest) -> Vec<u8> {
 }
 
 /// One wire frame (4-byte big-endian length, canonical encoding) carrying `batch`.
+/// Pushes `batch` as `identity` (a validator's key) to nodes `0..count` of `cluster`, one
+/// connection each, as a validator pushing a batch would.
+pub fn push_batch(
+    cluster: &crate::Cluster,
+    count: usize,
+    identity: &libp2p::identity::Keypair,
+    batch: &Batch,
+) {
+    let frame = batch_frame(batch);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    for i in 0..count {
+        let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", cluster.p2p_port(i))
+            .parse()
+            .expect("multiaddr");
+        runtime.block_on(send_frames(identity.clone(), address, vec![frame.clone()]));
+    }
+}
+
 pub fn batch_frame(batch: &Batch) -> Vec<u8> {
     frame(&NetRequest::Batch(batch.clone()))
 }

@@ -2,10 +2,9 @@
 //! once, a failed transfer consumes its nonce and nothing else, and admission refuses what cannot
 //! apply (issue: a failed transfer must not brick its account).
 
-use libp2p::Multiaddr;
 use quorate_genesis::AccountKeyFile;
 use quorate_ledger::{Batch, SignedTransaction, Transaction, TransactionKind};
-use quorate_tests::peer::{batch_frame, send_frames, validator_identity};
+use quorate_tests::peer::{push_batch, validator_identity};
 use quorate_tests::{http, quorate, Cluster};
 use std::time::{Duration, Instant};
 
@@ -181,16 +180,10 @@ fn a_failed_transfer_consumes_its_nonce_and_never_executes_again() {
     }
     .sign(&payer)
     .unwrap();
-    let frame = batch_frame(&Batch {
+    let batch = Batch {
         transactions: vec![late.clone(), genuine],
-    });
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    for i in 0..3 {
-        let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", cluster.p2p_port(i))
-            .parse()
-            .unwrap();
-        runtime.block_on(send_frames(identity.clone(), address, vec![frame.clone()]));
-    }
+    };
+    push_batch(&cluster, 3, &identity, &batch);
     let deadline = Instant::now() + Duration::from_secs(60);
     let again = loop {
         let copies: Vec<_> = history(&cluster, 0, &from)

@@ -6,7 +6,9 @@ use libp2p::Multiaddr;
 use quorate_crypto::Digest;
 use quorate_genesis::AccountKeyFile;
 use quorate_ledger::{Batch, Block, SignedTransaction, Transaction, TransactionKind};
-use quorate_tests::peer::{batch_frame, manifest_frame, send_frames, validator_identity, Answer};
+use quorate_tests::peer::{
+    batch_frame, manifest_frame, push_batch, send_frames, validator_identity, Answer,
+};
 use quorate_tests::Cluster;
 
 /// Frames that pass the length prefix but do not decode, and one that claims 4 GiB.
@@ -146,16 +148,10 @@ fn an_opaque_payload_pushed_to_a_chain_that_does_not_allow_them_is_refused() {
     .sign(&key)
     .unwrap();
     let opaque = SignedTransaction::opaque(chain_id, key.public(), 1, vec![5; 300]).unwrap();
-    let frame = batch_frame(&Batch {
+    let batch = Batch {
         transactions: vec![transfer.clone(), opaque],
-    });
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    for i in 0..3 {
-        let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", cluster.p2p_port(i))
-            .parse()
-            .unwrap();
-        runtime.block_on(send_frames(identity.clone(), address, vec![frame.clone()]));
-    }
+    };
+    push_batch(&cluster, 3, &identity, &batch);
     let height = cluster.height(0).unwrap();
     cluster.wait_height(0, height + 3, 60);
     for i in 0..3 {
