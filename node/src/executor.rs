@@ -20,6 +20,7 @@ use quorate_ledger::{
     Head, StateReadError, StateView, Store, View,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,12 @@ const FETCH_AFTER: Duration = Duration::from_millis(150);
 const FETCH_RETRY: Duration = Duration::from_millis(500);
 /// The most queued jobs taken in before a pass over what waits.
 const JOBS_PER_PASS: usize = 256;
+/// How long a check waits for missing data before it is dropped (its view is long gone).
+const CHECK_PATIENCE: Duration = Duration::from_secs(30);
+/// Checks waiting for data at most; at the bound the oldest is dropped (and counted). A replica
+/// far behind is offered many blocks it cannot execute yet; each waiting check costs a lookup
+/// on every pass.
+const MAX_CHECKS: usize = 1024;
 /// How far ahead of this validator's clock a proposal's timestamp may be for it to vote. Generous
 /// on purpose: it stops a leader from pushing chain time far ahead, while validators whose clocks
 /// are off by seconds (or f+1 of them slow) must not refuse honest leaders and stall the chain.
@@ -139,12 +146,22 @@ pub struct Executor {
     head: Head,
     speculative: HashMap<Digest, Arc<Speculative>>,
     proposal: Option<Proposal>,
-    checks: Vec<Waiting<BlockHeader>>,
+    /// Blocks the engine asked to check, with their hashes, oldest first; `checking` holds
+    /// the same hashes (one entry per block, however often it is asked for).
+    checks: VecDeque<Waiting<(BlockHeader, Digest)>>,
+    checking: HashSet<Digest>,
+    /// Set by every job: something may have arrived that a waiting check needed. Without it a
+    /// pass only retries fetches, and re-examines the checks once per `FETCH_RETRY`.
+    changed: bool,
+    last_full_pass: Instant,
     /// Commits, and certifications of committed blocks, in the engine's order.
     commits: VecDeque<Waiting<(BlockHeader, CommitProof, Finality)>>,
     fetching: HashSet<Digest>,
     /// Blocks found missing data in the current pass (see [`Executor::ensure_executed`]).
     missing_this_pass: HashSet<Digest>,
+    /// Blocks `fetch_for` walked through in the current pass: a walk that reaches one stops,
+    /// its lowest missing block is already asked for.
+    walked_this_pass: HashSet<Digest>,
 }
 
 /// What a queued proof does: commit its block, or replace the proof of a committed one.
@@ -206,10 +223,14 @@ impl Executor {
             head,
             speculative: HashMap::new(),
             proposal: None,
-            checks: Vec::new(),
+            checks: VecDeque::new(),
+            checking: HashSet::new(),
+            changed: true,
+            last_full_pass: Instant::now(),
             commits: VecDeque::new(),
             fetching: HashSet::new(),
             missing_this_pass: HashSet::new(),
+            walked_this_pass: HashSet::new(),
         })
     }
 
@@ -237,6 +258,7 @@ impl Executor {
     }
 
     fn on_job(&mut self, job: Job) -> Result<()> {
+        self.changed = true;
         match job {
             Job::Propose {
                 view,
@@ -256,7 +278,24 @@ impl Executor {
                     since,
                 });
             }
-            Job::Check { header } => self.checks.push(Waiting::new(header)),
+            Job::Check { header } => {
+                let Ok(hash) = header.hash() else {
+                    return Ok(());
+                };
+                if !self.checking.insert(hash) {
+                    return Ok(()); // asked again (an engine restarted): the first answers
+                }
+                if self.checks.len() >= MAX_CHECKS {
+                    if let Some(oldest) = self.checks.pop_front() {
+                        self.checking.remove(&oldest.item.1);
+                        self.metrics.checks_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.checks.push_back(Waiting::new((header, hash)));
+                self.metrics
+                    .checks_waiting
+                    .store(self.checks.len() as u64, Ordering::Relaxed);
+            }
             Job::Commit { header, proof } => {
                 self.commits
                     .push_back(Waiting::new((header, proof, Finality::Commit)))
@@ -275,6 +314,7 @@ impl Executor {
     fn progress(&mut self) -> Result<()> {
         // Nothing arrives during a pass: what was missing stays missing until the next.
         self.missing_this_pass.clear();
+        self.walked_this_pass.clear();
         while let Some(front) = self.commits.front() {
             let (header, proof, finality) = front.item.clone();
             if finality == Finality::Certify {
@@ -311,50 +351,62 @@ impl Executor {
             }
         }
         self.delete_doomed_batches()?;
+        // Re-examine the waiting checks when a job came in (data, a commit, a new block), and
+        // at least once per fetch retry; in between only their fetches are retried.
+        let full =
+            std::mem::take(&mut self.changed) || self.last_full_pass.elapsed() >= FETCH_RETRY;
+        if full {
+            self.last_full_pass = Instant::now();
+        }
         let checks = std::mem::take(&mut self.checks);
         for mut waiting in checks {
-            let header = waiting.item.clone();
-            let hash = header.hash()?;
-            if header.height.0 <= self.head.height.0 {
-                continue;
+            let (header, hash) = &waiting.item;
+            let (header, hash) = (header.clone(), *hash);
+            if header.height.0 <= self.head.height.0 || waiting.since.elapsed() > CHECK_PATIENCE {
+                self.checking.remove(&hash);
+                continue; // committed past it, or the view is long gone
             }
-            let parent_ms = self.parent_timestamp(&header)?;
-            if let Some(why) = timestamp_problem(header.timestamp_ms, parent_ms, now_ms()) {
-                warn!(height = header.height.0, %hash, "refusing to vote: {why}");
-                let _ = self.engine.send(Input::PayloadChecked {
-                    block: hash,
-                    valid: false,
-                });
-                continue;
-            }
-            match self.ensure_executed(&hash, Some(&header))? {
-                Outcome::Done(_) => {
-                    let _ = self.engine.send(Input::PayloadChecked {
-                        block: hash,
-                        valid: true,
-                    });
-                }
-                Outcome::Invalid(why) => {
-                    warn!(height = header.height.0, %hash, "invalid payload: {why}");
-                    let _ = self.engine.send(Input::PayloadChecked {
-                        block: hash,
-                        valid: false,
-                    });
-                }
-                Outcome::Missing => {
-                    if waiting.since.elapsed() > Duration::from_secs(30) {
-                        continue; // the view is long gone
-                    }
-                    if waiting.next_fetch <= Instant::now() {
-                        waiting.next_fetch = Instant::now() + FETCH_RETRY;
-                        waiting.attempt += 1;
-                        self.fetch_for(&header, waiting.attempt)?;
-                    }
-                    self.checks.push(waiting);
+            // A parent already found missing this pass: this block waits too, and costs no read.
+            let waits = !full
+                || (header.parent != self.head.hash
+                    && self.missing_this_pass.contains(&header.parent));
+            if !waits {
+                if let Some(valid) = self.check(&header, hash)? {
+                    self.checking.remove(&hash);
+                    let _ = self
+                        .engine
+                        .send(Input::PayloadChecked { block: hash, valid });
+                    continue;
                 }
             }
+            if waiting.next_fetch <= Instant::now() {
+                waiting.next_fetch = Instant::now() + FETCH_RETRY;
+                waiting.attempt += 1;
+                self.fetch_for(&header, waiting.attempt)?;
+            }
+            self.checks.push_back(waiting);
         }
+        self.metrics
+            .checks_waiting
+            .store(self.checks.len() as u64, Ordering::Relaxed);
         self.try_propose()
+    }
+
+    /// Checks a proposed block: `Some(valid)` once decided, `None` while data is missing.
+    fn check(&mut self, header: &BlockHeader, hash: Digest) -> Result<Option<bool>> {
+        let parent_ms = self.parent_timestamp(header)?;
+        if let Some(why) = timestamp_problem(header.timestamp_ms, parent_ms, now_ms()) {
+            warn!(height = header.height.0, %hash, "refusing to vote: {why}");
+            return Ok(Some(false));
+        }
+        Ok(match self.ensure_executed(&hash, Some(header))? {
+            Outcome::Done(_) => Some(true),
+            Outcome::Invalid(why) => {
+                warn!(height = header.height.0, %hash, "invalid payload: {why}");
+                Some(false)
+            }
+            Outcome::Missing => None,
+        })
     }
 
     /// Deletes the batches peers pushed past their bound, except those a block executed here
@@ -701,6 +753,9 @@ impl Executor {
         loop {
             if target.parent == self.head.hash || self.speculative.contains_key(&target.parent) {
                 break;
+            }
+            if !self.walked_this_pass.insert(target.parent) {
+                return Ok(()); // a walk this pass went on from here: its target is asked for
             }
             match self.pending_header(&target.parent)? {
                 Some(parent) => target = parent,

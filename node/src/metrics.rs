@@ -27,6 +27,10 @@ pub struct Metrics {
     pub net_commands_dropped: AtomicU64,
     pub manifests_forgotten: AtomicU64,
     pub batches_forgotten: AtomicU64,
+    /// Proposed blocks waiting for data before they can be checked, and those dropped at the
+    /// executor's bound.
+    pub checks_waiting: AtomicU64,
+    pub checks_dropped: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     latency_sum_ms: AtomicU64,
     latency_count: AtomicU64,
@@ -170,6 +174,18 @@ impl Metrics {
             "Uncommitted batches deleted because their sender had pushed too many newer ones.",
             "counter",
             get(&self.batches_forgotten),
+        );
+        gauge(
+            "quorate_checks_waiting",
+            "Proposed blocks waiting for data (parent, batches) before they can be checked.",
+            "gauge",
+            get(&self.checks_waiting),
+        );
+        gauge(
+            "quorate_checks_dropped_total",
+            "Proposed blocks dropped unchecked because too many waited for data.",
+            "counter",
+            get(&self.checks_dropped),
         );
         gauge(
             "quorate_p2p_large_frames_refused_total",

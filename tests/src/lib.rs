@@ -249,12 +249,19 @@ impl Cluster {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
+                if !status.success() {
+                    eprintln!("node{i} stopped with {status}; log:\n{}", self.log(i));
+                }
                 return status.success();
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
+        eprintln!(
+            "node{i} did not stop within 20 s of SIGTERM; log:\n{}",
+            self.log(i)
+        );
         false
     }
 
