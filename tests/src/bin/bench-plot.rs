@@ -191,6 +191,24 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// The run with the highest committed throughput in one ladder.
+/// Headroom over the highest point, so the legend (upper left) sits above the data.
+const HEADROOM: f64 = 1.4;
+
+/// Whether a run committed anything (within its window, or after it: then its throughput is 0
+/// but its latency is real). A run that committed nothing has no latency to plot.
+fn committed(run: &Run) -> bool {
+    run.tps > 0.0 || run.p50 > 0.0
+}
+
+/// Axis labels with as many decimals as a short range needs.
+fn tick(value: &f64, top: f64) -> String {
+    if top < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
 fn peak(ladder: &BTreeMap<u64, Run>) -> Option<&Run> {
     ladder.values().max_by(|a, b| a.tps.total_cmp(&b.tps))
 }
@@ -218,7 +236,7 @@ fn against_n<'a, DB: DrawingBackend>(
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(75)
-        .build_cartesian_2d(n_range(matrix), 0.0..(top * 1.15).max(1.0))
+        .build_cartesian_2d(n_range(matrix), 0.0..(top * HEADROOM).max(1.0))
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -262,8 +280,8 @@ fn latency<DB: DrawingBackend>(
     matrix: &Matrix,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
-    // Each ladder's lowest offered rate: the light-load latency.
-    let light = |ladder: &BTreeMap<u64, Run>| ladder.values().next().cloned();
+    // Each ladder's lowest offered rate that committed anything: the light-load latency.
+    let light = |ladder: &BTreeMap<u64, Run>| ladder.values().find(|r| committed(r)).cloned();
     let top = matrix
         .values()
         .flat_map(|by_n| by_n.values().filter_map(light))
@@ -333,7 +351,12 @@ fn curves<DB: DrawingBackend>(
             .iter()
             .filter_map(|(p, by_n)| Some((p, by_n.get(&n)?)))
             .collect();
-        let runs = || ladders.iter().flat_map(|(_, l)| l.values());
+        let runs = || {
+            ladders
+                .iter()
+                .flat_map(|(_, l)| l.values())
+                .filter(|r| committed(r))
+        };
         let max_tps = runs().map(|r| r.tps).fold(0.0, f64::max);
         let max_p50 = runs().map(|r| r.p50).fold(0.0, f64::max);
         let mut chart = ChartBuilder::on(panel)
@@ -343,7 +366,7 @@ fn curves<DB: DrawingBackend>(
             .y_label_area_size(60)
             .build_cartesian_2d(
                 0.0..(max_tps * 1.1).max(1.0),
-                0.0..(max_p50 * 1.15).max(1.0),
+                0.0..(max_p50 * HEADROOM).max(1.0),
             )
             .map_err(err)?;
         chart
@@ -351,12 +374,16 @@ fn curves<DB: DrawingBackend>(
             .x_desc("committed tx/s")
             .y_desc("p50 ms")
             .x_labels(6)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| tick(x, max_tps * 1.1))
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(err)?;
         for (protocol, ladder) in &ladders {
-            let points: Vec<(f64, f64)> = ladder.values().map(|r| (r.tps, r.p50)).collect();
+            let points: Vec<(f64, f64)> = ladder
+                .values()
+                .filter(|r| committed(r))
+                .map(|r| (r.tps, r.p50))
+                .collect();
             line(&mut chart, protocol, &points)?;
         }
         legend(&mut chart)?;
