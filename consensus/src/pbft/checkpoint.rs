@@ -167,6 +167,57 @@ impl Pbft {
         self.record_checkpoint(from, checkpoint);
     }
 
+    /// A peer's stable checkpoint is at `height`: if ours is certified and higher, it gets our
+    /// certificate, once per height (a query costs this replica at most one answer per stable
+    /// checkpoint, however often it is sent).
+    pub(super) fn on_stable_query(&mut self, from: ValidatorIndex, height: Height) {
+        let StablePoint::Certified(cert) = &self.safety.stable else {
+            return;
+        };
+        let ours = cert.data.height;
+        let Some(done) = self.answered.get_mut(from) else {
+            return;
+        };
+        if ours <= height || *done >= ours {
+            return;
+        }
+        *done = ours;
+        let cert = cert.clone();
+        self.send(from, PbftMessage::StableCert(cert));
+    }
+
+    /// A stable checkpoint certificate from a peer: taken on the same terms as CHECKPOINTs,
+    /// once it verifies (a quorum signed it, so it proves itself whoever hands it on).
+    pub(super) fn on_stable_cert(&mut self, from: ValidatorIndex, cert: CheckpointCert) {
+        let data = &cert.data;
+        let interval = self.config.params.checkpoint_interval.max(1);
+        if data.genesis_hash != self.config.genesis_hash
+            || data.epoch != self.safety.epoch
+            || data.seq.0 != data.height.0
+            || !data.height.0.is_multiple_of(interval)
+            || data.height <= self.low_watermark()
+            || data.height.0
+                > self
+                    .low_watermark()
+                    .0
+                    .saturating_add(CHECKPOINT_AHEAD * self.window())
+        {
+            return;
+        }
+        if let Err(error) = self
+            .config
+            .verifier
+            .verify_checkpoint(&cert, self.config.validators.committee())
+        {
+            self.penalize(
+                from,
+                format!("checkpoint certificate does not verify: {error}"),
+            );
+            return;
+        }
+        self.stabilize(cert);
+    }
+
     fn record_checkpoint(&mut self, from: ValidatorIndex, checkpoint: Checkpoint) {
         let data = checkpoint.data;
         let votes = self.checkpoint_votes.entry(data.height).or_default();

@@ -198,4 +198,10 @@ pub enum PbftMessage {
     FetchChain(FetchChain),
     /// Headers newest first: each next one is the parent of the one before it.
     Chain(Vec<BlockHeader>),
+    /// "My stable checkpoint is at this height": sent before a replica leaves its view, so a
+    /// replica that missed a checkpoint's messages on an idle chain learns of it instead of
+    /// changing view alone. Answered once per height by a peer with a higher certificate.
+    StableQuery(Height),
+    /// A stable checkpoint certificate, in answer to a [`PbftMessage::StableQuery`].
+    StableCert(CheckpointCert),
 }

@@ -62,6 +62,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Views ahead of its own a replica accepts VIEW-CHANGEs for (each costs a signature check).
 const VIEWS_AHEAD_MAX: u64 = 64;
+/// After a [`PbftMessage::StableQuery`], the view is left this fraction of a view timeout
+/// later unless an answer moved the replica on.
+const QUERY_GRACE_DIVISOR: u64 = 4;
 /// Headers in one `Chain` answer.
 const CHAIN_MAX: usize = 256;
 /// Headers this replica serves one peer at most at once; each block it commits gives every
@@ -142,6 +145,11 @@ pub struct Pbft {
     /// Per peer: its signed messages are ignored before this view (it sent a forged one).
     ignored_until: Vec<View>,
     progress_mark: u64,
+    /// The progress timer (view, mark) for which this replica asked for stable checkpoints
+    /// before leaving the view (see [`PbftMessage::StableQuery`]).
+    queried: Option<(View, u64)>,
+    /// Per peer: the height of the last certificate sent it in answer to a query.
+    answered: Vec<Height>,
     /// Per sender: PRE-PREPAREs and PREPAREs for a view this replica has not entered yet (a
     /// NEW-VIEW can arrive after the first messages of its view); replayed on entering it.
     early: Vec<std::collections::VecDeque<PbftMessage>>,
@@ -251,6 +259,8 @@ impl Pbft {
             fetch_attempts: 0,
             diverged_at: None,
             progress_mark: 0,
+            queried: None,
+            answered: vec![Height(0); n],
             failures: 0,
             timeouts: 0,
             payload_pending: true,
@@ -432,7 +442,10 @@ impl Pbft {
         }
         let signed = matches!(
             message,
-            PbftMessage::Checkpoint(_) | PbftMessage::ViewChange(_) | PbftMessage::NewView(_)
+            PbftMessage::Checkpoint(_)
+                | PbftMessage::ViewChange(_)
+                | PbftMessage::NewView(_)
+                | PbftMessage::StableCert(_)
         );
         if signed
             && self
@@ -458,6 +471,8 @@ impl Pbft {
             PbftMessage::NewView(m) => self.on_new_view(from, m),
             PbftMessage::FetchChain(m) => self.on_fetch_chain(from, m),
             PbftMessage::Chain(headers) => self.on_chain(from, headers),
+            PbftMessage::StableQuery(height) => self.on_stable_query(from, height),
+            PbftMessage::StableCert(cert) => self.on_stable_cert(from, cert),
         }
     }
 
@@ -527,6 +542,22 @@ impl Pbft {
                     self.emit(Action::SetTimer {
                         timer,
                         duration_ms: self.progress_timer_ms(),
+                    });
+                } else if self.config.params.idle_interval_ms == 0
+                    && !self.payload_pending
+                    && self.queried != Some((view, mark))
+                {
+                    // Nothing pending here, yet blocks above the committed head: before leaving
+                    // the view, ask whether the others went on without this replica. On an idle
+                    // chain one that missed a checkpoint's messages would otherwise change view
+                    // alone, and the others, idle, would never join it. A stable certificate
+                    // arriving commits, and the timer restarts. (With payload pending the
+                    // others time out too: no query, no grace.)
+                    self.queried = Some((view, mark));
+                    self.broadcast(PbftMessage::StableQuery(self.low_watermark()));
+                    self.emit(Action::SetTimer {
+                        timer,
+                        duration_ms: (self.timeout_ms() / QUERY_GRACE_DIVISOR).max(1),
                     });
                 } else {
                     self.start_view_change(self.view().next());

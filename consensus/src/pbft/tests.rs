@@ -5,7 +5,7 @@ use super::*;
 use crate::sim::{CryptoMode, Setup};
 use crate::FaultInjection;
 use quorate_crypto::{Domain, MacKey};
-use quorate_ledger::{Epoch, View};
+use quorate_ledger::{CheckpointCert, CheckpointData, Epoch, View};
 use std::sync::Arc;
 
 struct Net {
@@ -341,4 +341,195 @@ fn a_pre_prepare_that_outruns_its_new_view_is_kept_if_genuine() {
     let actions = replica.handle(net.new_view(2, 1, changes, Vec::new()));
     assert_eq!(replica.status().view, View(1));
     assert_eq!(checks(&actions), vec![fresh.hash().unwrap()]);
+}
+
+/// Replica `index` of a chain without a heartbeat, a checkpoint at every block.
+fn idle_replica(net: &Net, index: usize) -> Pbft {
+    let mut config = net.config(index);
+    config.params.checkpoint_interval = 1;
+    config.params.idle_interval_ms = 0;
+    let mut engine = Pbft::recover(config, None, Vec::new()).unwrap();
+    engine.start();
+    engine
+}
+
+/// What a CHECKPOINT for `block` at height 1 signs.
+fn checkpoint_data(net: &Net, block: &BlockHeader) -> CheckpointData {
+    CheckpointData {
+        genesis_hash: net.root().genesis_hash,
+        epoch: Epoch(0),
+        seq: quorate_ledger::SeqNum(1),
+        height: Height(1),
+        block: block.hash().unwrap(),
+        state_root: block.state_root,
+    }
+}
+
+fn checkpoint_from(net: &Net, replica: usize, block: &BlockHeader) -> Checkpoint {
+    let data = checkpoint_data(net, block);
+    let bytes = data.signing_bytes().unwrap();
+    Checkpoint {
+        signature: net
+            .setup
+            .signer_for_tests(replica)
+            .sign(Domain::Checkpoint, &bytes),
+        data,
+    }
+}
+
+/// The certificate of `signers`' CHECKPOINTs for `block` at height 1.
+fn checkpoint_cert(net: &Net, signers: &[usize], block: &BlockHeader) -> CheckpointCert {
+    let votes: Vec<(usize, Checkpoint)> = signers
+        .iter()
+        .map(|&i| (i, checkpoint_from(net, i, block)))
+        .collect();
+    let (signers, signature) = net
+        .config(0)
+        .verifier
+        .scheme()
+        .aggregate(4, votes.iter().map(|(i, vote)| (*i, &vote.signature)))
+        .unwrap();
+    CheckpointCert {
+        data: checkpoint_data(net, block),
+        signers,
+        signature,
+    }
+}
+
+fn broadcasts_view_change(actions: &[Action]) -> bool {
+    actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Broadcast {
+                message: Message::Pbft(PbftMessage::ViewChange(_))
+            }
+        )
+    })
+}
+
+/// A replica that prepared block 1 on an idle chain, then heard nothing more: the others
+/// committed it and reached the checkpoint, but their COMMITs and CHECKPOINTs were lost.
+fn prepared_and_left_behind(net: &Net, index: usize) -> (Pbft, BlockHeader) {
+    let mut replica = idle_replica(net, index);
+    let a = net.block(0, 1);
+    replica.handle(net.pre_prepare(0, index, 0, a.clone()));
+    let actions = replica.handle(Input::PayloadChecked {
+        block: a.hash().unwrap(),
+        valid: true,
+    });
+    assert_eq!(prepares(&actions), vec![a.hash().unwrap()]);
+    replica.handle(Input::PayloadPending(false));
+    (replica, a)
+}
+
+#[test]
+fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_view() {
+    let net = Net::new();
+    let (mut replica, a) = prepared_and_left_behind(&net, 1);
+    let timer = TimerId::Progress {
+        view: View(0),
+        mark: replica.progress_mark,
+    };
+    let actions = replica.handle(Input::Timer(timer));
+    assert!(!broadcasts_view_change(&actions), "{actions:?}");
+    assert!(!replica.safety.view_changing);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Broadcast {
+            message: Message::Pbft(PbftMessage::StableQuery(Height(0)))
+        }
+    )));
+    // A peer's certificate: the block commits with it as its proof, and the replica is idle.
+    let cert = checkpoint_cert(&net, &[0, 2, 3], &a);
+    let actions = replica.handle(Input::Message {
+        from: 0,
+        message: Message::Pbft(PbftMessage::StableCert(cert)),
+    });
+    assert!(actions.iter().any(|action| matches!(
+        action,
+        Action::Commit { header, proof: crate::CommitProof::Pbft { checkpoint: Some(_) } }
+            if header.height == Height(1)
+    )));
+    let timer = TimerId::Progress {
+        view: View(0),
+        mark: replica.progress_mark,
+    };
+    let actions = replica.handle(Input::Timer(timer));
+    assert!(
+        actions.iter().all(|a| matches!(a, Action::SetTimer { .. })),
+        "{actions:?}"
+    );
+    assert!(!replica.safety.view_changing);
+}
+
+#[test]
+fn without_an_answer_the_view_change_follows_a_short_grace() {
+    let net = Net::new();
+    let (mut replica, _) = prepared_and_left_behind(&net, 1);
+    let timer = TimerId::Progress {
+        view: View(0),
+        mark: replica.progress_mark,
+    };
+    let actions = replica.handle(Input::Timer(timer));
+    let grace = actions.iter().find_map(|a| match a {
+        Action::SetTimer {
+            timer: t,
+            duration_ms,
+        } if *t == timer => Some(*duration_ms),
+        _ => None,
+    });
+    assert_eq!(grace, Some(replica.timeout_ms() / QUERY_GRACE_DIVISOR));
+    let actions = replica.handle(Input::Timer(timer));
+    assert!(broadcasts_view_change(&actions), "{actions:?}");
+    assert!(replica.safety.view_changing);
+}
+
+#[test]
+fn a_replica_answers_a_stable_query_once_per_checkpoint_and_refuses_a_short_certificate() {
+    let net = Net::new();
+    let mut replica = idle_replica(&net, 0);
+    let a = net.block(0, 1);
+    for from in [1, 2, 3] {
+        replica.handle(Input::Message {
+            from,
+            message: Message::Pbft(PbftMessage::Checkpoint(checkpoint_from(&net, from, &a))),
+        });
+    }
+    assert_eq!(replica.low_watermark(), Height(1));
+    let query = |from| Input::Message {
+        from,
+        message: Message::Pbft(PbftMessage::StableQuery(Height(0))),
+    };
+    let answers = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        message: Message::Pbft(PbftMessage::StableCert(_)),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(answers(&replica.handle(query(1))), 1);
+    assert_eq!(answers(&replica.handle(query(1))), 0, "asked again");
+    assert_eq!(answers(&replica.handle(query(2))), 1);
+    // A replica at the same checkpoint gets nothing.
+    let up_to_date = Input::Message {
+        from: 3,
+        message: Message::Pbft(PbftMessage::StableQuery(Height(1))),
+    };
+    assert_eq!(answers(&replica.handle(up_to_date)), 0);
+
+    // Two signatures are not a quorum of four: refused, and the sender reported.
+    let (mut behind, _) = prepared_and_left_behind(&net, 1);
+    let actions = behind.handle(Input::Message {
+        from: 2,
+        message: Message::Pbft(PbftMessage::StableCert(checkpoint_cert(&net, &[0, 2], &a))),
+    });
+    assert!(misbehaved(&actions));
+    assert_eq!(behind.low_watermark(), Height(0));
 }
