@@ -124,20 +124,25 @@ impl Pbft {
         self.record_checkpoint(self.me(), checkpoint);
     }
 
-    pub(super) fn on_checkpoint(&mut self, from: ValidatorIndex, checkpoint: Checkpoint) {
-        let data = &checkpoint.data;
+    /// Whether a checkpoint of this chain and epoch, at a checkpoint height above the stable
+    /// point and at most `CHECKPOINT_AHEAD` windows above it, is taken.
+    fn takes_checkpoint(&self, data: &CheckpointData) -> bool {
         let interval = self.config.params.checkpoint_interval.max(1);
-        if data.genesis_hash != self.config.genesis_hash
-            || data.epoch != self.safety.epoch
-            || data.seq.0 != data.height.0
-            || !data.height.0.is_multiple_of(interval)
-            || data.height <= self.low_watermark()
-            || data.height.0
-                > self
+        data.genesis_hash == self.config.genesis_hash
+            && data.epoch == self.safety.epoch
+            && data.seq.0 == data.height.0
+            && data.height.0.is_multiple_of(interval)
+            && data.height > self.low_watermark()
+            && data.height.0
+                <= self
                     .low_watermark()
                     .0
                     .saturating_add(CHECKPOINT_AHEAD * self.window())
-        {
+    }
+
+    pub(super) fn on_checkpoint(&mut self, from: ValidatorIndex, checkpoint: Checkpoint) {
+        let data = &checkpoint.data;
+        if !self.takes_checkpoint(data) {
             return;
         }
         if self
@@ -189,19 +194,7 @@ impl Pbft {
     /// A stable checkpoint certificate from a peer: taken on the same terms as CHECKPOINTs,
     /// once it verifies (a quorum signed it, so it proves itself whoever hands it on).
     pub(super) fn on_stable_cert(&mut self, from: ValidatorIndex, cert: CheckpointCert) {
-        let data = &cert.data;
-        let interval = self.config.params.checkpoint_interval.max(1);
-        if data.genesis_hash != self.config.genesis_hash
-            || data.epoch != self.safety.epoch
-            || data.seq.0 != data.height.0
-            || !data.height.0.is_multiple_of(interval)
-            || data.height <= self.low_watermark()
-            || data.height.0
-                > self
-                    .low_watermark()
-                    .0
-                    .saturating_add(CHECKPOINT_AHEAD * self.window())
-        {
+        if !self.takes_checkpoint(&cert.data) {
             return;
         }
         if let Err(error) = self

@@ -422,14 +422,18 @@ fn prepared_and_left_behind(net: &Net, index: usize) -> (Pbft, BlockHeader) {
     (replica, a)
 }
 
+fn progress_timer(replica: &Pbft) -> TimerId {
+    TimerId::Progress {
+        view: View(0),
+        mark: replica.progress_mark,
+    }
+}
+
 #[test]
 fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_view() {
     let net = Net::new();
     let (mut replica, a) = prepared_and_left_behind(&net, 1);
-    let timer = TimerId::Progress {
-        view: View(0),
-        mark: replica.progress_mark,
-    };
+    let timer = progress_timer(&replica);
     let actions = replica.handle(Input::Timer(timer));
     assert!(!broadcasts_view_change(&actions), "{actions:?}");
     assert!(!replica.safety.view_changing);
@@ -450,10 +454,7 @@ fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_vi
         Action::Commit { header, proof: crate::CommitProof::Pbft { checkpoint: Some(_) } }
             if header.height == Height(1)
     )));
-    let timer = TimerId::Progress {
-        view: View(0),
-        mark: replica.progress_mark,
-    };
+    let timer = progress_timer(&replica);
     let actions = replica.handle(Input::Timer(timer));
     assert!(
         actions.iter().all(|a| matches!(a, Action::SetTimer { .. })),
@@ -466,10 +467,7 @@ fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_vi
 fn without_an_answer_the_view_change_follows_a_short_grace() {
     let net = Net::new();
     let (mut replica, _) = prepared_and_left_behind(&net, 1);
-    let timer = TimerId::Progress {
-        view: View(0),
-        mark: replica.progress_mark,
-    };
+    let timer = progress_timer(&replica);
     let actions = replica.handle(Input::Timer(timer));
     let grace = actions.iter().find_map(|a| match a {
         Action::SetTimer {
