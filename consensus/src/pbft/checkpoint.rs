@@ -1,7 +1,7 @@
 //! Committing in order, checkpoints, and fetching the headers of decided blocks.
 
 use super::messages::{Checkpoint, FetchChain, StablePoint};
-use super::{Fetch, Pbft, PbftMessage, CHAIN_ALLOWANCE, CHAIN_MAX, WANTED_MAX};
+use super::{Fetch, Pbft, PbftMessage, CHAIN_ALLOWANCE, CHAIN_MAX, QUERIES, WANTED_MAX};
 
 /// CHECKPOINTs are taken up to this many windows above the stable point: a replica that fell
 /// behind (it restarted, or was cut off) learns where the others are and catches up to the
@@ -173,20 +173,23 @@ impl Pbft {
     }
 
     /// A peer's stable checkpoint is at `height`: if ours is certified and higher, it gets our
-    /// certificate, once per height (a query costs this replica at most one answer per stable
-    /// checkpoint, however often it is sent).
+    /// certificate, at most `QUERIES` times per stable checkpoint of ours however often it asks
+    /// (its own queries, and a lost answer, are covered).
     pub(super) fn on_stable_query(&mut self, from: ValidatorIndex, height: Height) {
         let StablePoint::Certified(cert) = &self.safety.stable else {
             return;
         };
         let ours = cert.data.height;
-        let Some(done) = self.answered.get_mut(from) else {
+        let Some((last, times)) = self.answered.get_mut(from) else {
             return;
         };
-        if ours <= height || *done >= ours {
+        if *last < ours {
+            (*last, *times) = (ours, 0);
+        }
+        if ours <= height || *times >= QUERIES {
             return;
         }
-        *done = ours;
+        *times += 1;
         let cert = cert.clone();
         self.send(from, PbftMessage::StableCert(cert));
     }

@@ -65,6 +65,9 @@ const VIEWS_AHEAD_MAX: u64 = 64;
 /// After a [`PbftMessage::StableQuery`], the view is left this fraction of a view timeout
 /// later unless an answer moved the replica on.
 const QUERY_GRACE_DIVISOR: u64 = 4;
+/// Queries a replica sends before it leaves its view; a peer answers each peer's queries this
+/// many times per stable checkpoint.
+const QUERIES: u64 = 2;
 /// Headers in one `Chain` answer.
 const CHAIN_MAX: usize = 256;
 /// Headers this replica serves one peer at most at once; each block it commits gives every
@@ -147,9 +150,11 @@ pub struct Pbft {
     progress_mark: u64,
     /// The progress timer (view, mark) for which this replica asked for stable checkpoints
     /// before leaving the view (see [`PbftMessage::StableQuery`]).
-    queried: Option<(View, u64)>,
-    /// Per peer: the height of the last certificate sent it in answer to a query.
-    answered: Vec<Height>,
+    /// How many queries went out for it.
+    queried: Option<(View, u64, u64)>,
+    /// Per peer: the height of the last certificate sent it in answer to a query, and how many
+    /// times it was sent.
+    answered: Vec<(Height, u64)>,
     /// Per sender: PRE-PREPAREs and PREPAREs for a view this replica has not entered yet (a
     /// NEW-VIEW can arrive after the first messages of its view); replayed on entering it.
     early: Vec<std::collections::VecDeque<PbftMessage>>,
@@ -260,7 +265,7 @@ impl Pbft {
             diverged_at: None,
             progress_mark: 0,
             queried: None,
-            answered: vec![Height(0); n],
+            answered: vec![(Height(0), 0); n],
             failures: 0,
             timeouts: 0,
             payload_pending: true,
@@ -531,6 +536,14 @@ impl Pbft {
         }
     }
 
+    /// Queries sent for the progress timer (view, mark).
+    fn queries_sent(&self, view: View, mark: u64) -> u64 {
+        match self.queried {
+            Some((v, m, sent)) if v == view && m == mark => sent,
+            _ => 0,
+        }
+    }
+
     fn on_timer(&mut self, timer: TimerId) {
         match timer {
             TimerId::Progress { view, mark } => {
@@ -544,20 +557,21 @@ impl Pbft {
                         duration_ms: self.progress_timer_ms(),
                     });
                 } else if self.config.params.idle_interval_ms == 0
-                    && !self.payload_pending
-                    && self.queried != Some((view, mark))
+                    && self.queries_sent(view, mark) < QUERIES
                 {
-                    // Nothing pending here, yet blocks above the committed head: before leaving
-                    // the view, ask whether the others went on without this replica. On an idle
+                    // Blocks above the committed head and no progress: before leaving the
+                    // view, ask whether the others went on without this replica. On an idle
                     // chain one that missed a checkpoint's messages would otherwise change view
-                    // alone, and the others, idle, would never join it. A stable certificate
-                    // arriving commits, and the timer restarts. (With payload pending the
-                    // others time out too: no query, no grace.)
-                    self.queried = Some((view, mark));
+                    // alone, and the others, idle, would never join it (payload pending here
+                    // is no sign that they hold it too). A stable certificate arriving commits,
+                    // and the timer restarts. Asked twice, half the grace apart, in case a
+                    // query or its answers were lost.
+                    let sent = self.queries_sent(view, mark) + 1;
+                    self.queried = Some((view, mark, sent));
                     self.broadcast(PbftMessage::StableQuery(self.low_watermark()));
                     self.emit(Action::SetTimer {
                         timer,
-                        duration_ms: (self.timeout_ms() / QUERY_GRACE_DIVISOR).max(1),
+                        duration_ms: (self.timeout_ms() / QUERY_GRACE_DIVISOR / QUERIES).max(1),
                     });
                 } else {
                     self.start_view_change(self.view().next());

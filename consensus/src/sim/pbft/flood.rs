@@ -2,14 +2,17 @@
 //! every message its engine wants sent sends every other replica a burst instead: a CHECKPOINT
 //! whose signature is over other bytes (it costs a signature check and fails it), a VIEW-CHANGE
 //! validly signed for a view far ahead, requests for a chain of headers nobody has and for the
-//! longest one everybody has, a chain nobody asked for, and a replay of an old message. Honest replicas must pay for the forged signature once, not per
-//! copy (the engine ignores a replica that sent one for a while), and drop the rest cheaply.
+//! longest one everybody has, a chain nobody asked for, a query for everyone's stable
+//! checkpoint certificate, a "certificate" of its own signature alone, and a replay of an old
+//! message. Honest replicas must pay for the forged signatures once, not per copy (the engine
+//! ignores a replica that sent one for a while), answer a query once per checkpoint, and drop
+//! the rest cheaply.
 
 use crate::pbft::{FetchChain, PbftMessage, StablePoint, ViewChange, ViewChangeData};
 use crate::sim::{SimEngine, World};
 use crate::{Message, ProtocolStatus};
 use quorate_crypto::{Domain, Hasher};
-use quorate_ledger::{CheckpointData, Epoch, Height, SeqNum, View};
+use quorate_ledger::{CheckpointCert, CheckpointData, Epoch, Height, SeqNum, View};
 
 /// How far ahead its VIEW-CHANGEs are.
 const FUTURE: u64 = 1_000;
@@ -45,12 +48,25 @@ impl World<'_> {
             block: junk,
             state_root: junk,
         };
-        burst.push(Message::Pbft(PbftMessage::Checkpoint(
-            crate::pbft::Checkpoint {
+        let signature = self.setup.signers[index].sign(Domain::Checkpoint, b"other bytes");
+        // The same, as a certificate of one signer: short of a quorum, and forged besides.
+        if let Some((signers, aggregate)) = self
+            .setup
+            .verifier
+            .scheme()
+            .aggregate(self.setup.validators.len(), [(index, &signature)])
+        {
+            burst.push(Message::Pbft(PbftMessage::StableCert(CheckpointCert {
                 data,
-                signature: self.setup.signers[index].sign(Domain::Checkpoint, b"other bytes"),
-            },
+                signers,
+                signature: aggregate,
+            })));
+        }
+        burst.push(Message::Pbft(PbftMessage::Checkpoint(
+            crate::pbft::Checkpoint { data, signature },
         )));
+        // Everyone's stable checkpoint certificate, asked for from the bottom.
+        burst.push(Message::Pbft(PbftMessage::StableQuery(Height(0))));
         // A VIEW-CHANGE for a view far ahead, validly signed.
         let far = ViewChangeData {
             genesis_hash: self.setup.genesis_hash,
