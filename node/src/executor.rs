@@ -360,8 +360,8 @@ impl Executor {
         }
         let checks = std::mem::take(&mut self.checks);
         for mut waiting in checks {
-            let (header, hash) = &waiting.item;
-            let (header, hash) = (header.clone(), *hash);
+            let hash = waiting.item.1;
+            let header = &waiting.item.0;
             if header.height.0 <= self.head.height.0 || waiting.since.elapsed() > CHECK_PATIENCE {
                 self.checking.remove(&hash);
                 continue; // committed past it, or the view is long gone
@@ -371,7 +371,7 @@ impl Executor {
                 || (header.parent != self.head.hash
                     && self.missing_this_pass.contains(&header.parent));
             if !waits {
-                if let Some(valid) = self.check(&header, hash)? {
+                if let Some(valid) = self.check(header, hash)? {
                     self.checking.remove(&hash);
                     let _ = self
                         .engine
@@ -382,7 +382,7 @@ impl Executor {
             if waiting.next_fetch <= Instant::now() {
                 waiting.next_fetch = Instant::now() + FETCH_RETRY;
                 waiting.attempt += 1;
-                self.fetch_for(&header, waiting.attempt)?;
+                self.fetch_for(header, waiting.attempt)?;
             }
             self.checks.push_back(waiting);
         }
