@@ -90,11 +90,23 @@ pub(crate) struct ChainContext<'a> {
     pub verifier: &'a CertificateVerifier,
 }
 
-/// The auditor's certificate check (`quorate_ledger::audit::ProofCheck`).
+/// The auditor's certificate check (`quorate_ledger::audit::ProofCheck`): each proof against
+/// the validator set of its epoch, as the audited chain committed it.
 pub struct CommitProofChecker {
-    pub genesis_hash: Digest,
-    pub validators: ValidatorSet,
-    pub verifier: CertificateVerifier,
+    genesis_hash: Digest,
+    verifier: CertificateVerifier,
+    /// The set of the epoch checked last (building one checks every proof of possession).
+    validators: std::sync::Mutex<Option<ValidatorSet>>,
+}
+
+impl CommitProofChecker {
+    pub fn new(genesis_hash: Digest, verifier: CertificateVerifier) -> Self {
+        CommitProofChecker {
+            genesis_hash,
+            verifier,
+            validators: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl quorate_ledger::audit::ProofCheck for CommitProofChecker {
@@ -102,14 +114,27 @@ impl quorate_ledger::audit::ProofCheck for CommitProofChecker {
         &self,
         header: &BlockHeader,
         proof: &[u8],
+        governance: &quorate_ledger::Governance,
     ) -> Result<quorate_ledger::audit::Certified, String> {
         let proof: CommitProof = quorate_ledger::codec::decode(proof)
             .map_err(|e| format!("commit proof does not decode: {e}"))?;
+        let mut cached = self.validators.lock().unwrap_or_else(|p| p.into_inner());
+        let current = cached
+            .as_ref()
+            .is_some_and(|set| set.epoch() == governance.epoch);
+        if !current {
+            let set = ValidatorSet::new(governance.epoch, governance.validators.clone())
+                .map_err(|e| format!("epoch {}'s validator set: {e}", governance.epoch))?;
+            *cached = Some(set);
+        }
+        let Some(validators) = cached.as_ref() else {
+            return Err("no validator set".into());
+        };
         match verify_commit_proof(
             header,
             &proof,
             self.genesis_hash,
-            &self.validators,
+            validators,
             &self.verifier,
         ) {
             Ok(ProofStrength::Committed) => Ok(quorate_ledger::audit::Certified::Committed),

@@ -35,6 +35,8 @@ pub enum Domain {
     Mac,
     Address,
     StateRoot,
+    Governance,
+    StateCommitment,
 }
 
 impl Domain {
@@ -56,6 +58,8 @@ impl Domain {
             Domain::Mac => b"quorate/v1/mac",
             Domain::Address => b"quorate/v1/address",
             Domain::StateRoot => b"quorate/v1/state-root",
+            Domain::Governance => b"quorate/v1/governance",
+            Domain::StateCommitment => b"quorate/v1/state-commitment",
         }
     }
 
@@ -138,6 +142,9 @@ mod tests {
             Domain::MacKeyDerivation,
             Domain::Mac,
             Domain::Address,
+            Domain::StateRoot,
+            Domain::Governance,
+            Domain::StateCommitment,
         ];
         let tags: std::collections::HashSet<_> = all.iter().map(|d| d.tag()).collect();
         assert_eq!(tags.len(), all.len());

@@ -18,6 +18,10 @@ pub struct NodeConfig {
     pub p2p_listen: String,
     /// RPC listen socket address, e.g. `127.0.0.1:26601`.
     pub rpc_listen: String,
+    /// Multiaddrs of nodes to reach besides the validators genesis names: how a node that
+    /// `quorate init` made (not in the genesis set) finds the chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
     #[serde(default)]
     pub mempool: MempoolConfig,
 }

@@ -2,8 +2,10 @@
 
 use crate::error::io;
 use crate::{GenesisError, ValidatorSet};
-use quorate_crypto::{Address, BlsPublicKey, Digest, Domain, ProofOfPossession, PublicKey};
-use quorate_ledger::{codec, Epoch, MAX_CHAIN_ID_BYTES};
+use quorate_crypto::{Address, Digest, Domain};
+use quorate_ledger::{
+    codec, Epoch, EpochRules, Governance, GovernanceConfig, ValidatorInfo, MAX_CHAIN_ID_BYTES,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
@@ -88,42 +90,6 @@ impl Default for ConsensusParams {
     }
 }
 
-/// How the validator set may change between epochs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EpochRules {
-    /// A committed validator-set change takes effect this many blocks after the block that
-    /// commits it; the new epoch begins there.
-    pub reconfiguration_delay_blocks: u64,
-    pub min_validators: u32,
-    pub max_validators: u32,
-}
-
-impl Default for EpochRules {
-    fn default() -> Self {
-        EpochRules {
-            reconfiguration_delay_blocks: 3,
-            min_validators: 1,
-            max_validators: 256,
-        }
-    }
-}
-
-/// One validator of the epoch-0 set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidatorInfo {
-    pub name: String,
-    /// ed25519 identity key: libp2p PeerId and transferable signatures.
-    pub identity_key: PublicKey,
-    /// BLS key for votes, with its proof of possession.
-    pub bls_key: BlsPublicKey,
-    pub bls_pop: ProofOfPossession,
-    /// Where peers dial it, as a libp2p multiaddr.
-    pub p2p_address: String,
-    pub voting_power: u64,
-}
-
 /// An account funded at genesis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +108,8 @@ pub struct Genesis {
     pub genesis_time_ms: u64,
     pub params: ConsensusParams,
     pub validators: Vec<ValidatorInfo>,
+    /// Who may change the validator set: member accounts and how many must approve.
+    pub governance: GovernanceConfig,
     pub accounts: Vec<AccountBalance>,
 }
 
@@ -151,6 +119,19 @@ impl Genesis {
         quorate_ledger::ChainRules {
             chain_id: self.chain_id.clone(),
             allow_opaque: self.params.allow_opaque_payloads,
+            allow_reconfiguration: false,
+        }
+    }
+
+    /// The governance state the chain starts from: epoch 0, nothing proposed.
+    pub fn initial_governance(&self) -> Governance {
+        Governance {
+            epoch: Epoch(0),
+            validators: self.validators.clone(),
+            config: self.governance.clone(),
+            rules: self.params.epoch_rules.clone(),
+            proposals: Vec::new(),
+            scheduled: None,
         }
     }
 
@@ -246,7 +227,10 @@ impl Genesis {
         let mut identities = HashSet::new();
         let mut addresses = HashSet::new();
         for (index, validator) in self.validators.iter().enumerate() {
-            if validator.name.is_empty() || !names.insert(&validator.name) {
+            if let Err(error) = validator.check_fields() {
+                return invalid(format!("validator {index}: {error}"));
+            }
+            if !names.insert(&validator.name) {
                 return invalid(format!(
                     "validator {index}: name {:?} is empty or not unique",
                     validator.name
@@ -273,6 +257,7 @@ impl Genesis {
         }
         // Checks PoPs, distinct BLS keys, non-zero power and no overflow.
         self.validator_set()?;
+        self.governance.check().map_err(GenesisError::Invalid)?;
         let mut funded = HashSet::new();
         let mut supply: u64 = 0;
         for account in &self.accounts {

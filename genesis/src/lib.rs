@@ -14,7 +14,8 @@ mod validator_set;
 
 pub use config::{MempoolConfig, NodeConfig};
 pub use error::GenesisError;
-pub use genesis::{AccountBalance, ConsensusParams, EpochRules, Genesis, Protocol, ValidatorInfo};
+pub use genesis::{AccountBalance, ConsensusParams, Genesis, Protocol};
 pub use keys::{write_secret_file, AccountKeyFile, ValidatorKeyFile, ValidatorKeys};
+pub use quorate_ledger::{EpochRules, GovernanceConfig, ValidatorInfo};
 pub use testnet::{generate_testnet, TestnetNode, TestnetSpec};
 pub use validator_set::ValidatorSet;

@@ -12,8 +12,8 @@
 use crate::error::io;
 use crate::keys::{write_secret_file, AccountKeyFile, ValidatorKeyFile, ValidatorKeys};
 use crate::{
-    AccountBalance, ConsensusParams, Genesis, GenesisError, MempoolConfig, NodeConfig, Protocol,
-    ValidatorInfo,
+    AccountBalance, ConsensusParams, Genesis, GenesisError, GovernanceConfig, MempoolConfig,
+    NodeConfig, Protocol, ValidatorInfo,
 };
 use quorate_crypto::SigningKey;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ pub struct TestnetSpec {
     pub validators: usize,
     pub protocol: Protocol,
     pub accounts: usize,
+    /// Accounts 0..governance-1 are the members of governance, with threshold K/2+1.
+    pub governance: usize,
     pub dir: PathBuf,
     pub base_port: u16,
     /// One IPv4 address per validator that node i listens on (and is dialled at); empty:
@@ -76,6 +78,13 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
             spec.validators
         )));
     }
+    if spec.governance == 0 || spec.governance > spec.accounts {
+        return Err(GenesisError::Invalid(format!(
+            "--governance {} needs 1..=--accounts ({}) members: governance members are \
+             accounts 0..K-1",
+            spec.governance, spec.accounts
+        )));
+    }
     let genesis_path = spec.dir.join("genesis.json");
     if genesis_path.exists() {
         return Err(GenesisError::Exists { path: genesis_path });
@@ -109,6 +118,7 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
             data_dir: PathBuf::from("data"),
             p2p_listen: p2p_address.clone(),
             rpc_listen: format!("{host}:{rpc_port}"),
+            peers: Vec::new(),
             mempool: MempoolConfig::default(),
         };
         config.save(&home.join("config.toml"))?;
@@ -149,6 +159,14 @@ pub fn generate_testnet(spec: &TestnetSpec) -> Result<Vec<TestnetNode>, GenesisE
         genesis_time_ms: spec.genesis_time_ms,
         params: spec.params.clone(),
         validators,
+        governance: GovernanceConfig {
+            members: accounts
+                .iter()
+                .take(spec.governance)
+                .map(|a| a.address)
+                .collect(),
+            threshold: (spec.governance / 2 + 1) as u32,
+        },
         accounts,
     };
     genesis.validate()?;
@@ -169,6 +187,7 @@ mod tests {
             validators,
             protocol: Protocol::HotStuff,
             accounts: 3,
+            governance: 1,
             dir: dir.to_path_buf(),
             base_port: 30000,
             hosts: Vec::new(),

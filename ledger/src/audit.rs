@@ -11,6 +11,7 @@
 //! proves the commit rule directly covers itself and, through the hash chain, every block before
 //! it; the head must be covered. The first failure stops the audit with its height and check.
 
+use crate::governance::{Governance, GovernanceState};
 use crate::records::CommittedBlock;
 use crate::state::{execute, StateAccumulator, StateReadError, StateView};
 use crate::{Account, Batch, Block, BlockHeader, Height, SignedTransaction};
@@ -32,7 +33,14 @@ pub enum Certified {
 
 /// Checks a block's stored commit proof (protocol-specific; provided by the consensus crate).
 pub trait ProofCheck {
-    fn check(&self, header: &BlockHeader, proof: &[u8]) -> Result<Certified, String>;
+    /// Checks `proof` for `header` against `governance`'s validator set: the set of the
+    /// header's epoch, as the audited chain committed it.
+    fn check(
+        &self,
+        header: &BlockHeader,
+        proof: &[u8],
+        governance: &Governance,
+    ) -> Result<Certified, String>;
 }
 
 /// Where the audited blocks come from.
@@ -52,6 +60,8 @@ pub struct AuditGenesis {
     /// The height-0 block every validator starts from.
     pub root: BlockHeader,
     pub accounts: Vec<(Address, Account)>,
+    /// The governance state genesis starts from (epoch 0's validators).
+    pub governance: Governance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +75,8 @@ pub struct AuditReport {
     /// Blocks after the last one whose proof commits it, all carrying no certificate (PBFT:
     /// after the last stable checkpoint). Reported, not failed: the next checkpoint covers them.
     pub uncertified_tail: u64,
+    /// Epochs the chain went through: one more than the epoch its head leads to.
+    pub epochs: u64,
 }
 
 /// The first check that failed, and where.
@@ -160,11 +172,14 @@ pub fn audit(
     let mut state = AuditState(genesis.accounts.iter().copied().collect());
     let mut accumulator: StateAccumulator =
         crate::state::initial_accumulator(genesis.accounts.iter().map(|(a, b)| (a, b)));
-    if accumulator.root() != genesis.root.state_root {
+    let mut governance = GovernanceState::new(genesis.governance.clone())
+        .map_err(|e| fail(0, "source", e.to_string()))?;
+    if crate::state::state_root(accumulator.root(), governance.digest()) != genesis.root.state_root
+    {
         return Err(fail(
             0,
             "state_root",
-            "genesis accounts do not give the root's state root",
+            "genesis accounts and validators do not give the root's state root",
         ));
     }
     let mut previous = genesis
@@ -179,6 +194,7 @@ pub fn audit(
         head_hash: previous,
         state_root: genesis.root.state_root,
         uncertified_tail: 0,
+        epochs: 1,
     };
     // Heights certified (or chained) but not yet covered by a directly committed descendant,
     // and the first of them that carries a certificate of its own (which a later block must
@@ -227,6 +243,17 @@ pub fn audit(
                 "block names another chain or genesis",
             ));
         }
+        if header.epoch != governance.epoch() {
+            return Err(fail(
+                height,
+                "epoch",
+                format!(
+                    "block names epoch {}, but the chain before it is in epoch {}",
+                    header.epoch,
+                    governance.epoch()
+                ),
+            ));
+        }
         if let Some(first) = invalid.first() {
             return Err(fail(
                 height,
@@ -261,8 +288,15 @@ pub fn audit(
                 "the batches do not match the header's payload digest",
             ));
         }
-        let execution = execute(&genesis.rules, &state, &accumulator, &transactions)
-            .map_err(|e| fail(height, "state", e.to_string()))?;
+        let execution = execute(
+            &genesis.rules,
+            &state,
+            &accumulator,
+            &governance,
+            header.height,
+            &transactions,
+        )
+        .map_err(|e| fail(height, "state", e.to_string()))?;
         if execution.receipts != record.receipts {
             let at = execution
                 .receipts
@@ -287,7 +321,7 @@ pub fn audit(
                 ),
             ));
         }
-        match proofs.check(header, &record.proof) {
+        match proofs.check(header, &record.proof, governance.get()) {
             Ok(Certified::Committed) => {
                 uncovered_from = None;
                 certified_from = None;
@@ -306,6 +340,7 @@ pub fn audit(
         report.transactions += transactions.len() as u64;
         state.0.extend(execution.changes);
         accumulator = execution.accumulator;
+        governance = execution.governance;
         previous = header
             .hash()
             .map_err(|e| fail(height, "source", e.to_string()))?;
@@ -325,5 +360,6 @@ pub fn audit(
     if let Some(from) = uncovered_from {
         report.uncertified_tail = head - from + 1;
     }
+    report.epochs = governance.epoch().0 + 1;
     Ok(report)
 }

@@ -9,6 +9,7 @@ pub mod audit;
 mod block;
 mod certificate;
 pub mod codec;
+pub mod governance;
 mod newtypes;
 mod records;
 pub mod state;
@@ -22,6 +23,10 @@ pub use certificate::{
     QuorumCheck, TimeoutCert, TimeoutData, TimeoutVote, VoteData,
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
+pub use governance::{
+    EpochRules, Governance, GovernanceConfig, GovernanceError, GovernanceState, ValidatorChange,
+    ValidatorInfo,
+};
 pub use newtypes::{Epoch, Height, SeqNum, View};
 pub use records::{CommittedBlock, Head, PendingBlock, TxLocation};
 pub use state::{

@@ -7,7 +7,8 @@
 //! old vector and adds the new one, so a block costs O(accounts it touches), never a rescan.
 //! It commits to the whole state but gives no membership proofs (a Merkle tree would).
 
-use crate::{ChainRules, SignedTransaction, TransactionKind};
+use crate::governance::{GovernanceError, GovernanceState};
+use crate::{ChainRules, Height, SignedTransaction, TransactionKind};
 use quorate_crypto::{Address, Digest, Domain};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -87,7 +88,8 @@ impl StateAccumulator {
         }
     }
 
-    /// The state root: a hash of the accumulator.
+    /// The accounts' digest: a hash of the accumulator. The state root combines it with the
+    /// governance digest ([`state_root`]).
     pub fn root(&self) -> Digest {
         quorate_crypto::hash(Domain::StateRoot, &self.to_bytes())
     }
@@ -109,6 +111,17 @@ impl StateAccumulator {
         }
         Some(StateAccumulator(lanes))
     }
+}
+
+/// The state root a header carries: the accounts' digest and the governance digest, so that
+/// the validator set a block leads to can be proven from the header with the governance state
+/// and 32 bytes (the accounts' digest), without the accounts.
+pub fn state_root(accounts: Digest, governance: Digest) -> Digest {
+    let mut bytes = [0u8; 64];
+    for (slot, byte) in bytes.iter_mut().zip(accounts.0.iter().chain(&governance.0)) {
+        *slot = *byte;
+    }
+    quorate_crypto::hash(Domain::StateCommitment, &bytes)
 }
 
 /// Why a transaction in a committed block did not apply. Every node reaches the same verdict.
@@ -133,6 +146,11 @@ pub enum TxFailure {
     /// An opaque payload on a chain that does not take them (admission refuses these; this
     /// verdict is the executor's own check).
     OpaqueNotAllowed,
+    /// A validator-set change refused by governance's rules.
+    Governance(GovernanceError),
+    /// A validator-set change on a chain that does not take them yet (admission refuses
+    /// these; this verdict is the executor's own check).
+    ReconfigurationNotEnabled,
 }
 
 impl TxFailure {
@@ -140,12 +158,14 @@ impl TxFailure {
     /// failure of its effect. A bad nonce or another chain's transaction changes nothing.
     pub fn consumes_nonce(&self) -> bool {
         match self {
-            TxFailure::BadNonce { .. } | TxFailure::WrongChain | TxFailure::OpaqueNotAllowed => {
-                false
-            }
-            TxFailure::InsufficientBalance { .. } | TxFailure::Overflow | TxFailure::ZeroAmount => {
-                true
-            }
+            TxFailure::BadNonce { .. }
+            | TxFailure::WrongChain
+            | TxFailure::OpaqueNotAllowed
+            | TxFailure::ReconfigurationNotEnabled => false,
+            TxFailure::InsufficientBalance { .. }
+            | TxFailure::Overflow
+            | TxFailure::ZeroAmount
+            | TxFailure::Governance(_) => true,
         }
     }
 }
@@ -163,6 +183,13 @@ impl std::fmt::Display for TxFailure {
             TxFailure::WrongChain => write!(f, "wrong chain id"),
             TxFailure::ZeroAmount => write!(f, "zero amount"),
             TxFailure::OpaqueNotAllowed => write!(f, "opaque payloads are not allowed"),
+            TxFailure::Governance(error) => write!(f, "{error}"),
+            TxFailure::ReconfigurationNotEnabled => {
+                write!(
+                    f,
+                    "validator-set changes are not accepted on this chain yet"
+                )
+            }
         }
     }
 }
@@ -190,15 +217,20 @@ pub struct Execution {
     /// One per transaction, in block order.
     pub receipts: Vec<Receipt>,
     pub accumulator: StateAccumulator,
+    /// The governance state after the block (the parent's, shared, if the block left it alone).
+    pub governance: GovernanceState,
+    /// Whether the block touched the governance state (the store writes it only then).
+    pub governance_changed: bool,
 }
 
 impl Execution {
     pub fn state_root(&self) -> Digest {
-        self.accumulator.root()
+        state_root(self.accumulator.root(), self.governance.digest())
     }
 }
 
-/// Executes `transactions` in order on `state` whose accumulator is `accumulator`. Signatures
+/// Executes `transactions`, the block at `height`, in order on `state` whose accumulator is
+/// `accumulator` and whose governance state is `governance`. Signatures
 /// are NOT checked here: the node admits only batches whose signatures it verified.
 ///
 /// The nonce rule: a transaction for this chain that carries its sender's next nonce consumes
@@ -209,12 +241,20 @@ impl Execution {
 ///
 /// An opaque payload (where `rules` allow them) changes nothing and succeeds: it is ordered and
 /// stored, not executed.
+///
+/// A validator-set change ([`TransactionKind::Reconfigure`]) consumes its nonce like a transfer;
+/// governance's verdict is its receipt. After the transactions, the block ends the epoch if
+/// it is the one a scheduled change takes effect at.
 pub fn execute<'a>(
     rules: &ChainRules,
     state: &dyn StateView,
     accumulator: &StateAccumulator,
+    governance: &GovernanceState,
+    height: Height,
     transactions: impl IntoIterator<Item = &'a SignedTransaction>,
 ) -> Result<Execution, StateReadError> {
+    // Cloned on the first change only: most blocks leave governance alone.
+    let mut changed_governance = None;
     let mut changes: BTreeMap<Address, Account> = BTreeMap::new();
     let mut receipts = Vec::new();
     let read = |changes: &BTreeMap<Address, Account>, address: &Address| match changes.get(address)
@@ -236,6 +276,10 @@ pub fn execute<'a>(
             });
             continue;
         }
+        if matches!(tx.kind, TransactionKind::Reconfigure { .. }) && !rules.allow_reconfiguration {
+            receipts.push(Err(TxFailure::ReconfigurationNotEnabled));
+            continue;
+        }
         let mut from = read(&changes, &sender)?;
         if tx.nonce != from.nonce {
             receipts.push(Err(TxFailure::BadNonce {
@@ -253,6 +297,11 @@ pub fn execute<'a>(
             }
             // Handled above, before the nonce.
             TransactionKind::Opaque { .. } => Ok(()),
+            TransactionKind::Reconfigure { epoch, ref change } => changed_governance
+                .get_or_insert_with(|| governance.get().clone())
+                .apply(&sender, epoch, change, height)
+                .map(|_| ())
+                .map_err(TxFailure::Governance),
         };
         receipts.push(receipt);
     }
@@ -260,10 +309,26 @@ pub fn execute<'a>(
     for (address, new) in &changes {
         accumulator.update(address, &state.account(address)?, new);
     }
+    let ends_epoch =
+        |g: &crate::Governance| g.scheduled.as_ref().is_some_and(|s| s.height <= height);
+    if changed_governance.is_none() && ends_epoch(governance.get()) {
+        changed_governance = Some(governance.get().clone());
+    }
+    let governance_changed = changed_governance.is_some();
+    let governance = match changed_governance {
+        None => governance.clone(),
+        Some(mut next) => {
+            next.end_block(height);
+            GovernanceState::new(next)
+                .map_err(|e| StateReadError(format!("encoding the governance state: {e}")))?
+        }
+    };
     Ok(Execution {
         changes,
         receipts,
         accumulator,
+        governance,
+        governance_changed,
     })
 }
 
@@ -317,9 +382,16 @@ pub fn initial_accumulator<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::governance::ValidatorChange;
     use crate::Transaction;
     use quorate_crypto::SigningKey;
     use std::collections::HashMap;
+
+    const H: Height = Height(1);
+
+    fn gov() -> GovernanceState {
+        GovernanceState::new(crate::governance::tests::four()).unwrap()
+    }
 
     struct Map(HashMap<Address, Account>);
     impl StateView for Map {
@@ -348,6 +420,14 @@ mod tests {
             Err(TxFailure::WrongChain),
             Err(TxFailure::ZeroAmount),
             Err(TxFailure::OpaqueNotAllowed),
+            Err(TxFailure::Governance(GovernanceError::NotMember {
+                sender: SigningKey::from_seed_insecure(1).public().address(),
+            })),
+            Err(TxFailure::Governance(GovernanceError::NoReachableQuorum {
+                staying: 4,
+                quorum: 5,
+            })),
+            Err(TxFailure::ReconfigurationNotEnabled),
         ];
         let bytes = crate::codec::encode(&failures).unwrap();
         let back: Vec<Result<(), TxFailure>> = crate::codec::decode(&bytes).unwrap();
@@ -397,14 +477,23 @@ mod tests {
         let bench = ChainRules {
             chain_id: "c".into(),
             allow_opaque: true,
+            allow_reconfiguration: false,
         };
-        let out = execute(&bench, &state, &accumulator, &txs).unwrap();
+        let out = execute(&bench, &state, &accumulator, &gov(), H, &txs).unwrap();
         assert_eq!(out.receipts, vec![Ok(()), Ok(()), Ok(())]);
         let sender = out.changes[&alice.public().address()];
         assert_eq!((sender.balance, sender.nonce), (70, 1));
         assert_eq!(out.changes.len(), 2, "only the transfer's two accounts");
 
-        let out = execute(&ChainRules::signed_only("c"), &state, &accumulator, &txs).unwrap();
+        let out = execute(
+            &ChainRules::signed_only("c"),
+            &state,
+            &accumulator,
+            &gov(),
+            H,
+            &txs,
+        )
+        .unwrap();
         assert_eq!(
             out.receipts,
             vec![
@@ -417,6 +506,8 @@ mod tests {
             &ChainRules::signed_only("c"),
             &state,
             &accumulator,
+            &gov(),
+            H,
             &txs[1..2],
         )
         .unwrap();
@@ -438,7 +529,15 @@ mod tests {
             transfer_on("other", &alice, 4, bob, 1), // another chain: changes nothing
             transfer(&alice, 4, alice.public().address(), 1), // to itself: only the nonce moves
         ];
-        let out = execute(&ChainRules::signed_only("c"), &state, &accumulator, &txs).unwrap();
+        let out = execute(
+            &ChainRules::signed_only("c"),
+            &state,
+            &accumulator,
+            &gov(),
+            H,
+            &txs,
+        )
+        .unwrap();
         assert_eq!(
             out.receipts,
             vec![
@@ -479,8 +578,11 @@ mod tests {
         let mut full = map;
         full.extend(out.changes.clone());
         let scratch = initial_accumulator(full.iter().filter(|(_, a)| !a.is_empty()));
-        assert_eq!(out.state_root(), scratch.root());
-        assert_ne!(out.state_root(), accumulator.root());
+        assert_eq!(out.state_root(), state_root(scratch.root(), gov().digest()));
+        assert_ne!(
+            out.state_root(),
+            state_root(accumulator.root(), gov().digest())
+        );
     }
 
     #[test]
@@ -502,6 +604,8 @@ mod tests {
             &ChainRules::signed_only("c"),
             &Map(map.clone()),
             &accumulator,
+            &gov(),
+            H,
             [&payment],
         )
         .unwrap();
@@ -532,6 +636,8 @@ mod tests {
             &ChainRules::signed_only("c"),
             &Map(map),
             &funded,
+            &gov(),
+            H,
             [&payment],
         )
         .unwrap();
@@ -543,7 +649,10 @@ mod tests {
             })]
         );
         assert!(again.changes.is_empty());
-        assert_eq!(again.state_root(), funded.root());
+        assert_eq!(
+            again.state_root(),
+            state_root(funded.root(), gov().digest())
+        );
     }
 
     #[test]
@@ -566,5 +675,130 @@ mod tests {
         assert_eq!(three.root(), initial_accumulator([(&b, &y)]).root());
         assert_eq!(StateAccumulator::from_bytes(&one.to_bytes()), Some(one));
         assert_eq!(StateAccumulator::from_bytes(&[0; 3]), None);
+    }
+
+    fn reconfigure(
+        key: &SigningKey,
+        nonce: u64,
+        epoch: u64,
+        change: &ValidatorChange,
+    ) -> SignedTransaction {
+        Transaction {
+            chain_id: "c".into(),
+            sender: key.public(),
+            nonce,
+            kind: TransactionKind::Reconfigure {
+                epoch: crate::Epoch(epoch),
+                change: Box::new(change.clone()),
+            },
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    /// Governance through execution: members' approvals schedule the change, the block at the
+    /// scheduled height ends the epoch, the state root follows the governance state, a refusal
+    /// consumes the nonce and is the receipt; on a chain that does not take changes nothing at
+    /// all happens.
+    #[test]
+    fn validator_changes_are_approved_scheduled_and_take_effect_through_execution() {
+        use crate::governance::tests::{four, validator};
+        let rules = ChainRules {
+            chain_id: "c".into(),
+            allow_opaque: false,
+            allow_reconfiguration: true,
+        };
+        let members: Vec<SigningKey> = (0..3)
+            .map(|s| SigningKey::from_seed_insecure(100 + s))
+            .collect();
+        let outsider = SigningKey::from_seed_insecure(9);
+        let add = ValidatorChange::Add {
+            validator: validator(4, 1),
+        };
+        let state = Map(HashMap::new());
+        let accumulator = StateAccumulator::default();
+        let genesis = GovernanceState::new(four()).unwrap();
+        let txs = vec![
+            reconfigure(&outsider, 0, 0, &add),
+            reconfigure(&members[0], 0, 0, &add),
+            reconfigure(&members[0], 1, 0, &add),
+            reconfigure(&members[1], 0, 0, &add),
+        ];
+        let out = execute(&rules, &state, &accumulator, &genesis, Height(10), &txs).unwrap();
+        assert_eq!(
+            out.receipts,
+            vec![
+                Err(TxFailure::Governance(GovernanceError::NotMember {
+                    sender: outsider.public().address()
+                })),
+                Ok(()),
+                Err(TxFailure::Governance(GovernanceError::AlreadyApproved {
+                    sender: members[0].public().address()
+                })),
+                Ok(()),
+            ]
+        );
+        assert!(out.governance_changed);
+        assert_eq!(out.changes[&outsider.public().address()].nonce, 1);
+        assert_eq!(out.changes[&members[0].public().address()].nonce, 2);
+        let scheduled = out.governance.get().scheduled.clone().unwrap();
+        assert_eq!(scheduled.height, Height(13));
+        assert_eq!(out.governance.epoch(), crate::Epoch(0));
+        assert_eq!(
+            out.state_root(),
+            state_root(out.accumulator.root(), out.governance.digest())
+        );
+        assert_ne!(out.governance.digest(), genesis.digest());
+
+        // Blocks before the scheduled height leave governance alone (and share it).
+        let quiet = execute(
+            &rules,
+            &state,
+            &accumulator,
+            &out.governance,
+            Height(12),
+            [],
+        )
+        .unwrap();
+        assert!(!quiet.governance_changed);
+        assert_eq!(quiet.governance, out.governance);
+        // The block at the scheduled height ends epoch 0.
+        let boundary = execute(
+            &rules,
+            &state,
+            &accumulator,
+            &out.governance,
+            Height(13),
+            [],
+        )
+        .unwrap();
+        assert!(boundary.governance_changed);
+        assert_eq!(boundary.governance.epoch(), crate::Epoch(1));
+        assert_eq!(boundary.governance.get().validators.len(), 5);
+        assert_ne!(boundary.state_root(), quiet.state_root());
+
+        // A chain that does not take changes: refused, no nonce consumed, nothing changed.
+        let closed = execute(
+            &ChainRules::signed_only("c"),
+            &state,
+            &accumulator,
+            &genesis,
+            Height(10),
+            &txs[1..2],
+        )
+        .unwrap();
+        assert_eq!(
+            closed.receipts,
+            vec![Err(TxFailure::ReconfigurationNotEnabled)]
+        );
+        assert!(closed.changes.is_empty() && !closed.governance_changed);
+        assert_eq!(
+            txs[1]
+                .check_stateless(&ChainRules::signed_only("c"))
+                .unwrap_err()
+                .to_string(),
+            crate::TransactionError::ReconfigurationNotEnabled.to_string()
+        );
+        assert!(txs[1].check_stateless(&rules).is_ok());
     }
 }

@@ -6,9 +6,10 @@
 //! is written synced on its own, before anything that depends on it leaves the node.
 
 use crate::codec::{self, CodecError};
+use crate::governance::{Governance, GovernanceState, ValidatorInfo};
 use crate::records::{CommittedBlock, Head, PendingBlock, TxLocation};
 use crate::state::{Account, Execution, StateAccumulator, StateReadError, StateView, TxFailure};
-use crate::{Batch, BlockHeader, Height};
+use crate::{Batch, BlockHeader, Epoch, Height};
 use quorate_crypto::{Address, Digest};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
@@ -39,6 +40,13 @@ const KEY_SAFETY: &[u8] = b"safety";
 pub const MANIFESTS_RETAINED: u64 = 1024;
 const KEY_HEAD: &[u8] = b"head";
 const KEY_ACCUMULATOR: &[u8] = b"accumulator";
+const KEY_GOVERNANCE: &[u8] = b"governance";
+/// Followed by the epoch (8 bytes, big-endian): that epoch's validator set.
+const KEY_EPOCH_PREFIX: &[u8] = b"epoch/";
+
+fn epoch_key(epoch: Epoch) -> Vec<u8> {
+    [KEY_EPOCH_PREFIX, &epoch.0.to_be_bytes()].concat()
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -225,6 +233,34 @@ impl Store {
         Ok(self.get(CF_ACCOUNTS, &address.0)?.unwrap_or_default())
     }
 
+    /// The committed governance state: the current epoch, its validators, open proposals.
+    pub fn governance(&self) -> Result<GovernanceState, StoreError> {
+        let governance: Governance = self
+            .get(CF_META, KEY_GOVERNANCE)?
+            .ok_or_else(|| StoreError::Corrupt("no governance state".into()))?;
+        Ok(GovernanceState::new(governance)?)
+    }
+
+    /// The validator set of `epoch`, if the committed chain reached it.
+    pub fn epoch_validators(&self, epoch: Epoch) -> Result<Option<Vec<ValidatorInfo>>, StoreError> {
+        self.get(CF_META, &epoch_key(epoch))
+    }
+
+    fn put_governance(
+        &self,
+        batch: &mut WriteBatch,
+        governance: &Governance,
+    ) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        batch.put_cf(meta, KEY_GOVERNANCE, codec::encode(governance)?);
+        batch.put_cf(
+            meta,
+            epoch_key(governance.epoch),
+            codec::encode(&governance.validators)?,
+        );
+        Ok(())
+    }
+
     pub fn committed(&self, height: Height) -> Result<Option<CommittedBlock>, StoreError> {
         self.get(CF_BLOCKS, &height.0.to_be_bytes())
     }
@@ -244,6 +280,7 @@ impl Store {
         root: &BlockHeader,
         accounts: &[(Address, Account)],
         accumulator: &StateAccumulator,
+        governance: &Governance,
     ) -> Result<(), StoreError> {
         if self.head()?.is_some() {
             return Err(StoreError::Corrupt("store already initialised".into()));
@@ -259,6 +296,7 @@ impl Store {
             batches: Vec::new(),
             receipts: Vec::new(),
         };
+        self.put_governance(&mut batch, governance)?;
         self.put_committed(&mut batch, &hash, &record, accumulator)?;
         self.db.write_opt(batch, &synced())?;
         Ok(())
@@ -343,6 +381,9 @@ impl Store {
             if let Some(old) = self.committed(Height(old))? {
                 batch.delete_cf(self.cf(CF_MANIFESTS)?, old.header.payload_digest.0);
             }
+        }
+        if execution.governance_changed {
+            self.put_governance(&mut batch, execution.governance.get())?;
         }
         self.put_committed(&mut batch, &hash, record, &execution.accumulator)?;
         self.db.write_opt(batch, &synced())?;
@@ -445,6 +486,10 @@ mod tests {
     use crate::{Epoch, SignedTransaction, StateAccumulator, Transaction, TransactionKind, View};
     use quorate_crypto::SigningKey;
 
+    fn gov() -> Governance {
+        crate::governance::tests::four()
+    }
+
     fn root(state_root: Digest) -> BlockHeader {
         BlockHeader {
             chain_id: "c".into(),
@@ -481,7 +526,10 @@ mod tests {
             },
         )];
         let accumulator = initial_accumulator(accounts.iter().map(|(a, b)| (a, b)));
-        let genesis = root(accumulator.root());
+        let genesis = root(crate::state::state_root(
+            accumulator.root(),
+            gov().digest().unwrap(),
+        ));
         let tx = Transaction {
             chain_id: "c".into(),
             sender: alice.public(),
@@ -519,13 +567,19 @@ mod tests {
         };
         {
             let store = Store::open(dir.path()).unwrap();
-            store.initialize(&genesis, &accounts, &accumulator).unwrap();
-            assert!(store.initialize(&genesis, &accounts, &accumulator).is_err());
+            store
+                .initialize(&genesis, &accounts, &accumulator, &gov())
+                .unwrap();
+            assert!(store
+                .initialize(&genesis, &accounts, &accumulator, &gov())
+                .is_err());
             store.put_batch(&batch.digest(), &batch).unwrap();
             let execution = execute(
                 &crate::ChainRules::signed_only("c"),
                 &store,
                 &store.accumulator().unwrap(),
+                &store.governance().unwrap(),
+                Height(1),
                 [&tx],
             )
             .unwrap();
@@ -559,7 +613,19 @@ mod tests {
                 nonce: 1
             }
         );
-        assert_eq!(store.accumulator().unwrap().root(), head.header.state_root);
+        assert_eq!(
+            crate::state::state_root(
+                store.accumulator().unwrap().root(),
+                store.governance().unwrap().digest()
+            ),
+            head.header.state_root
+        );
+        assert_eq!(store.governance().unwrap().get(), &gov());
+        assert_eq!(
+            store.epoch_validators(Epoch(0)).unwrap(),
+            Some(gov().validators)
+        );
+        assert_eq!(store.epoch_validators(Epoch(1)).unwrap(), None);
         let location = store.tx(&tx.id()).unwrap().unwrap();
         assert_eq!(location.height, Height(1));
         assert_eq!(location.receipt, Ok(()));
@@ -581,12 +647,14 @@ mod tests {
         let (genesis, tx) = (f.genesis, f.tx);
         let store = Store::open(dir.path()).unwrap();
         store
-            .initialize(&genesis, &f.accounts, &f.accumulator)
+            .initialize(&genesis, &f.accounts, &f.accumulator, &gov())
             .unwrap();
         let execution = execute(
             &crate::ChainRules::signed_only("c"),
             &store,
             &store.accumulator().unwrap(),
+            &store.governance().unwrap(),
+            Height(1),
             [&tx, &tx],
         )
         .unwrap();

@@ -1,6 +1,8 @@
 //! Transactions: what an account signs, and the signed form that travels and is stored.
 
 use crate::codec::{self, CodecError};
+use crate::governance::ValidatorChange;
+use crate::Epoch;
 use quorate_crypto::{Address, CryptoError, Digest, Domain, PublicKey, Signature, SigningKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -20,6 +22,12 @@ pub enum TransactionKind {
     /// `allow_opaque_payloads` (benchmark networks: the consensus-only measure). Its sender,
     /// nonce and signature are not checked: it is unsigned, and touches no account.
     Opaque { data: OpaqueData },
+    /// A member of governance proposes (or approves the identical proposal of another member)
+    /// a change to the validator set for the epoch after `epoch`, the current one.
+    Reconfigure {
+        epoch: Epoch,
+        change: Box<ValidatorChange>,
+    },
 }
 
 /// The bytes of an opaque payload: hex in JSON, a byte string in the binary encoding.
@@ -75,6 +83,10 @@ pub struct ChainRules {
     pub chain_id: String,
     /// Whether [`TransactionKind::Opaque`] is accepted (genesis `allow_opaque_payloads`).
     pub allow_opaque: bool,
+    /// Whether [`TransactionKind::Reconfigure`] is accepted. The node sets it only once its
+    /// engines switch validator sets at an epoch boundary: a chain must never record an epoch
+    /// change its consensus does not carry out.
+    pub allow_reconfiguration: bool,
 }
 
 impl ChainRules {
@@ -83,6 +95,7 @@ impl ChainRules {
         ChainRules {
             chain_id: chain_id.into(),
             allow_opaque: false,
+            allow_reconfiguration: false,
         }
     }
 }
@@ -109,6 +122,10 @@ pub enum TransactionError {
     ZeroAmount,
     #[error("opaque payloads are not allowed on this chain (its genesis does not set allow_opaque_payloads; only benchmark networks do)")]
     OpaqueNotAllowed,
+    #[error("validator-set changes are not accepted by this node version: the switch of validator sets at an epoch boundary is not built yet (issue 13)")]
+    ReconfigurationNotEnabled,
+    #[error(transparent)]
+    Governance(#[from] crate::governance::GovernanceError),
     #[error("bad signature: {0}")]
     Signature(#[from] CryptoError),
     #[error(transparent)]
@@ -238,13 +255,20 @@ impl SignedTransaction {
         if bytes > MAX_TRANSACTION_BYTES {
             return Err(TransactionError::TooLarge { bytes });
         }
-        match tx.kind {
+        match &tx.kind {
             TransactionKind::Transfer { amount: 0, .. } => Err(TransactionError::ZeroAmount),
             TransactionKind::Transfer { .. } => Ok(()),
             TransactionKind::Opaque { .. } if !rules.allow_opaque => {
                 Err(TransactionError::OpaqueNotAllowed)
             }
             TransactionKind::Opaque { .. } => Ok(()),
+            TransactionKind::Reconfigure { change, .. } => {
+                change.check_fields()?;
+                match rules.allow_reconfiguration {
+                    true => Ok(()),
+                    false => Err(TransactionError::ReconfigurationNotEnabled),
+                }
+            }
         }
     }
 
@@ -391,6 +415,7 @@ mod tests {
         let bench = ChainRules {
             chain_id: "test".into(),
             allow_opaque: true,
+            allow_reconfiguration: false,
         };
         assert!(opaque.check_stateless(&bench).is_ok());
         let json = serde_json::to_string(&opaque).unwrap();

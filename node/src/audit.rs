@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use quorate_consensus::{CertificateVerifier, CommitProofChecker};
 use quorate_genesis::{Genesis, NodeConfig};
 use quorate_ledger::audit::{audit, AuditGenesis, ChainSource};
-use quorate_ledger::state::initial_accumulator;
+use quorate_ledger::state::{initial_accumulator, state_root};
 use quorate_ledger::{codec, Batch, CommittedBlock, Store};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -88,18 +88,21 @@ pub fn run(args: AuditArgs) -> Result<bool> {
     };
     let genesis_hash = genesis.hash()?;
     let accounts = crate::node::genesis_accounts(&genesis);
-    let state_root = initial_accumulator(accounts.iter().map(|(a, b)| (a, b))).root();
+    let governance = genesis.initial_governance();
+    let state_root = state_root(
+        initial_accumulator(accounts.iter().map(|(a, b)| (a, b))).root(),
+        governance.digest()?,
+    );
     let trusted = AuditGenesis {
         rules: genesis.rules(),
         genesis_hash,
         root: crate::node::genesis_root(&genesis, genesis_hash, state_root),
         accounts,
+        governance,
     };
-    let checker = CommitProofChecker {
-        genesis_hash,
-        validators: genesis.validator_set()?,
-        verifier: CertificateVerifier::new(),
-    };
+    // Epoch 0's proofs of possession, checked up front for a clear error.
+    genesis.validator_set()?;
+    let checker = CommitProofChecker::new(genesis_hash, CertificateVerifier::new());
     // A progress bar on a terminal; nothing when not a TTY or with --json.
     let bar = if !args.json && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);
@@ -134,7 +137,7 @@ pub fn run(args: AuditArgs) -> Result<bool> {
                         "blocks": report.blocks,
                         "transactions": report.transactions,
                         "failed_transactions": report.failed_transactions,
-                        "epochs": 1,
+                        "epochs": report.epochs,
                         "head_height": report.head_height,
                         "head_hash": report.head_hash,
                         "state_root": report.state_root,
@@ -144,10 +147,12 @@ pub fn run(args: AuditArgs) -> Result<bool> {
                 );
             } else {
                 println!(
-                    "ok: {} blocks, {} transactions ({} recorded as failed), 1 epoch, head {} at height {}, state root {} ({elapsed:.2} s)",
+                    "ok: {} blocks, {} transactions ({} recorded as failed), {} epoch{}, head {} at height {}, state root {} ({elapsed:.2} s)",
                     report.blocks,
                     report.transactions,
                     report.failed_transactions,
+                    report.epochs,
+                    if report.epochs == 1 { "" } else { "s" },
                     report.head_hash,
                     report.head_height,
                     report.state_root,

@@ -268,6 +268,7 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
         validators: n,
         protocol,
         accounts: spec.accounts,
+        governance: 1,
         dir: dir.clone(),
         base_port,
         hosts: Vec::new(),

@@ -10,7 +10,7 @@ use quorate_genesis::{
     generate_testnet, write_secret_file, AccountKeyFile, ConsensusParams, Protocol, TestnetSpec,
     ValidatorKeyFile, ValidatorKeys,
 };
-use quorate_ledger::{Transaction, TransactionKind};
+use quorate_ledger::TransactionKind;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -40,6 +40,9 @@ enum Command {
     /// Deterministic simulation of many seeds: the real engines on a simulated network with
     /// delays, drops, partitions, crashes and Byzantine validators; checks safety and liveness.
     Sim(SimArgs),
+    /// Make a new node's home: config.toml, a fresh validator key, a copy of the genesis and
+    /// HOME/validator.public.json (what `tx validators add --info` takes).
+    Init(InitArgs),
     /// Run one validator (configuration in HOME/config.toml). Stops cleanly on SIGINT/SIGTERM.
     Run(RunArgs),
     /// A local network: a testnet plus every validator as a child process, until Ctrl-C.
@@ -144,6 +147,79 @@ struct LocalnetArgs {
 enum TxCommand {
     /// Transfer funds: quorate tx transfer --key FILE --to ADDR --amount N [--wait]
     Transfer(TransferArgs),
+    /// Propose (or approve) a change to the validator set for the next epoch; signed by a
+    /// member of governance.
+    #[command(subcommand)]
+    Validators(ValidatorsCommand),
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// The node's home directory (created; refused if it already holds a config.toml).
+    #[arg(long)]
+    home: PathBuf,
+    /// The chain's genesis file (copied into the home).
+    #[arg(long)]
+    genesis: PathBuf,
+    /// Where the node listens for peers and is dialled, e.g. /ip4/127.0.0.1/tcp/26700.
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p: String,
+    /// Where the node serves RPC, e.g. 127.0.0.1:26701.
+    #[arg(long, value_name = "ADDR")]
+    rpc: String,
+    /// A node of the chain to reach (repeat for several).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<String>,
+    /// The node's name (default: the home directory's name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct GovernanceArgs {
+    /// A governance member's account key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The node's RPC URL.
+    #[arg(long, default_value = DEFAULT_RPC)]
+    rpc: String,
+    /// Wait until the transaction is committed; print its height and block hash.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum ValidatorsCommand {
+    /// Add the validator a `quorate init` described.
+    Add {
+        /// The node's validator.public.json.
+        #[arg(long, value_name = "FILE")]
+        info: PathBuf,
+        /// Its voting power (default: the file's, 1 from init).
+        #[arg(long)]
+        power: Option<u64>,
+        #[command(flatten)]
+        common: GovernanceArgs,
+    },
+    /// Remove a validator by name.
+    Remove {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        common: GovernanceArgs,
+    },
+    /// Set a validator's voting power.
+    SetPower {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        power: u64,
+        #[command(flatten)]
+        common: GovernanceArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +266,13 @@ enum QueryCommand {
     /// Where a transaction is: pending, committed (height, block hash) or unknown.
     Tx {
         hash: String,
+        #[command(flatten)]
+        common: QueryArgs,
+    },
+    /// The validator set of the current epoch (with open proposals) or of `--epoch E`.
+    Validators {
+        #[arg(long)]
+        epoch: Option<u64>,
         #[command(flatten)]
         common: QueryArgs,
     },
@@ -280,6 +363,9 @@ struct TestnetArgs {
     /// Number of funded accounts to create under DIR/accounts.
     #[arg(long, default_value_t = 4)]
     accounts: usize,
+    /// Governance: accounts 0..K-1 may change the validator set, K/2+1 of them together.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    governance: usize,
     /// Output directory (must not already hold a genesis.json).
     #[arg(long, default_value = "testnet")]
     dir: PathBuf,
@@ -303,6 +389,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keygen(args) => keygen(args),
         Command::Testnet(args) => testnet(args),
         Command::Sim(args) => sim(args),
+        Command::Init(args) => {
+            let text = crate::governance::init(&crate::governance::InitSpec {
+                home: &args.home,
+                genesis: &args.genesis,
+                p2p: &args.p2p,
+                rpc: &args.rpc,
+                peers: &args.peers,
+                name: args.name.as_deref(),
+            })?;
+            print!("{text}");
+            eprintln!(
+                "wrote {}",
+                args.home.join(crate::governance::PUBLIC_FILE).display()
+            );
+            Ok(())
+        }
         Command::Run(args) => run_node(args),
         Command::Localnet(args) => crate::localnet::localnet(
             args.validators,
@@ -312,6 +414,7 @@ pub fn run(cli: Cli) -> Result<()> {
             args.accounts,
         ),
         Command::Tx(TxCommand::Transfer(args)) => transfer(args),
+        Command::Tx(TxCommand::Validators(command)) => validators(command),
         Command::Query(query) => self::query(query),
         Command::Audit(args) => {
             let ok = crate::audit::run(crate::audit::AuditArgs {
@@ -360,64 +463,45 @@ fn transfer(args: TransferArgs) -> Result<()> {
     let key = AccountKeyFile::load(&args.key)
         .with_context(|| format!("loading {}", args.key.display()))?;
     let client = RpcClient::new(&args.rpc)?;
-    let status = client.get_ok("/v1/status")?;
-    let chain_id = status["chain_id"]
-        .as_str()
-        .context("node status has no chain_id")?
-        .to_string();
-    let nonce = match args.nonce {
-        Some(nonce) => nonce,
-        None => {
-            let account = client.get_ok(&format!("/v1/account/{}", key.public().address()))?;
-            account["next_nonce"]
-                .as_u64()
-                .context("node's account answer has no next_nonce")?
-        }
-    };
-    let tx = Transaction {
-        chain_id,
-        sender: key.public(),
-        nonce,
-        kind: TransactionKind::Transfer {
+    crate::governance::submit(
+        &client,
+        &key,
+        TransactionKind::Transfer {
             to,
             amount: args.amount,
         },
-    }
-    .sign(&key)?;
-    let body = serde_json::to_vec(&tx)?;
-    let answer = client.post("/v1/tx", &body)?.ok()?;
-    let hash = tx.id();
-    if answer["hash"].as_str() != Some(hash.to_hex().as_str()) {
-        bail!("node answered with an unexpected hash: {answer}");
-    }
-    if !args.wait {
-        println!("{hash} nonce={nonce}");
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
-    loop {
-        let state = client.get_ok(&format!("/v1/tx/{hash}"))?;
-        if state["status"] == "committed" {
-            let height = state["height"].as_u64().unwrap_or_default();
-            let block = state["block_hash"].as_str().unwrap_or_default();
-            if state["result"] != "ok" {
-                bail!(
-                    "transaction {hash} (nonce {nonce}) committed at height {height} (block {block}) but failed: {}",
-                    state["error"].as_str().unwrap_or("unknown reason")
-                );
-            }
-            println!("committed {hash} nonce={nonce} height={height} block={block}");
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "transaction {hash} not committed within {} s (status: {})",
-                args.timeout,
-                state["status"]
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        args.nonce,
+        args.wait
+            .then(|| std::time::Duration::from_secs(args.timeout)),
+    )
+}
+
+fn validators(command: ValidatorsCommand) -> Result<()> {
+    use crate::governance::ChangeRequest;
+    let (request, common) = match command {
+        ValidatorsCommand::Add {
+            info,
+            power,
+            common,
+        } => (ChangeRequest::Add { info, power }, common),
+        ValidatorsCommand::Remove { name, common } => (ChangeRequest::Remove { name }, common),
+        ValidatorsCommand::SetPower {
+            name,
+            power,
+            common,
+        } => (ChangeRequest::SetPower { name, power }, common),
+    };
+    let key = AccountKeyFile::load(&common.key)
+        .with_context(|| format!("loading {}", common.key.display()))?;
+    let client = RpcClient::new(&common.rpc)?;
+    crate::governance::propose(
+        &client,
+        &key,
+        request,
+        common
+            .wait
+            .then(|| std::time::Duration::from_secs(common.timeout)),
+    )
 }
 
 fn query(command: QueryCommand) -> Result<()> {
@@ -432,11 +516,19 @@ fn query(command: QueryCommand) -> Result<()> {
             Digest::from_hex(hash).map_err(|e| anyhow::anyhow!("hash {hash:?}: {e}"))?;
             (format!("/v1/tx/{hash}"), common)
         }
+        QueryCommand::Validators { epoch, common } => match epoch {
+            Some(epoch) => (format!("/v1/validators?epoch={epoch}"), common),
+            None => ("/v1/validators".to_string(), common),
+        },
     };
     let client = RpcClient::new(&common.rpc)?;
     let value = client.get_ok(&path)?;
     if common.json {
         println!("{value}");
+        return Ok(());
+    }
+    if let QueryCommand::Validators { .. } = command {
+        crate::governance::print_validators(&value);
         return Ok(());
     }
     match &value {
@@ -590,6 +682,7 @@ fn testnet(args: TestnetArgs) -> Result<()> {
         validators: args.validators as usize,
         protocol: args.protocol,
         accounts: args.accounts,
+        governance: args.governance,
         dir: args.dir.clone(),
         base_port: args.base_port,
         hosts: args.hosts,

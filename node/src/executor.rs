@@ -17,7 +17,7 @@ use quorate_consensus::{CommitProof, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
     codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Execution,
-    Head, StateReadError, StateView, Store, View,
+    GovernanceState, Head, StateAccumulator, StateReadError, StateView, Store, View,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -144,6 +144,8 @@ pub struct Executor {
     jobs: Sender<Job>,
     metrics: Arc<Metrics>,
     head: Head,
+    /// The committed governance state (the head's).
+    governance: GovernanceState,
     speculative: HashMap<Digest, Arc<Speculative>>,
     proposal: Option<Proposal>,
     /// Blocks the engine asked to check, with their hashes, oldest first; `checking` holds
@@ -211,6 +213,7 @@ impl Executor {
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let head = store.head()?.context("store has no head")?;
+        let governance = store.governance()?;
         Ok(Executor {
             config,
             store,
@@ -221,6 +224,7 @@ impl Executor {
             jobs,
             metrics,
             head,
+            governance,
             speculative: HashMap::new(),
             proposal: None,
             checks: VecDeque::new(),
@@ -562,16 +566,20 @@ impl Executor {
                 "parent is not on the committed chain".into(),
             ));
         };
-        let accumulator = match chain.first() {
-            Some(parent) => parent.execution.accumulator.clone(),
-            None => self.store.accumulator()?,
-        };
+        let (accumulator, governance) = self.parent_state(&chain)?;
         let view = ChainView {
             store: &self.store,
             chain,
         };
         let transactions = batches.iter().flat_map(|b| b.transactions.iter());
-        let execution = execute(&self.config.rules, &view, &accumulator, transactions)?;
+        let execution = execute(
+            &self.config.rules,
+            &view,
+            &accumulator,
+            &governance,
+            header.height,
+            transactions,
+        )?;
         if execution.state_root() != header.state_root {
             return Ok(Outcome::Invalid(format!(
                 "state root {} but execution gives {}",
@@ -591,6 +599,21 @@ impl Executor {
         });
         self.speculative.insert(*hash, block.clone());
         Ok(Outcome::Done(block))
+    }
+
+    /// The accounts' accumulator and the governance state a block on `chain` (its speculative
+    /// ancestors, nearest first, down to the committed head) starts from.
+    fn parent_state(
+        &self,
+        chain: &[Arc<Speculative>],
+    ) -> Result<(StateAccumulator, GovernanceState)> {
+        Ok(match chain.first() {
+            Some(parent) => (
+                parent.execution.accumulator.clone(),
+                parent.execution.governance.clone(),
+            ),
+            None => (self.store.accumulator()?, self.governance.clone()),
+        })
     }
 
     fn commit(&mut self, header: &BlockHeader, proof: &CommitProof) -> Result<Outcome<()>> {
@@ -617,6 +640,7 @@ impl Executor {
             hash,
             header: header.clone(),
         };
+        self.governance = block.execution.governance.clone();
         self.config.pushed_batches.committed(&block.batches);
         let head_height = self.head.height.0;
         self.speculative.retain(|_, b| b.height > head_height);
@@ -650,6 +674,7 @@ impl Executor {
         }
         let parent_hash = proposal.parent.hash()?;
         let view = proposal.view;
+        let height = proposal.parent.height.next();
         let parent_outcome = if parent_hash == self.head.hash {
             Outcome::Done(())
         } else {
@@ -679,10 +704,7 @@ impl Executor {
             .iter()
             .flat_map(|b| b.batches.iter().copied())
             .collect();
-        let accumulator = match chain.first() {
-            Some(parent) => parent.execution.accumulator.clone(),
-            None => self.store.accumulator()?,
-        };
+        let (accumulator, governance) = self.parent_state(&chain)?;
         let parent_state = ChainView {
             store: &self.store,
             chain,
@@ -721,6 +743,8 @@ impl Executor {
             &self.config.rules,
             &parent_state,
             &accumulator,
+            &governance,
+            height,
             batches.iter().flat_map(|b| b.transactions.iter()),
         )?;
         let payload_digest = Block::payload_digest_of(&included);

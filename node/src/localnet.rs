@@ -27,6 +27,7 @@ pub fn localnet(
             validators: validators as usize,
             protocol: protocol.unwrap_or(Protocol::HotStuff),
             accounts,
+            governance: 1,
             dir: dir.to_path_buf(),
             base_port,
             hosts: Vec::new(),

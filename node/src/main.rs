@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod executor;
+mod governance;
 mod inbox;
 mod ingest;
 mod localnet;

@@ -20,7 +20,7 @@ use quorate_consensus::{
 };
 use quorate_crypto::{Digest, MacKey, SigningKey};
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
-use quorate_ledger::state::initial_accumulator;
+use quorate_ledger::state::{initial_accumulator, state_root};
 use quorate_ledger::{
     codec, Account, Batch, Block, BlockHeader, ChainRules, Height, PendingBlock, Store,
 };
@@ -303,8 +303,10 @@ pub fn open_store(path: &Path, genesis: &Genesis, genesis_hash: Digest) -> Resul
         None => {
             let accounts = genesis_accounts(genesis);
             let accumulator = initial_accumulator(accounts.iter().map(|(a, b)| (a, b)));
-            let root = genesis_root(genesis, genesis_hash, accumulator.root());
-            store.initialize(&root, &accounts, &accumulator)?;
+            let governance = genesis.initial_governance();
+            let state_root = state_root(accumulator.root(), governance.digest()?);
+            let root = genesis_root(genesis, genesis_hash, state_root);
+            store.initialize(&root, &accounts, &accumulator, &governance)?;
             info!("initialised the database from genesis");
         }
     }
@@ -327,7 +329,7 @@ pub async fn run(home: &Path) -> Result<()> {
         .index_of_identity(&keys.identity.public())
         .with_context(|| {
             format!(
-                "identity key {} is not a validator of this genesis",
+                "identity key {} is not a validator of epoch 0 (this version runs validators only; a node that `quorate init` made waits for follower mode, issue 13)",
                 keys.identity.public()
             )
         })?;

@@ -14,7 +14,8 @@ use quorate_consensus::{CommitProof, EngineStatus, ProtocolStatus};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::audit::ChainSource;
 use quorate_ledger::{
-    codec, Batch, CommittedBlock, SignedTransaction, TransactionError, MAX_TRANSACTION_BYTES,
+    codec, Batch, CommittedBlock, Epoch, SignedTransaction, StateReadError, TransactionError,
+    TransactionKind, ValidatorInfo, MAX_TRANSACTION_BYTES,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -59,6 +60,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/v1/block/{height}", get(block))
         .route("/v1/block/{height}/raw", get(block_raw))
         .route("/v1/status", get(status))
+        .route("/v1/validators", get(validators))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -79,6 +81,23 @@ fn submit_error(error: SubmitError) -> ApiError {
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError(status, error.to_string())
+}
+
+/// A validator-set change is checked against the committed governance state before anything
+/// else, so its sender learns exactly which rule it breaks (execution applies the same rules to
+/// the state its block builds on, and records the same refusal if that state refuses it).
+fn check_governance(shared: &Shared, tx: &SignedTransaction) -> Result<(), SubmitError> {
+    let TransactionKind::Reconfigure { epoch, change } = &tx.transaction().kind else {
+        return Ok(());
+    };
+    let governance = shared
+        .store
+        .governance()
+        .map_err(|e| StateReadError(e.to_string()))?;
+    governance
+        .get()
+        .check(&tx.sender(), *epoch, change)
+        .map_err(|e| SubmitError::Invalid(TransactionError::Governance(e)))
 }
 
 async fn submit(
@@ -104,6 +123,7 @@ async fn submit(
     if let Ok(Some(_)) = shared.store.tx(&id) {
         return Err(reject(submit_error(SubmitError::AlreadyCommitted(id))));
     }
+    check_governance(&shared, &tx).map_err(|e| reject(submit_error(e)))?;
     shared
         .mempool()
         .precheck(&tx, shared.store.as_ref())
@@ -154,9 +174,8 @@ async fn submit_many(
         let id = tx.id();
         let checked = match shared.store.tx(&id) {
             Ok(Some(_)) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
-            Ok(None) => shared
-                .mempool()
-                .precheck(&tx, shared.store.as_ref())
+            Ok(None) => check_governance(&shared, &tx)
+                .and_then(|()| shared.mempool().precheck(&tx, shared.store.as_ref()))
                 .map_err(submit_error),
             Err(error) => Err(internal(error)),
         };
@@ -371,22 +390,90 @@ async fn status(State(shared): State<Shared_>) -> Result<Json<Value>, ApiError> 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let governance = shared.store.governance().map_err(internal)?;
     Ok(Json(json!({
         "chain_id": shared.chain_id,
         "protocol": shared.protocol.to_string(),
-        "epoch": head.header.epoch.0,
+        "epoch": governance.epoch().0,
         "view": engine.view.0,
         "height": head.height.0,
         "head_hash": head.hash,
         "state_root": head.header.state_root,
         "leader": engine.leader,
         "validator_index": shared.me,
-        "validators": shared.validators.len(),
+        "validators": governance.get().validators.len(),
         "peers": shared.net.connected(),
         "mempool": shared.mempool().len(),
         "timeouts": engine.timeouts,
         "consensus": protocol_status(&engine),
     })))
+}
+
+#[derive(serde::Deserialize)]
+struct EpochQuery {
+    epoch: Option<u64>,
+}
+
+fn validator_json(index: usize, v: &ValidatorInfo) -> Value {
+    json!({
+        "index": index,
+        "name": v.name,
+        "identity_key": v.identity_key,
+        "bls_key": v.bls_key,
+        "p2p_address": v.p2p_address,
+        "voting_power": v.voting_power,
+    })
+}
+
+/// `GET /v1/validators[?epoch=E]`: the set of the current epoch (with open proposals and the
+/// scheduled change) or of an earlier one the committed chain went through.
+async fn validators(
+    State(shared): State<Shared_>,
+    query: Result<Query<EpochQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| bad(format!("query: {}", e.body_text())))?;
+    let governance = shared.store.governance().map_err(internal)?;
+    let current = governance.get();
+    let epoch = query.epoch.map_or(current.epoch, Epoch);
+    if epoch > current.epoch {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "epoch {epoch} has not begun: the committed chain is in epoch {}",
+                current.epoch
+            ),
+        ));
+    }
+    let set = match epoch == current.epoch {
+        true => current.validators.clone(),
+        false => shared
+            .store
+            .epoch_validators(epoch)
+            .map_err(internal)?
+            .ok_or_else(|| internal(format!("no record of epoch {epoch}'s validators")))?,
+    };
+    let total: u64 = set.iter().map(|v| v.voting_power).sum();
+    let mut answer = json!({
+        "epoch": epoch.0,
+        "validators": set.iter().enumerate().map(|(i, v)| validator_json(i, v)).collect::<Vec<_>>(),
+        "total_power": total,
+        "quorum_power": quorate_ledger::governance::quorum_power(total),
+    });
+    if epoch == current.epoch {
+        answer["governance"] = json!({
+            "members": current.config.members,
+            "threshold": current.config.threshold,
+            "proposals": current.proposals.iter().map(|p| json!({
+                "change": p.change,
+                "approvals": p.approvals,
+            })).collect::<Vec<_>>(),
+            "scheduled": current.scheduled.as_ref().map(|s| json!({
+                "height": s.height.0,
+                "validators": s.validators.iter().enumerate().map(|(i, v)| validator_json(i, v)).collect::<Vec<_>>(),
+            })),
+        });
+    }
+    Ok(Json(answer))
 }
 
 /// What only the chain's protocol has, for `/v1/status`.

@@ -134,8 +134,13 @@ impl Cluster {
             let text = std::fs::read_to_string(&path).expect("genesis.json");
             let mut genesis: serde_json::Value = serde_json::from_str(&text).expect("genesis JSON");
             for (name, value) in &params {
-                assert!(genesis["params"].get(name).is_some(), "no parameter {name}");
-                genesis["params"][name] = serde_json::json!(value);
+                // "epoch_rules.min_validators" names a nested parameter.
+                let mut slot = &mut genesis["params"];
+                for part in name.split('.') {
+                    assert!(slot.get(part).is_some(), "no parameter {name}");
+                    slot = &mut slot[part];
+                }
+                *slot = serde_json::json!(value);
             }
             std::fs::write(&path, genesis.to_string()).expect("writing genesis.json");
         }

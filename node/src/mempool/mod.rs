@@ -591,6 +591,7 @@ mod tests {
         let rules = ChainRules {
             chain_id: "c".into(),
             allow_opaque: true,
+            allow_reconfiguration: false,
         };
         let mut pool = Mempool::new(rules, config, 3);
         // The same nonce twice, far ahead, past the per-account limit: all fine when opaque.

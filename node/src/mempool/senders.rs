@@ -32,6 +32,8 @@ impl Entry {
             }
             // Never held in a sender's view (see the mempool); spends nothing.
             TransactionKind::Opaque { .. } => (0, 0),
+            // Consumes a nonce, spends nothing.
+            TransactionKind::Reconfigure { .. } => (0, 0),
         };
         Entry {
             id: tx.id(),

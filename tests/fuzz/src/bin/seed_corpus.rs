@@ -179,6 +179,7 @@ fn main() {
             validators: 4,
             protocol,
             accounts: 3,
+            governance: 1,
             dir: dir.clone(),
             base_port: 26600,
             hosts: Vec::new(),
