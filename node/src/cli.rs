@@ -330,6 +330,10 @@ struct SimArgs {
     /// GST and all restart together (not with --synchronous).
     #[arg(long, default_value_t = 0.0)]
     restart_all: f64,
+    /// Reconfigure the validator set at random heights in every seed (a spare validator joins
+    /// and leaves, honest validators' power changes) while the faults run.
+    #[arg(long)]
+    reconfigure: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -576,6 +580,7 @@ fn sim(args: SimArgs) -> Result<()> {
         bail!("--restart-all {} must be between 0 and 1", args.restart_all);
     }
     config.restart_all = args.restart_all;
+    config.reconfigure = args.reconfigure;
     config.fault = match args.fault_inject.as_deref() {
         None => FaultInjection::None,
         Some(name) => {
@@ -604,7 +609,7 @@ fn sim(args: SimArgs) -> Result<()> {
         println!(
             "{} n={} byzantine={} ({:?}) drop={} seeds={}: safety_violations={} liveness_failures={} \
              min_committed={} mean_committed={:.1} committed/s={:.2} msgs/block={:.1} \
-             bytes/block={:.0} lock_refusals={} crypto={:?} in {:.1}s ({:.1} seeds/s)",
+             bytes/block={:.0} lock_refusals={} epochs={:.2} crypto={:?} in {:.1}s ({:.1} seeds/s)",
             summary.protocol,
             summary.validators,
             summary.byzantine,
@@ -619,6 +624,7 @@ fn sim(args: SimArgs) -> Result<()> {
             summary.msgs_per_block,
             summary.bytes_per_block,
             summary.lock_refusals,
+            summary.mean_epochs,
             summary.crypto,
             summary.elapsed_s,
             summary.seeds_per_s

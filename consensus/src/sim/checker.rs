@@ -28,11 +28,18 @@ pub struct SeedReport {
     pub tc_proposals_below_high_qc: u64,
     /// PBFT: blocks whose checkpoint became stable after they committed.
     pub certified: u64,
+    /// Epochs the committed chain went through (1 without reconfigurations).
+    pub epochs: u64,
     pub trace_hash: Digest,
 }
 
 impl World<'_> {
     pub(super) fn commit(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
+        self.check_commit(node, &header, proof);
+        self.end_epoch_if_last(node, &header);
+    }
+
+    fn check_commit(&mut self, node: usize, header: &BlockHeader, proof: CommitProof) {
         let Ok(hash) = header.hash() else { return };
         let n = &mut self.nodes[node];
         if header.height <= n.last_committed.0.height {
@@ -46,12 +53,14 @@ impl World<'_> {
             ));
         }
         let previous = std::mem::replace(&mut n.last_committed, (header.clone(), Some(proof)));
+        let n = &mut self.nodes[node];
         if previous.0.height.0 > 0 {
             n.history.push_back(previous.0);
         }
-        while n.history.len()
-            > crate::recovery_history(self.setup.validators.len(), &self.setup.params)
-        {
+        let epoch = n.epoch;
+        let set_len = self.plan(epoch).set.len();
+        let n = &mut self.nodes[node];
+        while n.history.len() > crate::recovery_history(set_len, &self.setup.params) {
             n.history.pop_front();
         }
         n.committed += 1;
@@ -96,7 +105,7 @@ impl World<'_> {
             &header,
             &proof,
             self.setup.genesis_hash,
-            &self.setup.validators,
+            &self.plan(header.epoch.0 as usize).set,
             &self.setup.verifier,
         );
         if verdict != Ok(crate::ProofStrength::Committed) {
@@ -151,12 +160,15 @@ impl World<'_> {
     }
 
     pub(super) fn report(self) -> SeedReport {
+        // Owed by every honest validator in its epoch's set (the spare outside it runs none).
+        let member = |n: &Node| n.index < self.plan(n.epoch).set.len();
         let honest: Vec<&Node> = self
             .nodes
             .iter()
-            .filter(|n| n.role == Role::Honest)
+            .filter(|n| n.role == Role::Honest && member(n))
             .collect();
-        let live = honest.iter().all(|n| n.committed_after_gst > 0);
+        // A seed that broke safety stops there (its liveness is moot).
+        let live = self.violation.is_some() || honest.iter().all(|n| n.committed_after_gst > 0);
         let engines = || honest.iter().filter_map(|n| n.engine.as_ref());
         let timeouts = engines().map(|e| e.engine().status().timeouts).sum();
         let lock_refusals = engines().map(|e| e.engine().status().lock_refusals()).sum();
@@ -174,6 +186,7 @@ impl World<'_> {
             tc_proposals: self.tc_proposals,
             tc_proposals_below_high_qc: self.tc_proposals_below_high_qc,
             certified: self.certified,
+            epochs: self.boundaries.len() as u64 + 1,
             trace_hash: self.trace.finalize(),
         }
     }

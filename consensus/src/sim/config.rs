@@ -99,6 +99,9 @@ pub struct SimConfig {
     /// With asynchrony: the share of seeds in which every honest validator crashes at one
     /// instant before GST and all restart together.
     pub restart_all: f64,
+    /// Reconfigurations: each seed changes the validator set at random heights (a spare honest
+    /// validator joins and leaves, honest validators' power changes) while the faults run.
+    pub reconfigure: bool,
 }
 
 impl SimConfig {
@@ -114,6 +117,7 @@ impl SimConfig {
             gst_max_ms: 2_000,
             after_gst_ms: 8_000,
             restart_all: 0.0,
+            reconfigure: false,
         }
     }
 }
@@ -121,7 +125,11 @@ impl SimConfig {
 /// Keys, validator set and genesis shared by every seed of a configuration.
 pub struct Setup {
     pub(super) crypto: CryptoMode,
+    /// Epoch 0's set: validators 0..n.
     pub(super) validators: ValidatorSet,
+    /// Validators 0..=n: the set's and a spare one that reconfigurations add and remove. A
+    /// validator's index is its place here in every epoch (sets are prefixes of it).
+    pub(super) universe: Vec<ValidatorInfo>,
     /// Each validator's signer; a Byzantine validator signs only with its own.
     pub(super) signers: Vec<Signer>,
     pub(super) genesis_hash: Digest,
@@ -130,18 +138,25 @@ pub struct Setup {
     pub(super) verifier: Arc<CertificateVerifier>,
     /// Each validator's pairwise MAC keys (PBFT), derived on first use.
     pub(super) mac_keys: OnceLock<Vec<Arc<[MacKey]>>>,
+    /// Sets of later epochs built so far (building one checks every proof of possession).
+    pub(super) epoch_sets: std::sync::Mutex<HashMap<(u64, Vec<u64>), ValidatorSet>>,
+    /// MAC keys of later epochs by (epoch, set size, validator).
+    pub(super) epoch_mac_keys: std::sync::Mutex<HashMap<EpochMember, Arc<[MacKey]>>>,
 }
 
 pub(super) const CHAIN_ID: &str = "quorate-sim";
 
+/// (epoch, size of its set, validator index).
+type EpochMember = (u64, usize, usize);
+
 impl Setup {
-    /// Deterministic keys for `n` validators (PoPs are checked, as on a real chain), signing
-    /// with `crypto`.
+    /// Deterministic keys for `n` validators and a spare (PoPs are checked, as on a real
+    /// chain), signing with `crypto`.
     pub fn new(n: usize, crypto: CryptoMode) -> Result<Self, quorate_genesis::GenesisError> {
-        let keys: Vec<Arc<BlsKeyPair>> = (0..n as u64)
+        let keys: Vec<Arc<BlsKeyPair>> = (0..=n as u64)
             .map(|i| Arc::new(BlsKeyPair::from_seed_insecure(i)))
             .collect();
-        let infos = keys
+        let universe: Vec<ValidatorInfo> = keys
             .iter()
             .enumerate()
             .map(|(i, key)| ValidatorInfo {
@@ -153,7 +168,7 @@ impl Setup {
                 voting_power: 1,
             })
             .collect();
-        let validators = ValidatorSet::new(Epoch(0), infos)?;
+        let validators = ValidatorSet::new(Epoch(0), universe[..n].to_vec())?;
         let genesis_hash = quorate_crypto::hash(Domain::Genesis, format!("sim-{n}").as_bytes());
         let root = BlockHeader::genesis(
             CHAIN_ID,
@@ -177,9 +192,9 @@ impl Setup {
                 CertificateVerifier::new(),
             ),
             CryptoMode::Fast => {
-                let fast = Arc::new(FastKeys::new(n));
+                let fast = Arc::new(FastKeys::new(n + 1));
                 (
-                    (0..n).map(|i| Signer::fast(fast.clone(), i)).collect(),
+                    (0..=n).map(|i| Signer::fast(fast.clone(), i)).collect(),
                     CertificateVerifier::fast(fast),
                 )
             }
@@ -187,12 +202,15 @@ impl Setup {
         Ok(Setup {
             crypto,
             validators,
+            universe,
             signers,
             genesis_hash,
             root,
             params,
             verifier: Arc::new(verifier),
             mac_keys: OnceLock::new(),
+            epoch_sets: std::sync::Mutex::new(HashMap::new()),
+            epoch_mac_keys: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -217,6 +235,62 @@ impl Setup {
                 .collect()
         });
         all[index].clone()
+    }
+
+    /// Validator `index`'s MAC keys in `epoch`, whose set is `set` (fresh keys per epoch, as
+    /// a node derives them).
+    pub(super) fn epoch_mac_keys(
+        &self,
+        epoch: u64,
+        set: &ValidatorSet,
+        index: usize,
+    ) -> Arc<[MacKey]> {
+        if epoch == 0 {
+            return self.mac_keys(index);
+        }
+        let key = (epoch, set.len(), index);
+        let mut cache = self
+            .epoch_mac_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(keys) = cache.get(&key) {
+            return keys.clone();
+        }
+        let context = MacKey::context(CHAIN_ID, &self.genesis_hash, epoch);
+        let own = SigningKey::from_seed_insecure(index as u64);
+        let keys: Arc<[MacKey]> = set
+            .validators()
+            .iter()
+            .filter_map(|peer| MacKey::derive(&own, &peer.identity_key, &context).ok())
+            .collect::<Vec<_>>()
+            .into();
+        cache.insert(key, keys.clone());
+        keys
+    }
+
+    /// Validator set of `epoch` with the members `0..members` of the universe and `powers`.
+    pub(super) fn epoch_set(
+        &self,
+        epoch: u64,
+        powers: &[u64],
+    ) -> Result<ValidatorSet, quorate_genesis::GenesisError> {
+        let key = (epoch, powers.to_vec());
+        let mut sets = self.epoch_sets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = sets.get(&key) {
+            return Ok(set.clone());
+        }
+        let infos = self
+            .universe
+            .iter()
+            .zip(powers)
+            .map(|(info, power)| ValidatorInfo {
+                voting_power: *power,
+                ..info.clone()
+            })
+            .collect();
+        let set = ValidatorSet::new(Epoch(epoch), infos)?;
+        sets.insert(key, set.clone());
+        Ok(set)
     }
 
     #[cfg(test)]

@@ -21,6 +21,7 @@
 
 mod checker;
 mod config;
+mod epochs;
 mod hotstuff;
 mod network;
 mod node;
@@ -34,6 +35,7 @@ pub use config::{Behaviour, CryptoMode, Setup, SimConfig};
 pub use rng::Rng;
 pub use summary::{run_seeds, Summary};
 
+use epochs::EpochPlan;
 use hotstuff::Withheld;
 use node::{Node, Role, SimEngine};
 use scheduler::{Event, Scheduled};
@@ -68,6 +70,11 @@ struct World<'a> {
     /// Partition side of each node before GST; `None`: no partition.
     partition: Option<Vec<bool>>,
     committed_global: BTreeMap<Height, Digest>,
+    /// Each epoch's set and last height (one epoch unless the config reconfigures).
+    epochs: Vec<EpochPlan>,
+    /// The last block of each finished epoch, as honest validators committed it, and when the
+    /// first of them did.
+    boundaries: Vec<(BlockHeader, u64)>,
     violation: Option<String>,
     /// The lowest high_qc view each validator reported in a timeout for a view.
     timeout_high_qc: HashMap<(View, usize), View>,
@@ -147,32 +154,15 @@ impl<'a> World<'a> {
             let copies = if role == Role::Twin { 2 } else { 1 };
             for _ in 0..copies {
                 copies_of_index.push(nodes.len());
-                nodes.push(Node {
-                    index,
-                    role,
-                    engine: None,
-                    incarnation: 0,
-                    durable_safety: None,
-                    durable_blocks: BTreeMap::new(),
-                    volatile_blocks: Vec::new(),
-                    headers: HashMap::from([(
-                        setup.root.hash().unwrap_or(Digest::ZERO),
-                        setup.root.clone(),
-                    )]),
-                    justifies: HashMap::new(),
-                    last_committed: (setup.root.clone(), None),
-                    history: VecDeque::new(),
-                    committed: 0,
-                    committed_after_gst: 0,
-                    seen: BTreeMap::new(),
-                    withheld: None,
-                    considered: View(0),
-                    replays: VecDeque::new(),
-                    pbft_seen: BTreeMap::new(),
-                });
+                nodes.push(Node::new(index, role, setup));
             }
         }
-        World {
+        if config.reconfigure {
+            // The spare: honest, in no set until a reconfiguration adds it.
+            by_index.push(vec![nodes.len()]);
+            nodes.push(Node::new(n, Role::Honest, setup));
+        }
+        let mut world = World {
             setup,
             config,
             seed,
@@ -186,6 +176,8 @@ impl<'a> World<'a> {
             by_index,
             partition: None,
             committed_global: BTreeMap::new(),
+            epochs: Vec::new(),
+            boundaries: Vec::new(),
             violation: None,
             timeout_high_qc: HashMap::new(),
             tc_proposals: 0,
@@ -196,7 +188,9 @@ impl<'a> World<'a> {
             trace: Hasher::new(Domain::Batch),
             samples: Vec::new(),
             sample_limit: 0,
-        }
+        };
+        world.epochs = world.plan_epochs(&byzantine);
+        world
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -205,12 +199,24 @@ impl<'a> World<'a> {
             Event::Deliver {
                 to,
                 from,
+                epoch,
                 message,
                 bytes,
             } => {
                 self.trace
                     .update(&[0, to as u8, from as u8])
                     .update(&bytes.0);
+                // The runtime delivers a message only within the epoch it was sent in; a
+                // validator that has left that epoch answers with the proof that it ended.
+                if epoch != self.nodes[to].epoch {
+                    if epoch < self.nodes[to].epoch && self.nodes[to].role != Role::Silent {
+                        for node in self.by_index[from].clone() {
+                            let delay = self.delay();
+                            self.schedule(delay, Event::EpochProof { node });
+                        }
+                    }
+                    return;
+                }
                 match self.nodes[to].role {
                     Role::Equivocator if self.config.protocol == Protocol::Pbft => {
                         self.pbft_remember(to, &message);
@@ -267,13 +273,20 @@ impl<'a> World<'a> {
                 let n = &mut self.nodes[node];
                 n.engine = None;
                 n.incarnation += 1;
+                n.crashed = true;
                 n.volatile_blocks.clear();
                 let delay = restart_at.saturating_sub(self.now);
                 self.schedule(delay, Event::Restart { node });
             }
             Event::Restart { node } => {
                 self.trace.update(&[4, node as u8]);
+                self.nodes[node].crashed = false;
                 self.boot(node);
+            }
+            Event::LedgerSync => self.ledger_sync(),
+            Event::EpochProof { node } => {
+                self.trace.update(&[6, node as u8]);
+                self.take_epoch_proof(node);
             }
             Event::Repartition => {
                 if self.now >= self.gst {
@@ -317,7 +330,13 @@ impl<'a> World<'a> {
     }
 
     fn execute(&mut self, node: usize, actions: Vec<Action>) {
+        let incarnation = self.nodes[node].incarnation;
         for action in actions {
+            // The engine that asked was stopped (its epoch ended at a commit above): the rest
+            // of what it asked is not done.
+            if self.nodes[node].incarnation != incarnation {
+                break;
+            }
             match action {
                 Action::Send { to, message } => self.send(node, to, message),
                 Action::Broadcast { message } => self.broadcast(node, message),

@@ -53,11 +53,13 @@ impl World<'_> {
         }
         let delay = self.delay();
         let from = self.nodes[from_node].index;
+        let epoch = self.nodes[from_node].epoch;
         self.schedule(
             delay,
             Event::Deliver {
                 to: to_node,
                 from,
+                epoch,
                 message,
                 bytes,
             },

@@ -19,6 +19,11 @@ pub(super) struct Node {
     pub(super) role: Role,
     pub(super) engine: Option<SimEngine>,
     pub(super) incarnation: u64,
+    /// Between a crash and its restart.
+    pub(super) crashed: bool,
+    /// The epoch it is in, and that epoch's root (the last block of the one before).
+    pub(super) epoch: usize,
+    pub(super) epoch_root: BlockHeader,
     pub(super) durable_safety: Option<Vec<u8>>,
     pub(super) durable_blocks: BTreeMap<Digest, Vec<u8>>,
     pub(super) volatile_blocks: Vec<(Digest, Vec<u8>)>,
@@ -41,6 +46,38 @@ pub(super) struct Node {
     pub(super) replays: VecDeque<Message>,
     /// PBFT equivocators: blocks seen pre-prepared per (view, sequence number).
     pub(super) pbft_seen: BTreeMap<(View, Height), Vec<Digest>>,
+}
+
+impl Node {
+    /// Validator `index` with `role`, at the genesis root, not started.
+    pub(super) fn new(index: usize, role: Role, setup: &Setup) -> Node {
+        Node {
+            index,
+            role,
+            engine: None,
+            incarnation: 0,
+            crashed: false,
+            epoch: 0,
+            epoch_root: setup.root.clone(),
+            durable_safety: None,
+            durable_blocks: BTreeMap::new(),
+            volatile_blocks: Vec::new(),
+            headers: HashMap::from([(
+                setup.root.hash().unwrap_or(Digest::ZERO),
+                setup.root.clone(),
+            )]),
+            justifies: HashMap::new(),
+            last_committed: (setup.root.clone(), None),
+            history: VecDeque::new(),
+            committed: 0,
+            committed_after_gst: 0,
+            seen: BTreeMap::new(),
+            withheld: None,
+            considered: View(0),
+            replays: VecDeque::new(),
+            pbft_seen: BTreeMap::new(),
+        }
+    }
 }
 
 /// A simulated validator's engine: the code a node runs, of the configuration's protocol.
@@ -90,17 +127,32 @@ impl SimEngine {
 impl World<'_> {
     pub(super) fn boot(&mut self, node: usize) {
         let index = self.nodes[node].index;
+        if self.nodes[node].role == Role::Silent || !self.is_member(node) {
+            return; // not in this epoch's set: no engine (it follows the chain by ledger sync)
+        }
+        let epoch = self.nodes[node].epoch;
+        let set = self.plan(epoch).set.clone();
         let mut config = self.setup.engine_config(index, self.config.fault);
+        let epoch_root = self.nodes[node].epoch_root.clone();
         let (root, root_proof) = self.nodes[node].last_committed.clone();
-        if root_proof.is_some() {
+        if root_proof.is_some() && root.height > epoch_root.height {
             config.root = root;
             config.root_proof = root_proof;
-            config.history = self.nodes[node].history.iter().cloned().collect();
+            // Only this epoch's blocks: a proposer index means nothing in another set.
+            config.history = self.nodes[node]
+                .history
+                .iter()
+                .filter(|h| h.height > epoch_root.height)
+                .cloned()
+                .collect();
+        } else {
+            config.root = epoch_root.clone();
         }
-        config.epoch_root = self.setup.root.clone();
+        config.epoch_root = epoch_root;
         if self.config.protocol == Protocol::Pbft {
-            config.keys.mac_keys = self.setup.mac_keys(index);
+            config.keys.mac_keys = self.setup.epoch_mac_keys(epoch as u64, &set, index);
         }
+        config.validators = set;
         let blocks: Vec<Vec<u8>> = self.nodes[node].durable_blocks.values().cloned().collect();
         let safety = self.nodes[node].durable_safety.clone();
         let built = SimEngine::build(self.config.protocol, config, safety.as_deref(), blocks);

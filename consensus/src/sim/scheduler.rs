@@ -7,6 +7,8 @@ pub(super) enum Event {
     Deliver {
         to: usize,
         from: usize,
+        /// The sender's epoch when it sent the message.
+        epoch: usize,
         message: Message,
         bytes: Digest,
     },
@@ -28,7 +30,17 @@ pub(super) enum Event {
         node: usize,
     },
     Repartition,
+    /// Ledger sync's check for validators left in a finished epoch (with reconfigurations).
+    LedgerSync,
+    /// The proof that `node`'s epoch ended, from a validator in a later epoch that received
+    /// one of its messages.
+    EpochProof {
+        node: usize,
+    },
 }
+
+/// Events pending at once beyond which a seed stops with a violation.
+const MAX_QUEUED_EVENTS: usize = 200_000;
 
 pub(super) struct Scheduled {
     pub(super) time: u64,
@@ -71,6 +83,9 @@ impl World<'_> {
             }
             self.boot(node);
         }
+        if self.config.reconfigure {
+            self.schedule(epochs::SYNC_EVERY_MS, Event::LedgerSync);
+        }
         if self.config.asynchrony {
             self.schedule(0, Event::Repartition);
             // Crash one honest validator for a while before GST, in half the seeds.
@@ -106,7 +121,19 @@ impl World<'_> {
             }
         }
         while let Some(next) = self.queue.pop() {
-            if next.time > self.end {
+            // After a safety violation the rest of the run shows nothing more (and engines on
+            // diverged chains, possible only with an injected fault, can keep fetching forever).
+            if next.time > self.end || self.violation.is_some() {
+                break;
+            }
+            // A message storm is a finding in itself (an engine that answers messages with more
+            // messages without bound), not something to run out of memory on.
+            if self.queue.len() > MAX_QUEUED_EVENTS {
+                self.violation.get_or_insert(format!(
+                    "message storm: {} events queued at {} ms",
+                    self.queue.len(),
+                    self.now
+                ));
                 break;
             }
             self.now = next.time;

@@ -34,6 +34,10 @@ pub struct Summary {
     pub lock_refusals: u64,
     pub tc_proposals: u64,
     pub tc_proposals_below_high_qc: u64,
+    /// Whether the seeds reconfigured the validator set, and the mean number of epochs the
+    /// honest validators' committed chains went through.
+    pub reconfigure: bool,
+    pub mean_epochs: f64,
     pub elapsed_s: f64,
     pub seeds_per_s: f64,
 }
@@ -59,6 +63,7 @@ struct Tally {
     lock_refusals: u64,
     tc_proposals: u64,
     tc_proposals_below_high_qc: u64,
+    epochs: u64,
 }
 
 impl Tally {
@@ -96,6 +101,7 @@ impl Tally {
         self.lock_refusals += report.lock_refusals;
         self.tc_proposals += report.tc_proposals;
         self.tc_proposals_below_high_qc += report.tc_proposals_below_high_qc;
+        self.epochs += report.epochs;
     }
 
     fn merge(&mut self, other: Tally) {
@@ -126,6 +132,7 @@ impl Tally {
         self.lock_refusals += other.lock_refusals;
         self.tc_proposals += other.tc_proposals;
         self.tc_proposals_below_high_qc += other.tc_proposals_below_high_qc;
+        self.epochs += other.epochs;
     }
 }
 
@@ -214,6 +221,8 @@ fn summarize(
         lock_refusals: tally.lock_refusals,
         tc_proposals: tally.tc_proposals,
         tc_proposals_below_high_qc: tally.tc_proposals_below_high_qc,
+        reconfigure: config.reconfigure,
+        mean_epochs: ratio(tally.epochs, tally.seeds),
         elapsed_s,
         seeds_per_s: if elapsed_s > 0.0 {
             tally.seeds as f64 / elapsed_s

@@ -343,3 +343,69 @@ fn pbft_checker_bites_without_prepare_or_with_a_careless_new_view() {
         );
     }
 }
+
+/// Reconfigurations while the faults run (issue 13): each seed changes the validator set one to
+/// three times at random heights (the spare validator joins or leaves, honest validators' power
+/// changes), every validator restarts its engine at its epoch's last block with fresh safety
+/// state and MAC keys, and messages cross no epoch. Both protocols stay safe and live, the
+/// epochs really change, and the checker still catches a broken engine across them.
+#[test]
+fn reconfigurations_keep_both_protocols_safe_and_live() {
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+    let seeds = (seeds_per_config() / 2).max(50);
+    for protocol in [Protocol::HotStuff, Protocol::Pbft] {
+        let mut config = SimConfig::new(4, 1, Behaviour::Random);
+        config.protocol = protocol;
+        config.reconfigure = true;
+        let summary = run_seeds(&setup, &config, 0, seeds, threads());
+        assert_eq!(
+            summary.safety_violations, 0,
+            "{protocol}: {:?}",
+            summary.first_violation
+        );
+        assert_eq!(
+            summary.liveness_failures, 0,
+            "{protocol}: first stalled seed {:?}",
+            summary.first_stalled_seed
+        );
+        assert!(
+            summary.mean_epochs > 2.0,
+            "{protocol}: {}",
+            summary.mean_epochs
+        );
+    }
+    let mut broken = SimConfig::new(4, 1, Behaviour::Equivocate);
+    broken.fault = FaultInjection::IgnoreLock;
+    broken.reconfigure = true;
+    let summary = run_seeds(&setup, &broken, 0, 100, threads());
+    assert!(summary.safety_violations > 0, "{summary:?}");
+}
+
+/// The epoch plan: Byzantine validators keep power 1 in every set, the spare is the only one
+/// that comes and goes, and each epoch's set is what the next epoch's engines are built with.
+#[test]
+fn epoch_plans_keep_the_faulty_below_a_third() {
+    let setup = Setup::new(4, CryptoMode::Fast).unwrap();
+    let mut config = SimConfig::new(4, 1, Behaviour::Silent);
+    config.reconfigure = true;
+    for seed in 0..50 {
+        let world = World::new(&setup, &config, seed);
+        assert!(world.epochs.len() >= 2, "seed {seed}: no reconfiguration");
+        let byzantine: Vec<usize> = (0..4)
+            .filter(|&i| world.nodes[i].role != node::Role::Honest)
+            .collect();
+        for (epoch, plan) in world.epochs.iter().enumerate() {
+            assert_eq!(plan.set.epoch(), Epoch(epoch as u64));
+            assert!(plan.set.len() == 4 || plan.set.len() == 5);
+            let faulty: u64 = byzantine
+                .iter()
+                .map(|&i| plan.set.committee().power(i))
+                .sum();
+            assert!(
+                3 * faulty < plan.set.total_power(),
+                "seed {seed} epoch {epoch}"
+            );
+            assert_eq!(plan.last.is_none(), epoch + 1 == world.epochs.len());
+        }
+    }
+}

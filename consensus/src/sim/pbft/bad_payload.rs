@@ -45,7 +45,9 @@ impl World<'_> {
             header,
         };
         for target in self.by_index[to].clone() {
-            let key = self.key_for(node, target);
+            let Some(key) = self.key_for(node, target) else {
+                continue;
+            };
             if let Some(sealed) = Authenticated::seal(KIND_PRE_PREPARE, body.clone(), &key) {
                 self.deliver(node, target, Message::Pbft(PbftMessage::PrePrepare(sealed)));
             }

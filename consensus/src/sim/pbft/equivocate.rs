@@ -68,13 +68,20 @@ impl World<'_> {
             .collect()
     }
 
-    /// The key the equivocator `node` shares with simulated node `target`.
-    pub(in crate::sim) fn key_for(&self, node: usize, target: usize) -> MacKey {
-        self.setup.mac_keys(self.nodes[node].index)[self.nodes[target].index].clone()
+    /// The key the equivocator `node` shares with simulated node `target` in its epoch (none
+    /// if `target` is not in its set).
+    pub(in crate::sim) fn key_for(&self, node: usize, target: usize) -> Option<MacKey> {
+        let epoch = self.nodes[node].epoch;
+        let keys =
+            self.setup
+                .epoch_mac_keys(epoch as u64, &self.plan(epoch).set, self.nodes[node].index);
+        keys.get(self.nodes[target].index).cloned()
     }
 
     fn send_phase(&mut self, node: usize, target: usize, kind: u8, phase: Phase) {
-        let key = self.key_for(node, target);
+        let Some(key) = self.key_for(node, target) else {
+            return;
+        };
         let Some(sealed) = Authenticated::seal(kind, phase, &key) else {
             return;
         };
@@ -129,7 +136,9 @@ impl World<'_> {
                     } else {
                         other.clone()
                     };
-                    let key = self.key_for(node, target);
+                    let Some(key) = self.key_for(node, target) else {
+                        continue;
+                    };
                     let body = PrePrepare { view, header };
                     if let Some(sealed) = Authenticated::seal(KIND_PRE_PREPARE, body, &key) {
                         let message = Message::Pbft(PbftMessage::PrePrepare(sealed));
@@ -170,7 +179,9 @@ impl World<'_> {
                     } else {
                         new_view.body.clone()
                     };
-                    let key = self.key_for(node, target);
+                    let Some(key) = self.key_for(node, target) else {
+                        continue;
+                    };
                     if let Some(sealed) = Authenticated::seal(KIND_NEW_VIEW, body, &key) {
                         self.deliver(node, target, Message::Pbft(PbftMessage::NewView(sealed)));
                     }
