@@ -216,6 +216,16 @@ pub struct ScheduledChange {
     pub validators: Vec<ValidatorInfo>,
 }
 
+/// What the store keeps of each epoch the committed chain entered: its validators and its root
+/// (the block that ended the epoch before; the genesis block for epoch 0), from which the epoch's
+/// engines start and a restarted node resumes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub validators: Vec<ValidatorInfo>,
+    pub root_height: Height,
+    pub root: Digest,
+}
+
 /// The governance part of the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Governance {

@@ -24,8 +24,8 @@ pub use certificate::{
 };
 pub use codec::{decode, encode, CodecError, MAX_DECODE_BYTES};
 pub use governance::{
-    EpochRules, Governance, GovernanceConfig, GovernanceError, GovernanceState, ValidatorChange,
-    ValidatorInfo,
+    EpochRecord, EpochRules, Governance, GovernanceConfig, GovernanceError, GovernanceState,
+    ValidatorChange, ValidatorInfo,
 };
 pub use newtypes::{Epoch, Height, SeqNum, View};
 pub use records::{CommittedBlock, Head, PendingBlock, TxLocation};

@@ -6,7 +6,7 @@
 //! is written synced on its own, before anything that depends on it leaves the node.
 
 use crate::codec::{self, CodecError};
-use crate::governance::{Governance, GovernanceState, ValidatorInfo};
+use crate::governance::{EpochRecord, Governance, GovernanceState, ValidatorInfo};
 use crate::records::{CommittedBlock, Head, PendingBlock, TxLocation};
 use crate::state::{Account, Execution, StateAccumulator, StateReadError, StateView, TxFailure};
 use crate::{Batch, BlockHeader, Epoch, Height};
@@ -41,7 +41,7 @@ pub const MANIFESTS_RETAINED: u64 = 1024;
 const KEY_HEAD: &[u8] = b"head";
 const KEY_ACCUMULATOR: &[u8] = b"accumulator";
 const KEY_GOVERNANCE: &[u8] = b"governance";
-/// Followed by the epoch (8 bytes, big-endian): that epoch's validator set.
+/// Followed by the epoch (8 bytes, big-endian): that epoch's [`EpochRecord`].
 const KEY_EPOCH_PREFIX: &[u8] = b"epoch/";
 
 fn epoch_key(epoch: Epoch) -> Vec<u8> {
@@ -243,21 +243,32 @@ impl Store {
 
     /// The validator set of `epoch`, if the committed chain reached it.
     pub fn epoch_validators(&self, epoch: Epoch) -> Result<Option<Vec<ValidatorInfo>>, StoreError> {
+        Ok(self.epoch_record(epoch)?.map(|record| record.validators))
+    }
+
+    /// The set and root of `epoch`, if the committed chain reached it.
+    pub fn epoch_record(&self, epoch: Epoch) -> Result<Option<EpochRecord>, StoreError> {
         self.get(CF_META, &epoch_key(epoch))
     }
 
+    /// Writes the governance state and, if `entered` names the block an epoch begins at (its
+    /// root), that epoch's record.
     fn put_governance(
         &self,
         batch: &mut WriteBatch,
         governance: &Governance,
+        entered: Option<(Height, Digest)>,
     ) -> Result<(), StoreError> {
         let meta = self.cf(CF_META)?;
         batch.put_cf(meta, KEY_GOVERNANCE, codec::encode(governance)?);
-        batch.put_cf(
-            meta,
-            epoch_key(governance.epoch),
-            codec::encode(&governance.validators)?,
-        );
+        if let Some((root_height, root)) = entered {
+            let record = EpochRecord {
+                validators: governance.validators.clone(),
+                root_height,
+                root,
+            };
+            batch.put_cf(meta, epoch_key(governance.epoch), codec::encode(&record)?);
+        }
         Ok(())
     }
 
@@ -296,7 +307,7 @@ impl Store {
             batches: Vec::new(),
             receipts: Vec::new(),
         };
-        self.put_governance(&mut batch, governance)?;
+        self.put_governance(&mut batch, governance, Some((root.height, hash)))?;
         self.put_committed(&mut batch, &hash, &record, accumulator)?;
         self.db.write_opt(batch, &synced())?;
         Ok(())
@@ -383,7 +394,10 @@ impl Store {
             }
         }
         if execution.governance_changed {
-            self.put_governance(&mut batch, execution.governance.get())?;
+            // A block that ends an epoch is the next epoch's root.
+            let entered = (self.governance()?.epoch() != execution.governance.epoch())
+                .then_some((record.header.height, hash));
+            self.put_governance(&mut batch, execution.governance.get(), entered)?;
         }
         self.put_committed(&mut batch, &hash, record, &execution.accumulator)?;
         self.db.write_opt(batch, &synced())?;
@@ -679,5 +693,62 @@ mod tests {
         let location = store.tx(&tx.id()).unwrap().unwrap();
         assert_eq!((location.index, location.receipt), (0, Ok(())));
         assert_eq!(Store::account(&store, &f.bob).unwrap().balance, 20);
+    }
+
+    /// A block that ends an epoch is written with the next epoch's record (its set and its root,
+    /// that block) in the same batch; the epoch-0 record names the genesis block.
+    #[test]
+    fn the_block_that_ends_an_epoch_is_the_next_epochs_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let mut governance = gov();
+        governance.scheduled = Some(crate::governance::ScheduledChange {
+            height: Height(1),
+            validators: governance.validators[..3].to_vec(),
+        });
+        let accumulator = f.accumulator.clone();
+        let mut genesis = f.genesis.clone();
+        genesis.state_root =
+            crate::state::state_root(accumulator.root(), governance.digest().unwrap());
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .initialize(&genesis, &f.accounts, &accumulator, &governance)
+            .unwrap();
+        let zero = store.epoch_record(Epoch(0)).unwrap().unwrap();
+        assert_eq!(
+            (zero.root_height, zero.root),
+            (Height(0), genesis.hash().unwrap())
+        );
+        let execution = execute(
+            &crate::ChainRules::signed_only("c"),
+            &store,
+            &accumulator,
+            &store.governance().unwrap(),
+            Height(1),
+            [],
+        )
+        .unwrap();
+        assert_eq!(execution.governance.epoch(), Epoch(1));
+        let mut header = genesis.clone();
+        header.height = Height(1);
+        header.parent = genesis.hash().unwrap();
+        header.state_root = execution.state_root();
+        let record = CommittedBlock {
+            header: header.clone(),
+            proof: Vec::new(),
+            batches: Vec::new(),
+            receipts: Vec::new(),
+        };
+        store.commit(&record, &execution, &[]).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let one = store.epoch_record(Epoch(1)).unwrap().unwrap();
+        assert_eq!(
+            (one.root_height, one.root, one.validators.len()),
+            (Height(1), header.hash().unwrap(), 3)
+        );
+        assert_eq!(store.governance().unwrap().epoch(), Epoch(1));
+        assert_eq!(store.epoch_validators(Epoch(0)).unwrap().unwrap().len(), 4);
+        assert_eq!(store.epoch_record(Epoch(2)).unwrap(), None);
     }
 }

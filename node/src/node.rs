@@ -258,6 +258,26 @@ fn pairwise_mac_keys(
         .map(Arc::from)
 }
 
+/// The validator set of the epoch the committed chain is in, and that epoch's root block (the
+/// genesis block in epoch 0), from the store.
+fn current_epoch(store: &Store) -> Result<(ValidatorSet, BlockHeader)> {
+    let governance = store.governance()?;
+    let epoch = governance.epoch();
+    let record = store
+        .epoch_record(epoch)?
+        .with_context(|| format!("the store has no record of epoch {epoch}"))?;
+    let root = store
+        .committed(record.root_height)?
+        .with_context(|| format!("epoch {epoch}'s root block is missing from the store"))?
+        .header;
+    if root.hash()? != record.root {
+        bail!("epoch {epoch}'s root block in the store is not the one its record names");
+    }
+    let validators = ValidatorSet::new(epoch, governance.get().validators.clone())
+        .with_context(|| format!("epoch {epoch}'s validator set"))?;
+    Ok((validators, root))
+}
+
 /// The genesis block (height 0) every validator starts from.
 pub fn genesis_root(genesis: &Genesis, genesis_hash: Digest, state_root: Digest) -> BlockHeader {
     BlockHeader::genesis(
@@ -324,15 +344,17 @@ pub async fn run(home: &Path) -> Result<()> {
     let key_path = NodeConfig::resolve(home, &config.validator_key_file);
     let keys = ValidatorKeyFile::load(&key_path)
         .with_context(|| format!("loading {}", key_path.display()))?;
-    let validators = genesis.validator_set()?;
-    let me = validators
+    // Epoch 0's set (checks every proof of possession up front, for a clear error).
+    let genesis_validators = genesis.validator_set()?;
+    if genesis_validators
         .index_of_identity(&keys.identity.public())
-        .with_context(|| {
-            format!(
-                "identity key {} is not a validator of epoch 0 (this version runs validators only; a node that `quorate init` made waits for follower mode, issue 13)",
-                keys.identity.public()
-            )
-        })?;
+        .is_none()
+    {
+        bail!(
+            "identity key {} is not a validator of epoch 0 (this version runs validators only; a node that `quorate init` made waits for follower mode, issue 13)",
+            keys.identity.public()
+        );
+    }
     let signer = Signer::bls(Arc::new(keys.bls));
     let identity = keys.identity;
     let data_dir = NodeConfig::resolve(home, &config.data_dir);
@@ -342,10 +364,17 @@ pub async fn run(home: &Path) -> Result<()> {
     let head = store.head()?.context("no head after initialisation")?;
     log_head(&head);
     let verifier = Arc::new(CertificateVerifier::new());
-    let epoch_root = store
-        .committed(Height(0))?
-        .context("the genesis block is missing from the store")?
-        .header;
+    // The epoch the committed chain is in: its set, and its root (where its engines start).
+    let (validators, epoch_root) = current_epoch(&store)?;
+    let me = validators
+        .index_of_identity(&identity.public())
+        .with_context(|| {
+            format!(
+                "identity key {} is not a validator of epoch {} (a node outside the set needs follower mode, issue 13)",
+                identity.public(),
+                validators.epoch()
+            )
+        })?;
     let engine_keys = match genesis.protocol {
         Protocol::HotStuff => EngineKeys::signing(signer),
         Protocol::Pbft => EngineKeys {
