@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use quorate_consensus::{CommitProof, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
-    codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Execution,
-    GovernanceState, Head, StateAccumulator, StateReadError, StateView, Store, View,
+    codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Epoch,
+    Execution, GovernanceState, Head, StateAccumulator, StateReadError, StateView, Store, View,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -63,6 +63,24 @@ fn timestamp_problem(timestamp_ms: u64, parent_ms: Option<u64>, now_ms: u64) -> 
         )),
         _ => None,
     }
+}
+
+/// Why a block's epoch does not fit the state its parent leads to (`None`: it fits). A block
+/// names the epoch of its parent's state; once a block has ended an epoch, the blocks its old
+/// set still has in flight above it (the reconfiguration suffix, never committed: the next
+/// epoch starts from the block that ended this one) name the old epoch and carry no payload.
+fn epoch_problem(header: Epoch, parent_state: Epoch, payload_empty: bool) -> Option<String> {
+    if header > parent_state {
+        return Some(format!(
+            "block names epoch {header}, but its parent leads to epoch {parent_state}"
+        ));
+    }
+    if header < parent_state && !payload_empty {
+        return Some(format!(
+            "block of epoch {header} after that epoch's last block carries a payload"
+        ));
+    }
+    None
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -146,6 +164,8 @@ pub struct Executor {
     head: Head,
     /// The committed governance state (the head's).
     governance: GovernanceState,
+    /// The epoch of the engine this executor serves (its blocks name it).
+    engine_epoch: Epoch,
     speculative: HashMap<Digest, Arc<Speculative>>,
     proposal: Option<Proposal>,
     /// Blocks the engine asked to check, with their hashes, oldest first; `checking` holds
@@ -224,6 +244,7 @@ impl Executor {
             jobs,
             metrics,
             head,
+            engine_epoch: governance.epoch(),
             governance,
             speculative: HashMap::new(),
             proposal: None,
@@ -567,6 +588,9 @@ impl Executor {
             ));
         };
         let (accumulator, governance) = self.parent_state(&chain)?;
+        if let Some(why) = epoch_problem(header.epoch, governance.epoch(), digests.is_empty()) {
+            return Ok(Outcome::Invalid(why));
+        }
         let view = ChainView {
             store: &self.store,
             chain,
@@ -712,22 +736,28 @@ impl Executor {
         // A state read error is fatal; the first one is kept and returned once `propose` is
         // done (an unreadable sender gets no transaction in meanwhile).
         let read_error = std::cell::RefCell::new(None);
-        let digests = self
-            .mempool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .propose(
-                &exclude,
-                self.config.max_block_transactions,
-                |address| match parent_state.account(address) {
-                    Ok(account) => account.nonce,
-                    Err(error) => {
-                        read_error.borrow_mut().get_or_insert(error);
-                        u64::MAX
-                    }
-                },
-                NONCE_GAP_PATIENCE,
-            );
+        // On top of a block that ended the engine's epoch, only empty blocks (see
+        // `epoch_problem`).
+        let suffix = governance.epoch() > self.engine_epoch;
+        let digests = if suffix {
+            Vec::new()
+        } else {
+            self.mempool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .propose(
+                    &exclude,
+                    self.config.max_block_transactions,
+                    |address| match parent_state.account(address) {
+                        Ok(account) => account.nonce,
+                        Err(error) => {
+                            read_error.borrow_mut().get_or_insert(error);
+                            u64::MAX
+                        }
+                    },
+                    NONCE_GAP_PATIENCE,
+                )
+        };
         if let Some(error) = read_error.into_inner() {
             return Err(error.into());
         }
@@ -885,6 +915,19 @@ fn prune_pending_blocks(store: &Store, committed: quorate_ledger::Height) -> Res
 mod tests {
     use super::*;
     use quorate_ledger::{Epoch, Height, PendingBlock};
+
+    /// A block names its parent state's epoch; above the block that ended an epoch, the old
+    /// set's blocks name the old epoch and carry nothing.
+    #[test]
+    fn blocks_name_their_parents_epoch_and_the_suffix_carries_no_payload() {
+        assert_eq!(epoch_problem(Epoch(2), Epoch(2), false), None);
+        assert_eq!(epoch_problem(Epoch(2), Epoch(2), true), None);
+        assert_eq!(epoch_problem(Epoch(1), Epoch(2), true), None);
+        let loaded = epoch_problem(Epoch(1), Epoch(2), false).unwrap();
+        assert!(loaded.contains("carries a payload"), "{loaded}");
+        let ahead = epoch_problem(Epoch(3), Epoch(2), true).unwrap();
+        assert!(ahead.contains("leads to epoch 2"), "{ahead}");
+    }
 
     #[test]
     fn timestamps_must_not_go_back_or_run_ahead_of_the_clock() {
