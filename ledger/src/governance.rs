@@ -293,11 +293,6 @@ impl Governance {
                         });
                     }
                 }
-                if validator.identity_key.to_dalek().is_err()
-                    || validator.bls_key.verify_pop(&validator.bls_pop).is_err()
-                {
-                    return Err(GovernanceError::InvalidProofOfPossession { name });
-                }
                 next.push(validator.clone());
             }
             ValidatorChange::Remove { name } => {
@@ -343,6 +338,16 @@ impl Governance {
         let quorum = quorum_power(total);
         if staying < quorum {
             return Err(GovernanceError::NoReachableQuorum { staying, quorum });
+        }
+        // Last, after every cheap rule: the pairing.
+        if let ValidatorChange::Add { validator } = change {
+            if validator.identity_key.to_dalek().is_err()
+                || validator.bls_key.verify_pop(&validator.bls_pop).is_err()
+            {
+                return Err(GovernanceError::InvalidProofOfPossession {
+                    name: validator.name.clone(),
+                });
+            }
         }
         Ok(next)
     }

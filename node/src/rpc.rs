@@ -123,7 +123,20 @@ async fn submit(
     if let Ok(Some(_)) = shared.store.tx(&id) {
         return Err(reject(submit_error(SubmitError::AlreadyCommitted(id))));
     }
-    check_governance(&shared, &tx).map_err(|e| reject(submit_error(e)))?;
+    if matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. }) {
+        // Signature first, then governance's rules (a state decode and maybe a pairing), off
+        // the async workers: a forged change costs one ed25519 check.
+        let (checker, change) = (shared.clone(), tx.clone());
+        tokio::task::spawn_blocking(move || {
+            change
+                .verify_signature()
+                .map_err(|e| SubmitError::BadSignature(e.to_string()))?;
+            check_governance(&checker, &change)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| reject(submit_error(e)))?;
+    }
     shared
         .mempool()
         .precheck(&tx, shared.store.as_ref())
@@ -174,8 +187,14 @@ async fn submit_many(
         let id = tx.id();
         let checked = match shared.store.tx(&id) {
             Ok(Some(_)) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
-            Ok(None) => check_governance(&shared, &tx)
-                .and_then(|()| shared.mempool().precheck(&tx, shared.store.as_ref()))
+            Ok(None) if matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. }) => {
+                Err(bad(
+                    "submit validator-set changes one at a time, with POST /v1/tx",
+                ))
+            }
+            Ok(None) => shared
+                .mempool()
+                .precheck(&tx, shared.store.as_ref())
                 .map_err(submit_error),
             Err(error) => Err(internal(error)),
         };
