@@ -4,7 +4,8 @@
 //! input with its reason; `GET /v1/validators` and `quorate query validators` show the set.
 
 use quorate_genesis::AccountKeyFile;
-use quorate_ledger::{Epoch, Transaction, TransactionKind, ValidatorChange, ValidatorInfo};
+use quorate_ledger::{Batch, Epoch, Transaction, TransactionKind, ValidatorChange, ValidatorInfo};
+use quorate_tests::peer::{push_batch, validator_identity};
 use quorate_tests::{free_port_range, http, quorate, Cluster};
 use std::path::Path;
 
@@ -284,4 +285,32 @@ fn governance_transactions_are_refused_at_rpc_with_their_reason() {
     let (_, body) = http(port, "GET", "/v1/validators", b"");
     let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(shown["governance"]["proposals"], serde_json::json!([]));
+
+    // A Byzantine validator pushes the same change to its peers in a batch: refused there too
+    // (every node checks a peer's batch as admission does), never ordered.
+    let change = Transaction {
+        chain_id: genesis["chain_id"].as_str().unwrap().to_string(),
+        sender: key.public(),
+        nonce: 0,
+        kind: TransactionKind::Reconfigure {
+            epoch: Epoch(0),
+            change: Box::new(ValidatorChange::Add {
+                validator: info.clone(),
+            }),
+        },
+    }
+    .sign(&key)
+    .unwrap();
+    let batch = Batch {
+        transactions: vec![change.clone()],
+    };
+    push_batch(&cluster, 3, &validator_identity(&cluster.home(3)), &batch);
+    let height = cluster.height(0).unwrap();
+    cluster.wait_height(0, height + 3, 60);
+    let state = cluster.query(0, &["tx", &change.id().to_string()]).unwrap();
+    assert_eq!(state["status"], "unknown", "{state}");
+    let account = cluster
+        .query(0, &["account", &cluster.account_address(0)])
+        .unwrap();
+    assert_eq!(account["nonce"], 0);
 }
