@@ -95,7 +95,20 @@ pub enum CommitProof {
     /// covered by the hash chain from the next certified checkpoint above it (see
     /// [`Action::Certify`]).
     Pbft { checkpoint: Option<CheckpointCert> },
+    /// The block that ends an epoch, committed by its own epoch's set through a descendant:
+    /// `path` holds the headers from its child up to a block that `proof` commits directly
+    /// (each one's parent the one before it, all of the same epoch). An epoch's last block needs
+    /// a proof its epoch's set made alone: the next epoch's set is read off that very block, so
+    /// no later epoch can vouch for it. At most [`MAX_DESCENDANT_PATH`] headers.
+    Descendant {
+        path: Vec<BlockHeader>,
+        proof: Box<CommitProof>,
+    },
 }
+
+/// The most headers a [`CommitProof::Descendant`] carries (PBFT's checkpoint interval is
+/// bounded below it, so a checkpoint is always within reach).
+pub const MAX_DESCENDANT_PATH: usize = quorate_genesis::MAX_CHECKPOINT_INTERVAL as usize + 24;
 
 impl CommitProof {
     /// The protocol that made the proof, for messages.
@@ -103,6 +116,17 @@ impl CommitProof {
         match self {
             CommitProof::HotStuff { .. } => "hotstuff",
             CommitProof::Pbft { .. } => "pbft",
+            CommitProof::Descendant { proof, .. } => proof.protocol_name(),
+        }
+    }
+
+    /// Whether the proof, if valid, commits its block by itself (a three-chain, a checkpoint
+    /// certificate, or a descendant's such proof) rather than by a later block's hash chain.
+    pub fn commits_directly(&self) -> bool {
+        match self {
+            CommitProof::HotStuff { three_chain, .. } => three_chain.is_some(),
+            CommitProof::Pbft { checkpoint } => checkpoint.is_some(),
+            CommitProof::Descendant { .. } => true,
         }
     }
 }
@@ -221,9 +245,9 @@ impl EngineConfig {
             });
         }
         if let Some(proof) = &self.root_proof {
-            let ours = match proof {
-                CommitProof::HotStuff { .. } => protocol == Protocol::HotStuff,
-                CommitProof::Pbft { .. } => protocol == Protocol::Pbft,
+            let ours = match proof.protocol_name() {
+                "hotstuff" => protocol == Protocol::HotStuff,
+                _ => protocol == Protocol::Pbft,
             };
             if !ours {
                 return Err(BuildError::ForeignProof {

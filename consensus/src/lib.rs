@@ -32,7 +32,7 @@ pub use crypto::Signer;
 pub use engine::{
     build, recovery_history, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys,
     EngineStatus, FaultInjection, Input, Message, PayloadProposal, Persisted, ProtocolStatus,
-    TimerId, ValidatorIndex,
+    TimerId, ValidatorIndex, MAX_DESCENDANT_PATH,
 };
 pub use proof::{verify_commit_proof, CommitProofChecker, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

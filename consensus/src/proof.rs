@@ -5,7 +5,7 @@
 //! shows is neutral: the block is committed, or only certified and committed by the hash chain
 //! from a later, committed block.
 
-use crate::engine::CommitProof;
+use crate::engine::{CommitProof, MAX_DESCENDANT_PATH};
 use crate::hotstuff;
 use crate::pbft;
 use crate::verifier::CertificateVerifier;
@@ -80,6 +80,54 @@ pub fn verify_commit_proof(
             checkpoint: Some(cert),
         } => pbft::verify_proof(header, hash, cert, &chain),
         CommitProof::Pbft { checkpoint: None } => Ok(ProofStrength::Chained),
+        CommitProof::Descendant { path, proof } => verify_descendant(
+            header,
+            hash,
+            path,
+            proof,
+            genesis_hash,
+            validators,
+            verifier,
+        ),
+    }
+}
+
+/// A [`CommitProof::Descendant`]: the path links `header` to the block `proof` is for, in
+/// `header`'s epoch, and `proof` commits that block directly (hence every block on the path,
+/// `header` first).
+fn verify_descendant(
+    header: &BlockHeader,
+    hash: Digest,
+    path: &[BlockHeader],
+    proof: &CommitProof,
+    genesis_hash: Digest,
+    validators: &ValidatorSet,
+    verifier: &CertificateVerifier,
+) -> Result<ProofStrength, ProofError> {
+    let Some(last) = path.last().filter(|_| path.len() <= MAX_DESCENDANT_PATH) else {
+        return Err(ProofError::BrokenChain(
+            "a descendant proof needs 1 to MAX_DESCENDANT_PATH headers",
+        ));
+    };
+    if matches!(proof, CommitProof::Descendant { .. }) {
+        return Err(ProofError::BrokenChain("descendant proofs do not nest"));
+    }
+    let mut parent = hash;
+    for child in path {
+        if child.parent != parent || child.epoch != header.epoch {
+            return Err(ProofError::BrokenChain(
+                "the descendant path does not link the block in its epoch",
+            ));
+        }
+        parent = child
+            .hash()
+            .map_err(|e| ProofError::Header(e.to_string()))?;
+    }
+    match verify_commit_proof(last, proof, genesis_hash, validators, verifier)? {
+        ProofStrength::Committed => Ok(ProofStrength::Committed),
+        ProofStrength::Certified | ProofStrength::Chained => Err(ProofError::BrokenChain(
+            "a descendant proof must end in a proof that commits its block",
+        )),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::Message;
 use quorate_crypto::Digest;
-use quorate_ledger::{Batch, CommittedBlock};
+use quorate_ledger::{Batch, CommittedBlock, Epoch};
 use serde::{Deserialize, Serialize};
 
 /// Batches asked for in one request at most.
@@ -16,8 +16,9 @@ pub const MAX_BLOCKS_PER_REQUEST: u64 = 64;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)]
 pub enum NetRequest {
-    /// A consensus message (point to point or to all).
-    Consensus(Message),
+    /// A consensus message (point to point or to all), with the epoch of the sender's engine:
+    /// a receiver in another epoch drops it before its engine sees it.
+    Consensus(Epoch, Message),
     /// A batch of transactions from the sender's mempool.
     Batch(Batch),
     /// The batch digests of a payload the sender proposes.

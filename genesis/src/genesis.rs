@@ -70,8 +70,21 @@ pub struct ConsensusParams {
     pub pbft_window: u64,
     /// Whether unsigned opaque payloads are ordered (benchmark networks only).
     pub allow_opaque_payloads: bool,
+    /// Whether the validator set can change on chain (`Reconfigure` transactions). A genesis
+    /// written before reconfiguration existed has no such field and keeps its fixed set: a node
+    /// upgraded in place executes the chain as the old version did.
+    #[serde(default)]
+    pub allow_reconfiguration: bool,
     pub epoch_rules: EpochRules,
 }
+
+/// The largest PBFT `checkpoint_interval`: an epoch's last block is proven committed through the
+/// first checkpoint at or above it, within a bounded descendant proof.
+pub const MAX_CHECKPOINT_INTERVAL: u64 = 1000;
+/// The most validators an epoch may have (signer bitmaps index them with 16 bits).
+pub const MAX_VALIDATORS: u32 = u16::MAX as u32;
+/// The longest wait between a change's approval and the block that ends the epoch.
+pub const MAX_RECONFIGURATION_DELAY: u64 = 100_000;
 
 impl Default for ConsensusParams {
     fn default() -> Self {
@@ -85,6 +98,7 @@ impl Default for ConsensusParams {
             checkpoint_interval: 128,
             pbft_window: 256,
             allow_opaque_payloads: false,
+            allow_reconfiguration: true,
             epoch_rules: EpochRules::default(),
         }
     }
@@ -119,7 +133,7 @@ impl Genesis {
         quorate_ledger::ChainRules {
             chain_id: self.chain_id.clone(),
             allow_opaque: self.params.allow_opaque_payloads,
-            allow_reconfiguration: false,
+            allow_reconfiguration: self.params.allow_reconfiguration,
         }
     }
 
@@ -206,6 +220,12 @@ impl Genesis {
                 p.max_batch_transactions, p.max_block_transactions
             ));
         }
+        if p.checkpoint_interval > MAX_CHECKPOINT_INTERVAL {
+            return invalid(format!(
+                "checkpoint_interval ({}) is above {MAX_CHECKPOINT_INTERVAL}",
+                p.checkpoint_interval
+            ));
+        }
         if p.checkpoint_interval == 0 || p.pbft_window < p.checkpoint_interval {
             return invalid(format!(
                 "need 0 < checkpoint_interval ({}) <= pbft_window ({})",
@@ -215,6 +235,18 @@ impl Genesis {
         let rules = &p.epoch_rules;
         if rules.min_validators == 0 || rules.max_validators < rules.min_validators {
             return invalid("need 0 < min_validators <= max_validators".into());
+        }
+        if rules.max_validators > MAX_VALIDATORS {
+            return invalid(format!(
+                "max_validators ({}) is above {MAX_VALIDATORS}",
+                rules.max_validators
+            ));
+        }
+        if !(1..=MAX_RECONFIGURATION_DELAY).contains(&rules.reconfiguration_delay_blocks) {
+            return invalid(format!(
+                "reconfiguration_delay_blocks ({}) must be 1..={MAX_RECONFIGURATION_DELAY}",
+                rules.reconfiguration_delay_blocks
+            ));
         }
         let n = self.validators.len();
         if n < rules.min_validators as usize || n > rules.max_validators as usize {

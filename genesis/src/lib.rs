@@ -14,7 +14,10 @@ mod validator_set;
 
 pub use config::{MempoolConfig, NodeConfig};
 pub use error::GenesisError;
-pub use genesis::{AccountBalance, ConsensusParams, Genesis, Protocol};
+pub use genesis::{
+    AccountBalance, ConsensusParams, Genesis, Protocol, MAX_CHECKPOINT_INTERVAL,
+    MAX_RECONFIGURATION_DELAY, MAX_VALIDATORS,
+};
 pub use keys::{write_secret_file, AccountKeyFile, ValidatorKeyFile, ValidatorKeys};
 pub use quorate_ledger::{EpochRules, GovernanceConfig, ValidatorInfo};
 pub use testnet::{generate_testnet, TestnetNode, TestnetSpec};

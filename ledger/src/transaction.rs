@@ -122,7 +122,7 @@ pub enum TransactionError {
     ZeroAmount,
     #[error("opaque payloads are not allowed on this chain (its genesis does not set allow_opaque_payloads; only benchmark networks do)")]
     OpaqueNotAllowed,
-    #[error("validator-set changes are not accepted by this node version: the switch of validator sets at an epoch boundary is not built yet (issue 13)")]
+    #[error("validator-set changes are not accepted on this chain (its genesis does not set allow_reconfiguration)")]
     ReconfigurationNotEnabled,
     #[error(transparent)]
     Governance(#[from] crate::governance::GovernanceError),

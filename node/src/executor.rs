@@ -13,7 +13,7 @@ use crate::network::NetHandle;
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::{CommitProof, Input, PayloadProposal};
+use quorate_consensus::{CommitProof, Input, PayloadProposal, MAX_DESCENDANT_PATH};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
     codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Epoch,
@@ -107,6 +107,28 @@ pub enum Job {
     Stop,
 }
 
+/// Why [`Executor::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `Job::Stop`, or every sender gone.
+    Stopped,
+    /// The block that ends the engine's epoch is committed: this executor, and the engine it
+    /// served, are done; the next epoch's start from that block.
+    EpochEnded(Epoch),
+}
+
+/// The block that ends the engine's epoch, executed but not yet written: the engine committed
+/// it through a later block's hash chain, and an epoch's last block is written only with a
+/// proof that its own epoch's set committed it by itself ([`CommitProof::Descendant`] over the
+/// empty blocks the old set adds above it, up to one committed directly).
+struct Closing {
+    header: BlockHeader,
+    hash: Digest,
+    block: Arc<Speculative>,
+    /// The old epoch's blocks the engine committed above it, in order, with their hashes.
+    path: Vec<(BlockHeader, Digest)>,
+}
+
 /// A block executed on top of its (uncommitted or committed) parent.
 struct Speculative {
     height: u64,
@@ -144,7 +166,8 @@ struct Proposal {
 
 pub struct ExecutorConfig {
     pub rules: ChainRules,
-    pub me: usize,
+    /// This node's index in the epoch's set; `None` for a follower.
+    pub me: Option<usize>,
     pub validators: usize,
     pub max_block_transactions: usize,
     pub idle_interval: Duration,
@@ -184,6 +207,10 @@ pub struct Executor {
     /// Blocks `fetch_for` walked through in the current pass: a walk that reaches one stops,
     /// its lowest missing block is already asked for.
     walked_this_pass: HashSet<Digest>,
+    /// The epoch's last block, waiting for a proof that commits it by itself.
+    closing: Option<Closing>,
+    /// Set once the epoch's last block is written.
+    ended: bool,
 }
 
 /// What a queued proof does: commit its block, or replace the proof of a committed one.
@@ -256,15 +283,17 @@ impl Executor {
             fetching: HashSet::new(),
             missing_this_pass: HashSet::new(),
             walked_this_pass: HashSet::new(),
+            closing: None,
+            ended: false,
         })
     }
 
     /// Runs until `Job::Stop` or the channel closes. An error is fatal for the node (a storage
     /// failure, or committed state that this node cannot reproduce).
-    pub fn run(mut self, jobs: Receiver<Job>) -> Result<()> {
+    pub fn run(mut self, jobs: Receiver<Job>) -> Result<Exit> {
         loop {
             match jobs.recv_timeout(Duration::from_millis(50)) {
-                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(Exit::Stopped),
                 Ok(job) => self.on_job(job)?,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -273,12 +302,15 @@ impl Executor {
             // checks' reads once per job.
             for _ in 0..JOBS_PER_PASS {
                 match jobs.try_recv() {
-                    Ok(Job::Stop) => return Ok(()),
+                    Ok(Job::Stop) => return Ok(Exit::Stopped),
                     Ok(job) => self.on_job(job)?,
                     Err(_) => break,
                 }
             }
             self.progress()?;
+            if self.ended {
+                return Ok(Exit::EpochEnded(self.governance.epoch()));
+            }
         }
     }
 
@@ -342,6 +374,14 @@ impl Executor {
         self.walked_this_pass.clear();
         while let Some(front) = self.commits.front() {
             let (header, proof, finality) = front.item.clone();
+            if self.closing.is_some() {
+                self.commits.pop_front();
+                self.close_with(&header, proof)?;
+                if self.ended {
+                    return Ok(());
+                }
+                continue;
+            }
             if finality == Finality::Certify {
                 self.store
                     .set_commit_proof(&header, &codec::encode(&proof)?)
@@ -352,6 +392,9 @@ impl Executor {
             match self.commit(&header, &proof)? {
                 Outcome::Done(()) => {
                     self.commits.pop_front();
+                    if self.ended {
+                        return Ok(());
+                    }
                 }
                 Outcome::Missing => {
                     let mut attempt = None;
@@ -650,6 +693,88 @@ impl Executor {
             Outcome::Missing => return Ok(Outcome::Missing),
             Outcome::Invalid(why) => return Ok(Outcome::Invalid(why)),
         };
+        if block.execution.governance.epoch() > self.engine_epoch && !proof.commits_directly() {
+            info!(
+                height = header.height.0,
+                "the epoch's last block is committed; waiting for a proof that commits it by itself"
+            );
+            self.closing = Some(Closing {
+                header: header.clone(),
+                hash,
+                block,
+                path: Vec::new(),
+            });
+            return Ok(Outcome::Done(()));
+        }
+        self.write_commit(header, hash, &block, proof)?;
+        Ok(Outcome::Done(()))
+    }
+
+    /// Takes a commit or certification the engine made after the epoch's last block: a block on
+    /// the chain above it extends the path, and the first proof that commits the last block or
+    /// one on the path by itself writes the last block with a [`CommitProof::Descendant`] (or
+    /// its own proof) and ends the epoch. Anything else is of a fork the commit excluded.
+    fn close_with(&mut self, header: &BlockHeader, proof: CommitProof) -> Result<()> {
+        let Some(closing) = &mut self.closing else {
+            return Ok(());
+        };
+        let hash = header.hash()?;
+        let proof = if hash == closing.hash {
+            proof
+        } else {
+            let position = match closing.path.iter().position(|(_, h)| *h == hash) {
+                Some(position) => position,
+                None => {
+                    let tip = closing.path.last().map_or(closing.hash, |(_, h)| *h);
+                    if header.parent != tip
+                        || header.epoch != closing.header.epoch
+                        || closing.path.len() >= MAX_DESCENDANT_PATH
+                    {
+                        return Ok(());
+                    }
+                    closing.path.push((header.clone(), hash));
+                    closing.path.len() - 1
+                }
+            };
+            if !proof.commits_directly() {
+                return Ok(());
+            }
+            let mut path: Vec<BlockHeader> = closing.path[..=position]
+                .iter()
+                .map(|(h, _)| h.clone())
+                .collect();
+            let proof = match proof {
+                CommitProof::Descendant { path: more, proof } => {
+                    path.extend(more);
+                    *proof
+                }
+                proof => proof,
+            };
+            if path.len() > MAX_DESCENDANT_PATH {
+                return Ok(());
+            }
+            CommitProof::Descendant {
+                path,
+                proof: Box::new(proof),
+            }
+        };
+        if !proof.commits_directly() {
+            return Ok(());
+        }
+        let Some(closing) = self.closing.take() else {
+            return Ok(());
+        };
+        self.write_commit(&closing.header, closing.hash, &closing.block, &proof)
+    }
+
+    /// Writes a committed block (one synced batch) and moves the head, mempool and metrics on.
+    fn write_commit(
+        &mut self,
+        header: &BlockHeader,
+        hash: Digest,
+        block: &Arc<Speculative>,
+        proof: &CommitProof,
+    ) -> Result<()> {
         let record = CommittedBlock {
             header: header.clone(),
             proof: codec::encode(proof)?,
@@ -677,7 +802,17 @@ impl Executor {
         }
         self.metrics.on_commit(header, block.transactions.len());
         debug!(height = header.height.0, %hash, transactions = block.transactions.len(), "committed");
-        Ok(Outcome::Done(()))
+        if self.governance.epoch() > self.engine_epoch {
+            info!(
+                height = header.height.0,
+                epoch = self.governance.epoch().0,
+                validators = self.governance.get().validators.len(),
+                "epoch {} ended; the next starts from this block",
+                self.engine_epoch
+            );
+            self.ended = true;
+        }
+        Ok(())
     }
 
     fn try_propose(&mut self) -> Result<()> {
@@ -693,7 +828,11 @@ impl Executor {
         // heartbeat where the chain has one (a zero interval means none).
         let heartbeat_due = !self.config.idle_interval.is_zero()
             && proposal.since.elapsed() >= self.config.idle_interval;
-        if !proposal.urgent && !has_payload && !heartbeat_due {
+        // A scheduled validator-set change is pending work of its own: the blocks up to the one
+        // that ends the epoch, and the empty ones above it until a proof commits that block by
+        // itself, are proposed without waiting for transactions.
+        let reconfiguring = self.closing.is_some() || self.governance.get().scheduled.is_some();
+        if !proposal.urgent && !has_payload && !heartbeat_due && !reconfiguring {
             return Ok(());
         }
         let parent_hash = proposal.parent.hash()?;
@@ -821,7 +960,7 @@ impl Executor {
             return Ok(());
         }
         let mut peer = (target.proposer as usize + attempt.saturating_sub(1)) % n;
-        if peer == self.config.me {
+        if Some(peer) == self.config.me {
             peer = (peer + 1) % n;
         }
         let payload = target.payload_digest;

@@ -11,6 +11,8 @@ const LATENCY_BUCKETS_MS: [u64; 10] = [50, 100, 200, 400, 800, 1_600, 3_200, 6_4
 pub struct Metrics {
     pub height: AtomicU64,
     pub view: AtomicU64,
+    /// The epoch this node runs consensus in (each epoch change moves it on by one).
+    pub epoch: AtomicU64,
     pub committed_blocks: AtomicU64,
     pub committed_transactions: AtomicU64,
     pub timeouts: AtomicU64,
@@ -26,6 +28,8 @@ pub struct Metrics {
     pub inbox_dropped: AtomicU64,
     pub net_commands_dropped: AtomicU64,
     pub manifests_forgotten: AtomicU64,
+    /// Guests (followers) refused at the bound, and guests' requests dropped over their budget.
+    pub guests_refused: AtomicU64,
     pub batches_forgotten: AtomicU64,
     /// Proposed blocks waiting for data before they can be checked, and those dropped at the
     /// executor's bound.
@@ -75,6 +79,12 @@ impl Metrics {
             "Height of the last committed block.",
             "gauge",
             get(&self.height),
+        );
+        gauge(
+            "quorate_epoch",
+            "Epoch of the validator set this node runs consensus with.",
+            "gauge",
+            get(&self.epoch),
         );
         gauge(
             "quorate_view",
@@ -162,6 +172,12 @@ impl Metrics {
             "Messages to peers dropped because the network task's queue was full.",
             "counter",
             get(&self.net_commands_dropped),
+        );
+        gauge(
+            "quorate_guests_refused_total",
+            "Guest connections refused at the bound, and guest requests dropped over budget (this epoch).",
+            "counter",
+            get(&self.guests_refused),
         );
         gauge(
             "quorate_manifests_forgotten_total",

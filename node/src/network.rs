@@ -1,9 +1,12 @@
-//! libp2p networking: TCP + noise + yamux, one request-response protocol, validators only.
+//! libp2p networking: TCP + noise + yamux, one request-response protocol.
 //!
-//! A validator's PeerId is its ed25519 identity key, so the noise handshake authenticates it;
-//! a connection from any other key is closed at once. Peers are dialled from the genesis
-//! multiaddrs and redialled with backoff. A peer that sends undecodable frames is scored down and,
-//! past a threshold, disconnected and shunned for a while.
+//! A validator's PeerId is its ed25519 identity key, so the noise handshake authenticates it.
+//! The epoch's validators are dialled from their multiaddrs and redialled with backoff. Any other
+//! key is a guest (a follower): at most [`MAX_GUESTS`] at once, each with a budget of
+//! [`GUEST_REQUESTS_PER_SECOND`], and only the requests a follower needs (committed blocks,
+//! payload data, and batches of transactions it forwards); a guest never reaches consensus. A
+//! peer that sends undecodable frames or breaks a rule is scored down and, past a threshold,
+//! disconnected and shunned for a while.
 
 use crate::wire::{NetRequest, NetResponse, WireCodec};
 use anyhow::{Context, Result};
@@ -30,6 +33,19 @@ const PROTOCOL: &str = "/quorate/1";
 /// message is dropped and counted: consensus survives a lost message (timeouts, sync), a node
 /// does not survive unbounded memory.
 const COMMANDS_MAX: usize = 8192;
+/// Connected peers outside the validator set at most; more are disconnected at once.
+pub const MAX_GUESTS: usize = 16;
+/// Requests a guest may make per second (with a burst of as many); more are dropped unanswered.
+pub const GUEST_REQUESTS_PER_SECOND: f64 = 50.0;
+/// Shunned guests remembered at most (the oldest shun is forgotten first).
+const MAX_SHUNNED_GUESTS: usize = 1024;
+
+/// Who sent a request: a validator of the epoch (its index), or a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Validator(usize),
+    Guest(PeerId),
+}
 
 pub fn peer_id(key: &PublicKey) -> Result<PeerId> {
     let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
@@ -39,7 +55,18 @@ pub fn peer_id(key: &PublicKey) -> Result<PeerId> {
 
 /// Answers peers' requests. Must not block: long work is handed to other tasks.
 pub trait Handler: Send + Sync + 'static {
-    fn on_request(&self, from: usize, request: NetRequest) -> NetResponse;
+    fn on_request(&self, from: Origin, request: NetRequest) -> NetResponse;
+}
+
+/// What a guest may ask: what a follower needs to follow the chain and forward transactions.
+fn guest_may_send(request: &NetRequest) -> bool {
+    matches!(
+        request,
+        NetRequest::GetCommitted { .. }
+            | NetRequest::GetManifest(_)
+            | NetRequest::GetBatches(_)
+            | NetRequest::Batch(_)
+    )
 }
 
 enum Command {
@@ -57,7 +84,7 @@ enum Command {
     },
     /// A peer sent something that decoded but broke a rule (scored like an undecodable frame).
     Fault {
-        peer: usize,
+        peer: Origin,
         why: String,
     },
 }
@@ -68,6 +95,7 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     connected: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
+    guests_refused: Arc<AtomicU64>,
 }
 
 impl NetHandle {
@@ -99,6 +127,11 @@ impl NetHandle {
 
     /// Scores validator `peer` down for `why` (enough faults disconnect it for a while).
     pub fn report_fault(&self, peer: usize, why: String) {
+        self.report(Origin::Validator(peer), why);
+    }
+
+    /// Scores a validator or guest down for `why`.
+    pub fn report(&self, peer: Origin, why: String) {
         self.queue(Command::Fault { peer, why });
     }
 
@@ -110,6 +143,11 @@ impl NetHandle {
     /// Validators currently connected.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Guests' requests dropped over their budget, and guests refused at [`MAX_GUESTS`].
+    pub fn guests_refused_total(&self) -> u64 {
+        self.guests_refused.load(Ordering::Relaxed)
     }
 }
 
@@ -123,12 +161,49 @@ struct Peer {
     shunned_until: Option<Instant>,
 }
 
+/// A connected peer outside the validator set.
+struct Guest {
+    faults: u32,
+    /// Requests it may still make now (refilled at [`GUEST_REQUESTS_PER_SECOND`]).
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Guest {
+    fn new() -> Self {
+        Guest {
+            faults: 0,
+            tokens: GUEST_REQUESTS_PER_SECOND,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes one request from the budget, if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * GUEST_REQUESTS_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(GUEST_REQUESTS_PER_SECOND);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 type Behaviour = request_response::Behaviour<WireCodec>;
 
 pub struct Network {
     swarm: Swarm<Behaviour>,
-    me: usize,
+    /// This node's index in the epoch's set; `None` for a follower.
+    me: Option<usize>,
     peers: Vec<Peer>,
+    guests: HashMap<PeerId, Guest>,
+    shunned_guests: HashMap<PeerId, Instant>,
+    /// Guest requests dropped over their budget, and guests refused at the bound.
+    guests_refused: Arc<AtomicU64>,
     index: HashMap<PeerId, usize>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Option<NetResponse>>>,
     commands: mpsc::Receiver<Command>,
@@ -137,12 +212,12 @@ pub struct Network {
 
 impl Network {
     /// Builds the swarm and starts listening. `validators` are (identity key, multiaddr) in
-    /// validator-set order; `me` is this node's index.
+    /// validator-set order; `me` is this node's index (`None`: a follower).
     pub fn new(
         identity: &SigningKey,
         listen: &str,
         validators: &[(PublicKey, String)],
-        me: usize,
+        me: Option<usize>,
     ) -> Result<(Network, NetHandle)> {
         let mut secret = *identity.secret().as_bytes();
         let keypair =
@@ -184,7 +259,7 @@ impl Network {
             let address: Multiaddr = address
                 .parse()
                 .with_context(|| format!("validator {i} address {address:?}"))?;
-            if i != me {
+            if Some(i) != me {
                 swarm.add_peer_address(id, address.clone());
             }
             index.insert(id, i);
@@ -200,16 +275,21 @@ impl Network {
         }
         let (tx, commands) = mpsc::channel(COMMANDS_MAX);
         let connected = Arc::new(AtomicUsize::new(0));
+        let guests_refused = Arc::new(AtomicU64::new(0));
         let handle = NetHandle {
             commands: tx,
             connected: connected.clone(),
             dropped: Arc::new(AtomicU64::new(0)),
+            guests_refused: guests_refused.clone(),
         };
         Ok((
             Network {
                 swarm,
                 me,
                 peers,
+                guests: HashMap::new(),
+                shunned_guests: HashMap::new(),
+                guests_refused,
                 index,
                 pending: HashMap::new(),
                 commands,
@@ -221,7 +301,7 @@ impl Network {
 
     fn usable(&self, to: usize) -> Option<PeerId> {
         let peer = self.peers.get(to)?;
-        if to == self.me || peer.shunned_until.is_some_and(|t| t > Instant::now()) {
+        if Some(to) == self.me || peer.shunned_until.is_some_and(|t| t > Instant::now()) {
             return None;
         }
         Some(peer.id)
@@ -243,11 +323,14 @@ impl Network {
                     }
                 }
             }
-            Command::Fault { peer, why } => {
-                if let Some(id) = self.peers.get(peer).map(|p| p.id) {
-                    self.fault(id, &why);
+            Command::Fault { peer, why } => match peer {
+                Origin::Validator(i) => {
+                    if let Some(id) = self.peers.get(i).map(|p| p.id) {
+                        self.fault(id, &why);
+                    }
                 }
-            }
+                Origin::Guest(id) => self.fault(id, &why),
+            },
             Command::Request { to, request, reply } => match self.usable(to) {
                 Some(id) => {
                     let request_id = self.swarm.behaviour_mut().send_request(&id, request);
@@ -262,6 +345,7 @@ impl Network {
 
     fn fault(&mut self, peer: PeerId, why: &str) {
         let Some(&i) = self.index.get(&peer) else {
+            self.guest_fault(peer, why);
             return;
         };
         let p = &mut self.peers[i];
@@ -275,6 +359,54 @@ impl Network {
         }
     }
 
+    fn guest_fault(&mut self, peer: PeerId, why: &str) {
+        let Some(guest) = self.guests.get_mut(&peer) else {
+            return;
+        };
+        guest.faults += 1;
+        warn!(%peer, faults = guest.faults, "guest fault: {why}");
+        if guest.faults >= MAX_PEER_FAULTS {
+            self.guests.remove(&peer);
+            self.shun_guest(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn shun_guest(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        self.shunned_guests.retain(|_, until| *until > now);
+        if self.shunned_guests.len() >= MAX_SHUNNED_GUESTS {
+            if let Some(oldest) = self
+                .shunned_guests
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(id, _)| *id)
+            {
+                self.shunned_guests.remove(&oldest);
+            }
+        }
+        self.shunned_guests.insert(peer, now + SHUN_DURATION);
+    }
+
+    /// Admits a connection from a key outside the set, within the bounds.
+    fn admit_guest(&mut self, peer: PeerId) {
+        if self.guests.contains_key(&peer) {
+            return;
+        }
+        let shunned = self
+            .shunned_guests
+            .get(&peer)
+            .is_some_and(|until| *until > Instant::now());
+        if shunned || self.guests.len() >= MAX_GUESTS {
+            debug!(%peer, shunned, "refusing a guest");
+            self.guests_refused.fetch_add(1, Ordering::Relaxed);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        debug!(%peer, "guest connected");
+        self.guests.insert(peer, Guest::new());
+    }
+
     fn on_event(
         &mut self,
         event: SwarmEvent<Event<NetRequest, NetResponse>>,
@@ -285,15 +417,30 @@ impl Network {
                 Message::Request {
                     request, channel, ..
                 } => {
-                    let Some(&from) = self.index.get(&peer) else {
-                        let _ = self.swarm.disconnect_peer_id(peer);
-                        return;
-                    };
                     if let NetRequest::Undecodable(why) = &request {
                         // No answer: the stream is dropped.
                         self.fault(peer, why);
                         return;
                     }
+                    let from = match self.index.get(&peer) {
+                        Some(&i) => Origin::Validator(i),
+                        None => {
+                            let Some(guest) = self.guests.get_mut(&peer) else {
+                                let _ = self.swarm.disconnect_peer_id(peer);
+                                return;
+                            };
+                            if !guest.take() {
+                                // Over its budget: no answer (the stream is dropped).
+                                self.guests_refused.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            if !guest_may_send(&request) {
+                                self.guest_fault(peer, "a guest sent a validator's request");
+                                return;
+                            }
+                            Origin::Guest(peer)
+                        }
+                    };
                     let response = handler.on_request(from, request);
                     let _ = self.swarm.behaviour_mut().send_response(channel, response);
                 }
@@ -325,7 +472,7 @@ impl Network {
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 match self.index.get(&peer_id).copied() {
-                    Some(i) if i != self.me => {
+                    Some(i) if Some(i) != self.me => {
                         let p = &mut self.peers[i];
                         if p.shunned_until.is_some_and(|t| t > Instant::now()) {
                             let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -337,10 +484,11 @@ impl Network {
                             info!(peer = i, "connected");
                         }
                     }
-                    _ => {
-                        debug!(%peer_id, "refusing a peer that is not a validator");
+                    Some(_) => {
+                        // Our own key from elsewhere.
                         let _ = self.swarm.disconnect_peer_id(peer_id);
                     }
+                    None => self.admit_guest(peer_id),
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -353,6 +501,8 @@ impl Network {
                         info!(peer = i, "disconnected");
                     }
                     self.peers[i].connected = false;
+                } else {
+                    self.guests.remove(&peer_id);
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "p2p listening"),
@@ -366,7 +516,7 @@ impl Network {
         let now = Instant::now();
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
-            if i == self.me || p.connected || p.next_dial > now {
+            if Some(i) == self.me || p.connected || p.next_dial > now {
                 continue;
             }
             if p.shunned_until.is_some_and(|t| t > now) {
@@ -415,6 +565,7 @@ mod tests {
             commands,
             connected: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
+            guests_refused: Arc::new(AtomicU64::new(0)),
         };
         for _ in 0..10 {
             handle.broadcast(NetRequest::GetCommitted { from: 1, count: 1 });

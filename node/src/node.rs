@@ -3,26 +3,26 @@
 //! RocksDB before the next action: nothing that depends on it leaves first). Payload building,
 //! checking and execution run on the executor thread; signature checks on the blocking pool.
 
-use crate::executor::{log_head, Executor, ExecutorConfig, Job};
+use crate::executor::{log_head, Executor, ExecutorConfig, Exit, Job};
 use crate::inbox::PeerInbox;
 use crate::ingest::ingest_batch;
 use crate::manifests::PeerManifests;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
-use crate::network::{Handler, NetHandle, Network};
+use crate::network::{Handler, NetHandle, Network, Origin};
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
 use anyhow::{bail, Context, Result};
 use quorate_consensus::recovery_history;
 use quorate_consensus::{
-    self as consensus, Action, CertificateVerifier, CommitProof, Engine, EngineConfig, EngineKeys,
-    EngineStatus, FaultInjection, Input, Persisted, ProtocolStatus, Signer,
+    self as consensus, Action, BuildError, CertificateVerifier, CommitProof, Engine, EngineConfig,
+    EngineKeys, EngineStatus, FaultInjection, Input, Persisted, ProtocolStatus, Signer,
 };
 use quorate_crypto::{Digest, MacKey, SigningKey};
 use quorate_genesis::{Genesis, NodeConfig, Protocol, ValidatorKeyFile, ValidatorSet};
 use quorate_ledger::state::{initial_accumulator, state_root};
 use quorate_ledger::{
-    codec, Account, Batch, Block, BlockHeader, ChainRules, Height, PendingBlock, Store,
+    codec, Account, Batch, Block, BlockHeader, ChainRules, Epoch, Height, PendingBlock, Store,
 };
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -38,7 +38,8 @@ pub struct Shared {
     /// What the chain accepts (chain id, opaque payloads).
     pub rules: ChainRules,
     pub protocol: Protocol,
-    pub me: usize,
+    /// This node's index in the epoch's set; `None` while it follows.
+    pub me: Option<usize>,
     pub validators: ValidatorSet,
     pub store: Arc<Store>,
     pub mempool: Arc<Mutex<Mempool>>,
@@ -53,8 +54,11 @@ pub struct Shared {
     pub max_block_transactions: usize,
     /// The most blocks ledger sync fetches looking for one whose proof commits it.
     pub sync_run_max: u64,
+    /// Wakes ledger sync at once: a peer is in a later epoch.
+    pub sync_now: Arc<tokio::sync::Notify>,
     pub metrics: Arc<Metrics>,
-    pub status: Mutex<EngineStatus>,
+    /// The engine's status; `None` while the node follows.
+    pub status: Mutex<Option<EngineStatus>>,
 }
 
 impl Shared {
@@ -78,6 +82,7 @@ impl Shared {
             (&m.inbox_dropped, self.inbox.dropped_total()),
             (&m.net_commands_dropped, self.net.dropped_total()),
             (&m.manifests_forgotten, self.manifests.forgotten_total()),
+            (&m.guests_refused, self.net.guests_refused_total()),
             (&m.batches_forgotten, self.pushed_batches.forgotten_total()),
         ] {
             gauge.store(value, Ordering::Relaxed);
@@ -105,11 +110,26 @@ struct NetHandler {
 }
 
 impl Handler for NetHandler {
-    fn on_request(&self, from: usize, request: NetRequest) -> NetResponse {
+    fn on_request(&self, origin: Origin, request: NetRequest) -> NetResponse {
         let shared = &self.shared;
+        // Guests (followers) share the slot after the validators' in the per-peer bounds; the
+        // network lets them send only what a follower needs.
+        let slot = match origin {
+            Origin::Validator(i) => i,
+            Origin::Guest(_) => shared.validators.len(),
+        };
         match request {
-            NetRequest::Consensus(message) => {
-                shared.inbox.push(from, message);
+            NetRequest::Consensus(epoch, message) => {
+                let ours = shared.validators.epoch();
+                if epoch == ours {
+                    shared.inbox.push(slot, message);
+                } else if epoch > ours {
+                    // A validator is already in a later epoch: this node missed the block that
+                    // ended its own; ledger sync fetches it now rather than after a stall.
+                    shared.sync_now.notify_one();
+                }
+                // An earlier epoch's message is dropped unscored: its sender is an honest
+                // laggard, which its own ledger sync brings forward.
                 NetResponse::Ack
             }
             NetRequest::Batch(batch) => {
@@ -125,13 +145,11 @@ impl Handler for NetHandler {
                             batch,
                             digest,
                             &shared.jobs,
-                            Some((from, &shared.pushed_batches)),
+                            Some((slot, &shared.pushed_batches)),
                         )
                         .await;
                         if !valid {
-                            shared
-                                .net
-                                .report_fault(from, format!("invalid batch {digest}"));
+                            shared.net.report(origin, format!("invalid batch {digest}"));
                         }
                     });
                 }
@@ -142,13 +160,13 @@ impl Handler for NetHandler {
                 if Block::payload_digest_of(&batches) != payload {
                     shared
                         .net
-                        .report_fault(from, "manifest does not match its digest".into());
+                        .report(origin, "manifest does not match its digest".into());
                 } else if batches.len() > shared.max_block_transactions {
                     // Every batch holds a transaction at least: no block can carry this.
                     shared
                         .net
-                        .report_fault(from, format!("manifest of {} batches", batches.len()));
-                } else if let Err(error) = store_peer_manifest(shared, from, payload, &batches) {
+                        .report(origin, format!("manifest of {} batches", batches.len()));
+                } else if let Err(error) = store_peer_manifest(shared, slot, payload, &batches) {
                     error!(%error, "storing a manifest");
                 }
                 NetResponse::Ack
@@ -201,7 +219,11 @@ fn recover_engine(
     store: &Store,
 ) -> Result<Box<dyn Engine + Send>> {
     let head = store.head()?.context("no head in the database")?;
-    let root_proof = if head.height.0 == 0 {
+    let epoch = base.validators.epoch();
+    let epoch_root = &base.epoch_root;
+    // At the epoch's root the engine starts fresh: no proof (the root's is its old epoch's),
+    // no history of the old set's proposers.
+    let root_proof = if head.height.0 == 0 || head.height == epoch_root.height {
         None
     } else {
         let record = store
@@ -212,10 +234,16 @@ fn recover_engine(
                 .context("the head block's commit proof does not decode")?,
         )
     };
-    // The committed headers below the head that a restarted engine needs (`recovery_history`).
+    // The committed headers of this epoch below the head that a restarted engine needs
+    // (`recovery_history`).
     let window = recovery_history(base.validators.len(), &base.params) as u64;
     let mut history = Vec::new();
-    for height in head.height.0.saturating_sub(window).max(1)..head.height.0 {
+    let first = head
+        .height
+        .0
+        .saturating_sub(window)
+        .max(epoch_root.height.0 + 1);
+    for height in first..head.height.0 {
         let record = store
             .committed(Height(height))?
             .with_context(|| format!("committed block {height} missing"))?;
@@ -227,15 +255,75 @@ fn recover_engine(
         history,
         ..base.clone()
     };
+    // Blocks of this epoch only: an earlier epoch's are its old set's (its suffix, or forks).
+    let blocks: Vec<Vec<u8>> = store
+        .pending_blocks()?
+        .into_iter()
+        .filter_map(|(_, block)| block)
+        .filter(|block| block.header.epoch == epoch)
+        .map(|block| block.engine)
+        .collect();
     let persisted = Persisted {
         safety: store.safety()?,
-        blocks: store
-            .pending_blocks()?
-            .into_iter()
-            .filter_map(|(_, block)| block.map(|block| block.engine))
-            .collect(),
+        blocks: blocks.clone(),
     };
-    consensus::build(protocol, config, persisted).context("recovering the consensus engine")
+    match consensus::build(protocol, config.clone(), persisted) {
+        // The safety state of an epoch that is over binds nothing in this one: its votes and
+        // locks name their epoch, which no message of this epoch does.
+        Err(BuildError::WrongEpoch { persisted, engine }) if persisted < engine => {
+            info!("consensus safety state is of epoch {persisted}; epoch {engine} starts afresh");
+            consensus::build(
+                protocol,
+                config,
+                Persisted {
+                    safety: None,
+                    blocks,
+                },
+            )
+            .context("starting the consensus engine")
+        }
+        built => built.context("recovering the consensus engine"),
+    }
+}
+
+/// This validator's engine for the epoch of `validators`, resumed from the store, with the
+/// configuration a restart after ledger sync builds it from again.
+fn start_engine(
+    base: &Base,
+    validators: &ValidatorSet,
+    me: usize,
+    epoch_root: BlockHeader,
+    head: &quorate_ledger::Head,
+) -> Result<(Box<dyn Engine + Send>, EngineConfig)> {
+    let genesis = &base.genesis;
+    let keys = match genesis.protocol {
+        Protocol::HotStuff => EngineKeys::signing(base.signer.clone()),
+        Protocol::Pbft => EngineKeys {
+            signer: base.signer.clone(),
+            mac_keys: pairwise_mac_keys(
+                &base.identity,
+                validators,
+                &genesis.chain_id,
+                base.genesis_hash,
+            )?,
+        },
+    };
+    let config = EngineConfig {
+        chain_id: genesis.chain_id.clone(),
+        genesis_hash: base.genesis_hash,
+        validators: validators.clone(),
+        own_index: me,
+        keys,
+        params: genesis.params.clone(),
+        root: head.header.clone(),
+        root_proof: None,
+        epoch_root,
+        history: Vec::new(),
+        verifier: base.verifier.clone(),
+        fault: FaultInjection::None,
+    };
+    let engine = recover_engine(genesis.protocol, &config, &base.store)?;
+    Ok((engine, config))
 }
 
 /// The MAC key this validator shares with each validator of the epoch (PBFT), derived from the
@@ -333,6 +421,63 @@ pub fn open_store(path: &Path, genesis: &Genesis, genesis_hash: Digest) -> Resul
     Ok(store)
 }
 
+/// What outlives an epoch: the node's keys, store, mempool and metrics, and the RPC.
+struct Base {
+    config: NodeConfig,
+    genesis: Genesis,
+    genesis_hash: Digest,
+    identity: SigningKey,
+    signer: Signer,
+    store: Arc<Store>,
+    verifier: Arc<CertificateVerifier>,
+    mempool: Arc<Mutex<Mempool>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The current epoch's [`Shared`], swapped at each epoch boundary: what the RPC server reads.
+pub struct Current(std::sync::RwLock<Arc<Shared>>);
+
+impl Current {
+    pub fn get(&self) -> Arc<Shared> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, shared: Arc<Shared>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = shared;
+    }
+}
+
+/// The RPC server: bound before the first epoch, serving from the first epoch's start on, and
+/// kept across epochs (clients see no gap at a boundary).
+struct Rpc {
+    listener: Option<tokio::net::TcpListener>,
+    current: Option<Arc<Current>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Rpc {
+    fn publish(&mut self, shared: Arc<Shared>) {
+        match &self.current {
+            Some(current) => current.set(shared),
+            None => {
+                let current = Arc::new(Current(std::sync::RwLock::new(shared)));
+                if let Some(listener) = self.listener.take() {
+                    self.task = Some(tokio::spawn(crate::rpc::serve(listener, current.clone())));
+                }
+                self.current = Some(current);
+            }
+        }
+    }
+}
+
+/// How an epoch's run ended.
+enum EpochEnd {
+    /// A signal: the node stops.
+    Stop,
+    /// The epoch's last block is committed: the next epoch starts.
+    Next,
+}
+
 pub async fn run(home: &Path) -> Result<()> {
     let config_path = home.join("config.toml");
     let config = NodeConfig::load(&config_path)
@@ -345,78 +490,103 @@ pub async fn run(home: &Path) -> Result<()> {
     let keys = ValidatorKeyFile::load(&key_path)
         .with_context(|| format!("loading {}", key_path.display()))?;
     // Epoch 0's set (checks every proof of possession up front, for a clear error).
-    let genesis_validators = genesis.validator_set()?;
-    if genesis_validators
-        .index_of_identity(&keys.identity.public())
-        .is_none()
-    {
-        bail!(
-            "identity key {} is not a validator of epoch 0 (this version runs validators only; a node that `quorate init` made waits for follower mode, issue 13)",
-            keys.identity.public()
-        );
-    }
-    let signer = Signer::bls(Arc::new(keys.bls));
-    let identity = keys.identity;
+    genesis.validator_set()?;
     let data_dir = NodeConfig::resolve(home, &config.data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let store = Arc::new(open_store(&data_dir.join("db"), &genesis, genesis_hash)?);
     let head = store.head()?.context("no head after initialisation")?;
     log_head(&head);
-    let verifier = Arc::new(CertificateVerifier::new());
-    // The epoch the committed chain is in: its set, and its root (where its engines start).
-    let (validators, epoch_root) = current_epoch(&store)?;
-    let me = validators
-        .index_of_identity(&identity.public())
-        .with_context(|| {
-            format!(
-                "identity key {} is not a validator of epoch {} (a node outside the set needs follower mode, issue 13)",
-                identity.public(),
-                validators.epoch()
-            )
-        })?;
-    let engine_keys = match genesis.protocol {
-        Protocol::HotStuff => EngineKeys::signing(signer),
-        Protocol::Pbft => EngineKeys {
-            signer,
-            mac_keys: pairwise_mac_keys(&identity, &validators, &genesis.chain_id, genesis_hash)?,
-        },
-    };
-    let engine_config = EngineConfig {
-        chain_id: genesis.chain_id.clone(),
+    let mempool = Arc::new(Mutex::new(Mempool::new(
+        genesis.rules(),
+        config.mempool.clone(),
+        genesis.params.max_batch_transactions as usize,
+    )));
+    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_listen)
+        .await
+        .with_context(|| format!("binding RPC on {}", config.rpc_listen))?;
+    info!(address = %config.rpc_listen, "RPC listening");
+    let base = Base {
+        signer: Signer::bls(Arc::new(keys.bls)),
+        identity: keys.identity,
+        config,
+        genesis,
         genesis_hash,
-        validators: validators.clone(),
-        own_index: me,
-        keys: engine_keys,
-        params: genesis.params.clone(),
-        root: head.header.clone(),
-        root_proof: None,
-        epoch_root,
-        history: Vec::new(),
-        verifier: verifier.clone(),
-        fault: FaultInjection::None,
+        store: store.clone(),
+        verifier: Arc::new(CertificateVerifier::new()),
+        mempool,
+        metrics: Arc::new(Metrics::default()),
     };
-    let mut engine = recover_engine(genesis.protocol, &engine_config, &store)?;
+    let mut rpc = Rpc {
+        listener: Some(rpc_listener),
+        current: None,
+        task: None,
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let outcome = loop {
+        match run_epoch(&base, &mut rpc, &mut terminate).await {
+            Ok(EpochEnd::Next) => continue,
+            Ok(EpochEnd::Stop) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    if let Some(task) = rpc.task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(rpc);
+    drop(base);
+    if Arc::strong_count(&store) > 1 {
+        warn!("database still referenced at shutdown; relying on its write-ahead log");
+    }
+    drop(store);
+    match &outcome {
+        Ok(()) => info!("stopped cleanly"),
+        Err(error) => error!("stopping: {error:#}"),
+    }
+    outcome
+}
+
+/// Runs consensus for the epoch the committed chain is in, with that epoch's set: its engine,
+/// network admission, executor, sync and batcher, until a signal or until the executor commits
+/// the epoch's last block. Everything of the epoch is stopped before it returns.
+async fn run_epoch(
+    base: &Base,
+    rpc: &mut Rpc,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> Result<EpochEnd> {
+    let genesis = &base.genesis;
+    let genesis_hash = base.genesis_hash;
+    let store = &base.store;
+    let metrics = &base.metrics;
+    // The epoch the committed chain is in: its set, and its root (where its engines start).
+    let (validators, epoch_root) = current_epoch(store)?;
+    let epoch = validators.epoch();
+    // Outside the set, the node follows: it syncs and executes committed blocks, serves RPC
+    // and forwards transactions, and never votes.
+    let me = validators.index_of_identity(&base.identity.public());
+    metrics.epoch.store(epoch.0, Ordering::Relaxed);
+    let head = store.head()?.context("no head in the database")?;
+    let mut engine = match me {
+        Some(me) => Some(start_engine(base, &validators, me, epoch_root, &head)?),
+        None => None,
+    };
 
     let peers: Vec<_> = validators
         .validators()
         .iter()
         .map(|v| (v.identity_key, v.p2p_address.clone()))
         .collect();
-    let (network, net) = Network::new(&identity, &config.p2p_listen, &peers, me)?;
-    let mempool = Arc::new(Mutex::new(Mempool::new(
-        genesis.rules(),
-        config.mempool.clone(),
-        genesis.params.max_batch_transactions as usize,
-    )));
-    let metrics = Arc::new(Metrics::default());
+    let (network, net) = Network::new(&base.identity, &base.config.p2p_listen, &peers, me)?;
     // Local inputs (timers, the executor's answers): made by this node, a bounded number per
     // engine action. Peers' messages go to the per-peer bounded inbox.
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let inbox = Arc::new(PeerInbox::new(validators.len(), crate::inbox::PER_PEER_MAX));
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+    // One slot more, shared by every guest (follower) forwarding transactions.
     let pushed_batches = Arc::new(PeerBatches::new(
-        validators.len(),
+        validators.len() + 1,
         crate::peer_batches::PER_PEER_MAX,
     ));
     let shared = Arc::new(Shared {
@@ -426,7 +596,7 @@ pub async fn run(home: &Path) -> Result<()> {
         me,
         validators: validators.clone(),
         store: store.clone(),
-        mempool: mempool.clone(),
+        mempool: base.mempool.clone(),
         net: net.clone(),
         jobs: jobs_tx.clone(),
         inbox: inbox.clone(),
@@ -437,8 +607,9 @@ pub async fn run(home: &Path) -> Result<()> {
             .params
             .checkpoint_interval
             .saturating_add(crate::wire::MAX_BLOCKS_PER_REQUEST),
+        sync_now: Arc::new(tokio::sync::Notify::new()),
         metrics: metrics.clone(),
-        status: Mutex::new(engine.status()),
+        status: Mutex::new(engine.as_ref().map(|(engine, _)| engine.status())),
     });
 
     let executor = Executor::new(
@@ -451,7 +622,7 @@ pub async fn run(home: &Path) -> Result<()> {
             pushed_batches,
         },
         store.clone(),
-        mempool.clone(),
+        base.mempool.clone(),
         net.clone(),
         tokio::runtime::Handle::current(),
         inputs_tx.clone(),
@@ -459,33 +630,31 @@ pub async fn run(home: &Path) -> Result<()> {
         metrics.clone(),
     )?;
     let (fatal_tx, mut fatal) = mpsc::unbounded_channel::<String>();
+    let (ended_tx, mut ended) = mpsc::unbounded_channel::<Epoch>();
     let (restart_tx, mut restart) = mpsc::unbounded_channel::<()>();
     let sync_task = tokio::spawn(crate::sync::run(
         shared.clone(),
         genesis_hash,
-        verifier.clone(),
+        base.verifier.clone(),
         restart_tx,
     ));
-    let executor_thread = {
-        let fatal_tx = fatal_tx.clone();
-        std::thread::Builder::new()
-            .name("executor".into())
-            .spawn(move || {
-                if let Err(error) = executor.run(jobs_rx) {
-                    let _ = fatal_tx.send(format!("{error:#}"));
-                }
-            })
-            .context("starting the executor thread")?
-    };
+    let executor_thread = std::thread::Builder::new()
+        .name("executor".into())
+        .spawn(move || match executor.run(jobs_rx) {
+            Ok(Exit::Stopped) => {}
+            Ok(Exit::EpochEnded(next)) => {
+                let _ = ended_tx.send(next);
+            }
+            Err(error) => {
+                let _ = fatal_tx.send(format!("{error:#}"));
+            }
+        })
+        .context("starting the executor thread")?;
 
     let network_task = tokio::spawn(network.run(Arc::new(NetHandler {
         shared: shared.clone(),
     })));
-    let rpc_listener = tokio::net::TcpListener::bind(&config.rpc_listen)
-        .await
-        .with_context(|| format!("binding RPC on {}", config.rpc_listen))?;
-    info!(address = %config.rpc_listen, "RPC listening");
-    let rpc_task = tokio::spawn(crate::rpc::serve(rpc_listener, shared.clone()));
+    rpc.publish(shared.clone());
     let batcher_task = {
         let shared = shared.clone();
         let inputs = inputs_tx.clone();
@@ -527,79 +696,95 @@ pub async fn run(home: &Path) -> Result<()> {
         })
     };
 
-    info!(validator = me, moniker = %config.moniker, chain = %genesis.chain_id, "starting");
+    info!(
+        validator = ?me,
+        epoch = epoch.0,
+        validators = validators.len(),
+        moniker = %base.config.moniker,
+        chain = %genesis.chain_id,
+        "starting"
+    );
     let mut runtime = Runtime {
-        me,
+        me: me.unwrap_or(usize::MAX),
+        epoch,
         store: store.clone(),
         net: net.clone(),
         inputs: inputs_tx.clone(),
         jobs: jobs_tx.clone(),
     };
-    runtime.perform(engine.start())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let outcome = loop {
-        tokio::select! {
-            // Local inputs first: a timer or a payload answer is never starved by peers.
-            biased;
-            input = inputs.recv() => {
-                let Some(input) = input else { break Ok(()) };
-                let actions = engine.handle(input);
-                if let Err(error) = runtime.perform(actions) {
-                    break Err(error);
-                }
-                publish_status(&*engine, &metrics, &shared);
-            }
-            (from, message) = inbox.recv() => {
-                let actions = engine.handle(Input::Message { from, message });
-                if let Err(error) = runtime.perform(actions) {
-                    break Err(error);
-                }
-                publish_status(&*engine, &metrics, &shared);
-            }
-            Some(()) = restart.recv() => {
-                match recover_engine(genesis.protocol, &engine_config, &store) {
-                    Ok(recovered) => {
-                        engine = recovered;
-                        let mut actions = engine.start();
-                        // A new engine assumes payload is pending; the batcher only reports
-                        // changes, so tell it how things stand now.
-                        let pending = shared.mempool().has_ready();
-                        actions.extend(engine.handle(Input::PayloadPending(pending)));
+    let started = match &mut engine {
+        Some((engine, _)) => runtime.perform(engine.start()),
+        None => {
+            info!(
+                epoch = epoch.0,
+                "not a validator of epoch {epoch}: following the chain (syncing committed blocks, never voting)"
+            );
+            Ok(())
+        }
+    };
+    let outcome = match started {
+        Err(error) => Err(error),
+        Ok(()) => loop {
+            tokio::select! {
+                // Local inputs first: a timer or a payload answer is never starved by peers.
+                biased;
+                input = inputs.recv() => {
+                    let Some(input) = input else { break Ok(EpochEnd::Stop) };
+                    if let Some((engine, _)) = &mut engine {
+                        let actions = engine.handle(input);
                         if let Err(error) = runtime.perform(actions) {
                             break Err(error);
                         }
+                        publish_status(&**engine, metrics, &shared);
                     }
-                    Err(error) => break Err(error),
                 }
+                Some(next) = ended.recv() => {
+                    info!(epoch = next.0, "epoch {epoch} is over: epoch {next} starts with its validator set");
+                    break Ok(EpochEnd::Next);
+                }
+                (from, message) = inbox.recv() => {
+                    if let Some((engine, _)) = &mut engine {
+                        let actions = engine.handle(Input::Message { from, message });
+                        if let Err(error) = runtime.perform(actions) {
+                            break Err(error);
+                        }
+                        publish_status(&**engine, metrics, &shared);
+                    }
+                }
+                Some(()) = restart.recv() => {
+                    let Some((engine, config)) = &mut engine else { continue };
+                    match recover_engine(genesis.protocol, config, store) {
+                        Ok(recovered) => {
+                            *engine = recovered;
+                            let mut actions = engine.start();
+                            // A new engine assumes payload is pending; the batcher only reports
+                            // changes, so tell it how things stand now.
+                            let pending = shared.mempool().has_ready();
+                            actions.extend(engine.handle(Input::PayloadPending(pending)));
+                            if let Err(error) = runtime.perform(actions) {
+                                break Err(error);
+                            }
+                        }
+                        Err(error) => break Err(error),
+                    }
+                }
+                why = fatal.recv() => {
+                    break Err(anyhow::anyhow!("executor stopped: {}", why.unwrap_or_default()));
+                }
+                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break Ok(EpochEnd::Stop) }
+                _ = terminate.recv() => { info!("SIGTERM: stopping"); break Ok(EpochEnd::Stop) }
             }
-            why = fatal.recv() => {
-                break Err(anyhow::anyhow!("executor stopped: {}", why.unwrap_or_default()));
-            }
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break Ok(()) }
-            _ = terminate.recv() => { info!("SIGTERM: stopping"); break Ok(()) }
-        }
+        },
     };
-    rpc_task.abort();
     sync_task.abort();
     batcher_task.abort();
     network_task.abort();
     let _ = jobs_tx.send(Job::Stop);
     let _ = tokio::task::spawn_blocking(move || executor_thread.join()).await;
     drop(runtime);
-    drop(shared);
-    let _ = rpc_task.await;
     let _ = network_task.await;
     let _ = batcher_task.await;
     let _ = sync_task.await;
-    if Arc::strong_count(&store) > 1 {
-        warn!("database still referenced at shutdown; relying on its write-ahead log");
-    }
-    drop(store);
-    match &outcome {
-        Ok(()) => info!("stopped cleanly"),
-        Err(error) => error!("stopping: {error:#}"),
-    }
     outcome
 }
 
@@ -623,11 +808,12 @@ fn publish_status(engine: &dyn Engine, metrics: &Metrics, shared: &Shared) {
             .high_watermark
             .store(high_watermark.0, Ordering::Relaxed);
     }
-    *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
 }
 
 struct Runtime {
     me: usize,
+    epoch: Epoch,
     store: Arc<Store>,
     net: NetHandle,
     inputs: UnboundedSender<Input>,
@@ -641,11 +827,13 @@ impl Runtime {
             match action {
                 Action::Send { to, message } => {
                     if to != self.me {
-                        self.net.send(to, NetRequest::Consensus(message));
+                        self.net
+                            .send(to, NetRequest::Consensus(self.epoch, message));
                     }
                 }
                 Action::Broadcast { message } => {
-                    self.net.broadcast(NetRequest::Consensus(message));
+                    self.net
+                        .broadcast(NetRequest::Consensus(self.epoch, message));
                 }
                 Action::SetTimer { timer, duration_ms } => {
                     let inputs = self.inputs.clone();

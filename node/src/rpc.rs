@@ -2,10 +2,10 @@
 //! `{"error": "..."}` that names the problem.
 
 use crate::mempool::SubmitError;
-use crate::node::Shared;
+use crate::node::{Current, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +30,19 @@ pub const MAX_TXS_PER_REQUEST: usize = 1_000;
 /// Body limit of `POST /v1/txs`.
 const MAX_TXS_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-type Shared_ = Arc<Shared>;
+/// The current epoch's [`Shared`] (swapped at each epoch boundary), taken per request.
+struct Live(Arc<Shared>);
+
+impl axum::extract::FromRequestParts<Arc<Current>> for Live {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        current: &Arc<Current>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Live(current.get()))
+    }
+}
 
 pub struct ApiError(StatusCode, String);
 
@@ -48,7 +60,7 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: tokio::net::TcpListener, current: Arc<Current>) {
     let app = Router::new()
         .route("/v1/tx", post(submit))
         .route(
@@ -64,7 +76,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(shared);
+        .with_state(current);
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "RPC server stopped");
     }
@@ -101,7 +113,7 @@ fn check_governance(shared: &Shared, tx: &SignedTransaction) -> Result<(), Submi
 }
 
 async fn submit(
-    State(shared): State<Shared_>,
+    Live(shared): Live,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let reject = |error: ApiError| {
@@ -165,7 +177,7 @@ async fn submit(
 /// with one ed25519 batch verification. Answers 200 with one result per transaction, in order:
 /// `{"hash": ...}` if admitted, `{"error": ..., "status": CODE}` if not.
 async fn submit_many(
-    State(shared): State<Shared_>,
+    Live(shared): Live,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|rejection| {
@@ -264,10 +276,7 @@ fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     Digest::from_hex(text).map_err(|error| bad(format!("transaction hash {text:?}: {error}")))
 }
 
-async fn tx_status(
-    State(shared): State<Shared_>,
-    Path(hash): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn tx_status(Live(shared): Live, Path(hash): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_digest(&hash)?;
     if let Some(location) = shared.store.tx(&id).map_err(internal)? {
         let (result, error) = match &location.receipt {
@@ -292,10 +301,7 @@ async fn tx_status(
     Ok(Json(json!({ "hash": id, "status": status })))
 }
 
-async fn account(
-    State(shared): State<Shared_>,
-    Path(address): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn account(Live(shared): Live, Path(address): Path<String>) -> Result<Json<Value>, ApiError> {
     let address = Address::from_hex(&address)
         .map_err(|error| bad(format!("address {address:?}: {error}")))?;
     let committed = shared.store.account(&address).map_err(internal)?;
@@ -337,7 +343,7 @@ struct BlockQuery {
 }
 
 async fn block(
-    State(shared): State<Shared_>,
+    Live(shared): Live,
     Path(height): Path<String>,
     query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -391,7 +397,7 @@ async fn block(
 /// `GET /v1/block/{height}/raw`: the committed block record and its batches in the canonical
 /// encoding, hex (what `quorate audit --rpc` verifies; the client trusts none of it).
 async fn block_raw(
-    State(shared): State<Shared_>,
+    Live(shared): Live,
     Path(height): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (height, record, batches) = committed_block(&shared, &height)?;
@@ -403,7 +409,7 @@ async fn block_raw(
     })))
 }
 
-async fn status(State(shared): State<Shared_>) -> Result<Json<Value>, ApiError> {
+async fn status(Live(shared): Live) -> Result<Json<Value>, ApiError> {
     let head = shared
         .store
         .head()
@@ -414,22 +420,25 @@ async fn status(State(shared): State<Shared_>) -> Result<Json<Value>, ApiError> 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    // A follower runs no engine: no view, leader or consensus state of its own.
+    let engine_part = |f: &dyn Fn(&EngineStatus) -> Value| engine.as_ref().map_or(Value::Null, f);
     let governance = shared.store.governance().map_err(internal)?;
     Ok(Json(json!({
         "chain_id": shared.chain_id,
         "protocol": shared.protocol.to_string(),
         "epoch": governance.epoch().0,
-        "view": engine.view.0,
+        "view": engine_part(&|e| e.view.0.into()),
         "height": head.height.0,
         "head_hash": head.hash,
         "state_root": head.header.state_root,
-        "leader": engine.leader,
+        "leader": engine_part(&|e| e.leader.into()),
+        "role": if shared.me.is_some() { "validator" } else { "follower" },
         "validator_index": shared.me,
         "validators": governance.get().validators.len(),
         "peers": shared.net.connected(),
         "mempool": shared.mempool().len(),
-        "timeouts": engine.timeouts,
-        "consensus": protocol_status(&engine),
+        "timeouts": engine_part(&|e| e.timeouts.into()),
+        "consensus": engine_part(&protocol_status),
     })))
 }
 
@@ -452,7 +461,7 @@ fn validator_json(index: usize, v: &ValidatorInfo) -> Value {
 /// `GET /v1/validators[?epoch=E]`: the set of the current epoch (with open proposals and the
 /// scheduled change) or of an earlier one the committed chain went through.
 async fn validators(
-    State(shared): State<Shared_>,
+    Live(shared): Live,
     query: Result<Query<EpochQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| bad(format!("query: {}", e.body_text())))?;
@@ -527,7 +536,7 @@ fn protocol_status(engine: &EngineStatus) -> Value {
     }
 }
 
-async fn metrics(State(shared): State<Shared_>) -> impl IntoResponse {
+async fn metrics(Live(shared): Live) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
         shared.metrics.render(),

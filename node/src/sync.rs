@@ -52,8 +52,15 @@ fn verified_prefix(
     let mut expected_height = head_height.next();
     let mut checked = Vec::new();
     let mut proven = 0;
+    let epoch = shared.validators.epoch();
     for block in blocks {
         let header = block.header;
+        if header.epoch != epoch {
+            // The next epoch's blocks: their set is known once this node commits its epoch's
+            // last block (whose proof its own epoch's set made), and the next epoch's sync
+            // takes them.
+            break;
+        }
         if header.height != expected_height || header.parent != expected_parent {
             return Err(format!(
                 "block at height {} does not extend height {} ({})",
@@ -96,13 +103,18 @@ pub async fn run(
 ) {
     let n = shared.validators.len();
     let me = shared.me;
-    let mut cursor = me;
+    // A follower has no engine to catch up with: sync is how it moves at all, so it asks for
+    // every block at once (no lag first), every second while peers have more.
+    let follower = me.is_none();
+    let mut cursor = me.unwrap_or(0);
     let mut last_height = Height(0);
     let mut last_progress = Instant::now();
     let mut last_probe = Instant::now();
     let mut synced = 0u64;
     // Set while peers have more: the next request goes out at once.
     let mut eager = false;
+    // Set when a peer showed it is in a later epoch: probe at once, for any lag.
+    let mut behind = false;
     let mut stalled_probe_every = Duration::from_secs(1);
     loop {
         let Ok(Some(head)) = shared.store.head() else {
@@ -117,29 +129,31 @@ pub async fn run(
         let stalled = last_progress.elapsed() >= STALL;
         // While stalled, probe every second at first, then less often while no peer is ahead
         // (an idle chain stalls for good, and needs no n·(n-1) probes a second).
-        let probe_every = if stalled {
+        let probe_every = if stalled || follower {
             stalled_probe_every
         } else {
             PROBE_EVERY
         };
-        if n < 2 || (!eager && last_probe.elapsed() < probe_every) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        let others = if follower { n } else { n.saturating_sub(1) };
+        if others == 0 || (!eager && !behind && last_probe.elapsed() < probe_every) {
+            behind = wait(&shared).await;
             continue;
         }
+        let behind_round = std::mem::take(&mut behind);
         last_probe = Instant::now();
         let eager_round = std::mem::take(&mut eager);
         // Ask each other validator in turn until one gives proven blocks.
         let mut applied = false;
         let mut more = false;
-        for _ in 0..n - 1 {
+        for _ in 0..others {
             cursor = (cursor + 1) % n;
-            if cursor == me {
+            if Some(cursor) == me {
                 cursor = (cursor + 1) % n;
             }
             let peer = cursor;
             if !eager_round {
                 // Is this peer's ledger far enough ahead? One block at our head + lag says.
-                let lag = if last_progress.elapsed() >= LONG_STALL {
+                let lag = if follower || behind_round || last_progress.elapsed() >= LONG_STALL {
                     1
                 } else {
                     SYNC_LAG
@@ -247,6 +261,9 @@ pub async fn run(
             eager = true;
             continue;
         }
+        if synced > 0 && follower {
+            synced = 0;
+        }
         if synced > 0 {
             // Within one request of the peers' committed head: the engine, still rooted where
             // the ledger was, restarts from the new head and catches the rest by consensus.
@@ -259,6 +276,18 @@ pub async fn run(
             let _ = restart_engine.send(());
             last_progress = Instant::now();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        behind = wait(&shared).await;
+    }
+}
+
+/// Waits a second, or a quarter of one if a peer shows a later epoch (then `true`): a Byzantine
+/// peer that claims one can cost this node four probes a second at most.
+async fn wait(shared: &Shared) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        _ = shared.sync_now.notified() => {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            true
+        }
     }
 }

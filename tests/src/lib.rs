@@ -91,7 +91,8 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], with genesis consensus parameters overridden, e.g.
-    /// `[("idle_interval_ms", 10)]` (a short idle interval makes an idle chain grow fast).
+    /// `[("idle_interval_ms", 10)]` (a short idle interval makes an idle chain grow fast); a
+    /// boolean one takes 0 or 1.
     pub fn start_with(validators: usize, accounts: usize, params: &[(&str, u64)]) -> Cluster {
         Cluster::start_protocol("hotstuff", validators, accounts, params)
     }
@@ -103,8 +104,20 @@ impl Cluster {
         accounts: usize,
         params: &[(&str, u64)],
     ) -> Cluster {
+        Cluster::start_with_spares(protocol, validators, 0, accounts, params)
+    }
+
+    /// Like [`Cluster::start_protocol`], with ports kept for `spares` more nodes, which
+    /// [`Cluster::init_spare`] makes (outside the genesis set) and `start_node` starts.
+    pub fn start_with_spares(
+        protocol: &str,
+        validators: usize,
+        spares: usize,
+        accounts: usize,
+        params: &[(&str, u64)],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base_port = free_port_range(2 * validators as u16);
+        let base_port = free_port_range(2 * (validators + spares) as u16);
         let output = quorate(&[
             "testnet",
             "--protocol",
@@ -140,7 +153,11 @@ impl Cluster {
                     assert!(slot.get(part).is_some(), "no parameter {name}");
                     slot = &mut slot[part];
                 }
-                *slot = serde_json::json!(value);
+                // A boolean parameter takes 0 or 1.
+                *slot = match slot {
+                    serde_json::Value::Bool(_) => serde_json::json!(*value != 0),
+                    _ => serde_json::json!(value),
+                };
             }
             std::fs::write(&path, genesis.to_string()).expect("writing genesis.json");
         }
@@ -148,12 +165,43 @@ impl Cluster {
             dir,
             base_port,
             validators,
-            children: (0..validators).map(|_| None).collect(),
+            children: (0..validators + spares).map(|_| None).collect(),
         };
         for i in 0..validators {
             cluster.start_node(i);
         }
         cluster
+    }
+
+    /// `quorate init` for spare node `i` (its home beside the validators', its ports the
+    /// cluster's), naming node0 as its peer; returns its public description.
+    pub fn init_spare(&self, i: usize) -> serde_json::Value {
+        assert!(
+            i >= self.validators && i < self.children.len(),
+            "node{i} is no spare"
+        );
+        let output = quorate(&[
+            "init",
+            "--home",
+            self.home(i).to_str().expect("utf-8 path"),
+            "--genesis",
+            self.net()
+                .join("genesis.json")
+                .to_str()
+                .expect("utf-8 path"),
+            "--p2p",
+            &format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port(i)),
+            "--rpc",
+            &format!("127.0.0.1:{}", self.rpc_port(i)),
+            "--peer",
+            &format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port(0)),
+        ]);
+        assert!(
+            output.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("init prints the node's description")
     }
 
     pub fn net(&self) -> PathBuf {

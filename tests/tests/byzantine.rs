@@ -42,7 +42,7 @@ fn frame(request: &NetRequest) -> Vec<u8> {
 /// The consensus message in a request frame from the node, if it is one.
 fn consensus_message(frame: &[u8]) -> Option<Message> {
     match quorate_ledger::decode(frame.get(4..)?).ok()? {
-        NetRequest::Consensus(message) => Some(message),
+        NetRequest::Consensus(_, message) => Some(message),
         _ => None,
     }
 }
@@ -81,9 +81,10 @@ impl Attack {
             data: wrong,
             signature: self.bls.sign(Domain::Vote, &wrong.signing_bytes().unwrap()),
         };
-        frames.push(frame(&NetRequest::Consensus(Message::HotStuff(
-            HsMessage::Vote(vote),
-        ))));
+        frames.push(frame(&NetRequest::Consensus(
+            header.epoch,
+            Message::HotStuff(HsMessage::Vote(vote)),
+        )));
         let mut forged = proposal.block.justify.clone();
         for i in 0..4 {
             forged.signers.insert(i);
@@ -93,7 +94,7 @@ impl Attack {
             last_tc: None,
         }));
         for _ in 0..FORGED_PER_PROPOSAL {
-            frames.push(frame(&NetRequest::Consensus(sync.clone())));
+            frames.push(frame(&NetRequest::Consensus(header.epoch, sync.clone())));
         }
         frames
     }

@@ -129,7 +129,9 @@ impl HotStuff {
         let root_qc = match &config.root_proof {
             Some(CommitProof::HotStuff { qc, .. }) => qc.clone(),
             // `check` refused another protocol's proof: only an epoch's first root is left.
-            Some(CommitProof::Pbft { .. }) | None => QuorumCert {
+            // (An epoch's last block, committed through a descendant, roots the next epoch,
+            // whose engines start from it with no proof.)
+            Some(CommitProof::Pbft { .. } | CommitProof::Descendant { .. }) | None => QuorumCert {
                 data: VoteData {
                     genesis_hash: config.genesis_hash,
                     epoch: config.root.epoch,

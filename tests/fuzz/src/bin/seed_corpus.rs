@@ -10,7 +10,7 @@ use quorate_consensus::wire::{NetRequest, NetResponse};
 use quorate_crypto::{Digest, SigningKey};
 use quorate_genesis::{generate_testnet, ConsensusParams, Protocol, TestnetSpec};
 use quorate_ledger::{
-    codec, Batch, Block, BlockHeader, CommittedBlock, SignedTransaction, Transaction,
+    codec, Batch, Block, BlockHeader, CommittedBlock, Epoch, SignedTransaction, Transaction,
     TransactionKind,
 };
 use std::path::{Path, PathBuf};
@@ -50,7 +50,8 @@ fn main() {
             &format!("message-{i:03}"),
             &tagged,
         );
-        let request = codec::encode(&NetRequest::Consensus(message.clone())).expect("encode");
+        let request =
+            codec::encode(&NetRequest::Consensus(Epoch(0), message.clone())).expect("encode");
         if i % 4 == 0 {
             write(
                 &out,

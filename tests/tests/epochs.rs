@@ -1,0 +1,201 @@
+//! Validator-set changes on a running chain, for both protocols (issue 13): under a steady
+//! load of transfers, a node made by `quorate init` follows the chain, governance adds it
+//! (epoch 1, where it votes) and removes one of the original validators (epoch 2, where that
+//! one follows); every node switches sets at the block that ends each epoch, a node down since
+//! epoch 0 catches up through both changes by ledger sync and votes again, every node
+//! restarted in epoch 2 resumes, no transfer fails or is lost, and the audit of every home and
+//! of the RPC counts three epochs.
+
+use quorate_tests::{committed_height, quorate, transfer, Cluster};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// `quorate tx validators ARGS --key account-0 --rpc node0 --wait`, which must succeed.
+fn change(cluster: &Cluster, args: &[&str]) {
+    let key = cluster.account_key(0);
+    let rpc = cluster.rpc(0);
+    let mut all = vec!["tx", "validators"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--key", key.to_str().unwrap(), "--rpc", &rpc, "--wait"]);
+    let out = quorate(&all);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+/// Waits until node `i` reports `epoch` (and `validators` in its set).
+fn wait_epoch(cluster: &Cluster, i: usize, epoch: u64, validators: u64, timeout_s: u64) {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(status) = cluster.query(i, &["status"]) {
+            if status["epoch"] == epoch && status["validators"] == validators {
+                return;
+            }
+            last = Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "node{i} did not reach epoch {epoch} with {validators} validators in {timeout_s} s (last status {last:?}); log:\n{}",
+        cluster.log(i)
+    );
+}
+
+/// Transfers of 1 from account 1 to account 2 through node 1, one after another with
+/// `--wait`, until stopped: how many committed, and every failure's message.
+fn steady_load(
+    cluster: &Cluster,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+    let rpc = cluster.rpc(1);
+    let key = cluster.account_key(1);
+    let to = cluster.account_address(2);
+    std::thread::spawn(move || {
+        let (mut committed, mut failures) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let out = transfer(&rpc, &key, &to, 1, true);
+            if out.status.success() {
+                committed += 1;
+            } else {
+                failures.push(stderr(&out));
+            }
+        }
+        (committed, failures)
+    })
+}
+
+fn audit_home(cluster: &Cluster, i: usize) -> serde_json::Value {
+    let out = quorate(&[
+        "audit",
+        "--home",
+        cluster.home(i).to_str().unwrap(),
+        "--json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("node{i}'s audit printed no JSON: {}", stderr(&out)));
+    assert!(out.status.success(), "node{i}'s audit failed: {value}");
+    value
+}
+
+fn reconfigure_under_load(protocol: &str) {
+    // Four validators at genesis and a spare node; no heartbeat: every block the changes need
+    // comes from the changes themselves (a scheduled change and an epoch's closing are pending
+    // work of their own).
+    let mut cluster = Cluster::start_with_spares(
+        protocol,
+        4,
+        1,
+        3,
+        &[("epoch_rules.min_validators", 3), ("idle_interval_ms", 0)],
+    );
+    for i in 0..4 {
+        cluster.wait_height(i, 0, 60);
+    }
+    let first = committed_height(&cluster.transfer(1, 1, &cluster.account_address(2), 1, true));
+
+    // node4, made by `quorate init`, follows: it syncs the chain and serves it, and votes in
+    // nothing.
+    let info = cluster.init_spare(4);
+    assert_eq!(info["name"], "node4");
+    cluster.start_node(4);
+    cluster.wait_height(4, first, 60);
+    let status = cluster.query(4, &["status"]).unwrap();
+    assert_eq!(status["role"], "follower", "{status}");
+    assert!(status["validator_index"].is_null(), "{status}");
+    // It forwards what it is sent to the validators.
+    let forwarded = committed_height(&cluster.transfer(4, 0, &cluster.account_address(2), 1, true));
+    assert!(forwarded > first);
+
+    // node3 goes down in epoch 0 and comes back in epoch 2.
+    assert!(cluster.stop(3), "node3 did not stop cleanly");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(&cluster, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Epoch 1: node4 joins. Five validators, quorum 4, node3 away: the chain moves only if
+    // node4 votes.
+    let info_path = cluster.home(4).join("validator.public.json");
+    change(&cluster, &["add", "--info", info_path.to_str().unwrap()]);
+    for i in [0, 1, 2, 4] {
+        wait_epoch(&cluster, i, 1, 5, 90);
+    }
+    let status = cluster.query(4, &["status"]).unwrap();
+    assert_eq!(status["role"], "validator", "{status}");
+    let joined = committed_height(&cluster.transfer(4, 0, &cluster.account_address(2), 1, true));
+
+    // Epoch 2: node2, one of the original four, is out (it follows from then on, and its
+    // operator stops it).
+    change(&cluster, &["remove", "--name", "node2"]);
+    for i in [0, 1, 2, 4] {
+        wait_epoch(&cluster, i, 2, 4, 90);
+    }
+    let status = cluster.query(2, &["status"]).unwrap();
+    assert_eq!(status["role"], "follower", "{status}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(cluster.stop(2), "node2 did not stop cleanly");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (committed, failures) = load.join().unwrap();
+    assert!(failures.is_empty(), "transfers failed: {failures:#?}");
+    assert!(committed > 0, "no transfer committed under the changes");
+    // None lost: the sender's nonce counts every transfer.
+    let account = cluster
+        .query(0, &["account", &cluster.account_address(1)])
+        .unwrap();
+    assert_eq!(account["nonce"], committed + 1, "{account}");
+
+    // node3, down since epoch 0, catches up through both changes and votes in epoch 2 (with
+    // node1 then stopped, the quorum of 3 needs it).
+    cluster.start_node(3);
+    wait_epoch(&cluster, 3, 2, 4, 120);
+    let head = committed_height(&cluster.transfer(0, 1, &cluster.account_address(2), 1, true));
+    cluster.wait_height(3, head, 90);
+    // Every node restarted in epoch 2 resumes.
+    for i in [1, 0, 4, 3] {
+        assert!(cluster.stop(i), "node{i} did not stop cleanly");
+        let via = if i == 0 { 1 } else { 0 };
+        committed_height(&cluster.transfer(via, 1, &cluster.account_address(2), 1, true));
+        cluster.start_node(i);
+        wait_epoch(&cluster, i, 2, 4, 60);
+        // It takes a transfer and commits it (and so does the chain) before the next one goes.
+        committed_height(&cluster.transfer(i, 1, &cluster.account_address(2), 1, true));
+    }
+    let last = committed_height(&cluster.transfer(1, 1, &cluster.account_address(2), 1, true));
+    assert!(last > head && head > joined && joined > first);
+    for i in [0, 1, 3, 4] {
+        cluster.wait_height(i, last, 60);
+    }
+
+    let genesis = cluster.net().join("genesis.json");
+    let out = quorate(&[
+        "audit",
+        "--rpc",
+        &cluster.rpc(0),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{value}");
+    assert_eq!(value["epochs"], 3, "{value}");
+    assert!(cluster.stop_all(), "a node did not stop cleanly");
+    for i in 0..5 {
+        let value = audit_home(&cluster, i);
+        assert_eq!(value["epochs"], 3, "node{i}: {value}");
+    }
+}
+
+#[test]
+fn hotstuff_changes_its_validator_set_under_load() {
+    reconfigure_under_load("hotstuff");
+}
+
+#[test]
+fn pbft_changes_its_validator_set_under_load() {
+    reconfigure_under_load("pbft");
+}
