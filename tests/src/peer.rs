@@ -139,7 +139,8 @@ pub async fn send_frames(
     answers
 }
 
-fn frame(request: &NetRequest) -> Vec<u8> {
+/// One wire frame (4-byte big-endian length, canonical encoding) carrying `request`.
+pub fn request_frame(request: &NetRequest) -> Vec<u8> {
     let body = quorate_ledger::encode(request).expect("encodable request");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend(body);
@@ -166,7 +167,7 @@ pub fn push_batch(
 }
 
 pub fn batch_frame(batch: &Batch) -> Vec<u8> {
-    frame(&NetRequest::Batch(batch.clone()))
+    request_frame(&NetRequest::Batch(batch.clone()))
 }
 
 /// One wire frame announcing that `payload` is made of `batches` (true or not).
@@ -174,7 +175,7 @@ pub fn manifest_frame(
     payload: quorate_crypto::Digest,
     batches: &[quorate_crypto::Digest],
 ) -> Vec<u8> {
-    frame(&NetRequest::Manifest {
+    request_frame(&NetRequest::Manifest {
         payload,
         batches: batches.to_vec(),
     })

@@ -199,3 +199,55 @@ fn hotstuff_changes_its_validator_set_under_load() {
 fn pbft_changes_its_validator_set_under_load() {
     reconfigure_under_load("pbft");
 }
+
+/// A key outside the set (a follower, or anyone) is a guest at a validator: it reads committed
+/// blocks within a budget of requests, and a request only validators may make (here a
+/// manifest, as a consensus message would be) scores it down until it is disconnected and
+/// shunned.
+#[test]
+fn guests_read_within_a_budget_and_are_shunned_for_validator_requests() {
+    use quorate_consensus::wire::{NetRequest, NetResponse};
+    use quorate_tests::peer::{manifest_frame, request_frame, send_frames, Answer};
+    let cluster = Cluster::start(4, 1);
+    cluster.wait_height(0, 2, 60);
+    let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", cluster.p2p_port(0))
+        .parse()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let committed = |answer: &Answer| -> bool {
+        let Answer::Answered(bytes) = answer else {
+            return false;
+        };
+        matches!(
+            quorate_ledger::decode::<NetResponse>(&bytes[4..]),
+            Ok(NetResponse::Committed(blocks)) if !blocks.is_empty()
+        )
+    };
+    let read = request_frame(&NetRequest::GetCommitted { from: 1, count: 1 });
+
+    // Within its budget a guest reads committed blocks; past it, requests go unanswered.
+    let guest = libp2p::identity::Keypair::generate_ed25519();
+    let answers = runtime.block_on(send_frames(
+        guest.clone(),
+        address.clone(),
+        vec![read.clone(); 200],
+    ));
+    let served = answers.iter().filter(|a| committed(a)).count();
+    assert!(
+        (1..=80).contains(&served),
+        "{served} of 200 requests served at once"
+    );
+
+    // Validators' requests: refused, and five of them shun the guest.
+    let manifests = vec![manifest_frame(quorate_crypto::Digest([7; 32]), &[]); 5];
+    let answers = runtime.block_on(send_frames(guest.clone(), address.clone(), manifests));
+    assert!(answers.iter().all(|a| *a == Answer::Refused), "{answers:?}");
+    let answers = runtime.block_on(send_frames(guest, address.clone(), vec![read.clone()]));
+    assert!(!answers.iter().any(committed), "a shunned guest was served");
+    // Another guest is still served, and the chain went on.
+    let other = libp2p::identity::Keypair::generate_ed25519();
+    let answers = runtime.block_on(send_frames(other, address, vec![read]));
+    assert!(answers.iter().any(committed), "{answers:?}");
+    let height = cluster.height(0).unwrap();
+    cluster.wait_height(0, height + 2, 60);
+}
