@@ -14,6 +14,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(not(test), deny(clippy::panic, clippy::indexing_slicing))]
 
+mod closing;
 pub mod crypto;
 mod engine;
 pub mod hotstuff;
@@ -28,6 +29,7 @@ pub mod wire;
 #[allow(clippy::indexing_slicing)]
 pub mod sim;
 
+pub use closing::EpochClosing;
 pub use crypto::Signer;
 pub use engine::{
     build, recovery_history, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys,

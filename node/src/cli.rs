@@ -609,7 +609,8 @@ fn sim(args: SimArgs) -> Result<()> {
         println!(
             "{} n={} byzantine={} ({:?}) drop={} seeds={}: safety_violations={} liveness_failures={} \
              min_committed={} mean_committed={:.1} committed/s={:.2} msgs/block={:.1} \
-             bytes/block={:.0} lock_refusals={} epochs={:.2} crypto={:?} in {:.1}s ({:.1} seeds/s)",
+             bytes/block={:.0} lock_refusals={} epochs={:.2} descendant_proofs={} crypto={:?} \
+             in {:.1}s ({:.1} seeds/s)",
             summary.protocol,
             summary.validators,
             summary.byzantine,
@@ -625,6 +626,7 @@ fn sim(args: SimArgs) -> Result<()> {
             summary.bytes_per_block,
             summary.lock_refusals,
             summary.mean_epochs,
+            summary.descendant_proofs,
             summary.crypto,
             summary.elapsed_s,
             summary.seeds_per_s

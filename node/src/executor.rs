@@ -13,7 +13,7 @@ use crate::network::NetHandle;
 use crate::peer_batches::PeerBatches;
 use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST};
 use anyhow::{bail, Context, Result};
-use quorate_consensus::{CommitProof, Input, PayloadProposal, MAX_DESCENDANT_PATH};
+use quorate_consensus::{CommitProof, EpochClosing, Input, PayloadProposal};
 use quorate_crypto::{Address, Digest};
 use quorate_ledger::{
     codec, execute, Account, Batch, Block, BlockHeader, ChainRules, CommittedBlock, Epoch,
@@ -118,15 +118,12 @@ pub enum Exit {
 }
 
 /// The block that ends the engine's epoch, executed but not yet written: the engine committed
-/// it through a later block's hash chain, and an epoch's last block is written only with a
-/// proof that its own epoch's set committed it by itself ([`CommitProof::Descendant`] over the
-/// empty blocks the old set adds above it, up to one committed directly).
+/// it through a later block's hash chain, and it is written only with a proof its own epoch's
+/// set made ([`EpochClosing`]).
 struct Closing {
-    header: BlockHeader,
+    epoch: EpochClosing,
     hash: Digest,
     block: Arc<Speculative>,
-    /// The old epoch's blocks the engine committed above it, in order, with their hashes.
-    path: Vec<(BlockHeader, Digest)>,
 }
 
 /// A block executed on top of its (uncommitted or committed) parent.
@@ -699,10 +696,9 @@ impl Executor {
                 "the epoch's last block is committed; waiting for a proof that commits it by itself"
             );
             self.closing = Some(Closing {
-                header: header.clone(),
+                epoch: EpochClosing::new(header.clone())?,
                 hash,
                 block,
-                path: Vec::new(),
             });
             return Ok(Outcome::Done(()));
         }
@@ -710,61 +706,21 @@ impl Executor {
         Ok(Outcome::Done(()))
     }
 
-    /// Takes a commit or certification the engine made after the epoch's last block: a block on
-    /// the chain above it extends the path, and the first proof that commits the last block or
-    /// one on the path by itself writes the last block with a [`CommitProof::Descendant`] (or
-    /// its own proof) and ends the epoch. Anything else is of a fork the commit excluded.
+    /// Takes a commit or certification the engine made after the epoch's last block (see
+    /// [`EpochClosing::take`]); the first proof that commits that block by itself writes it and
+    /// ends the epoch.
     fn close_with(&mut self, header: &BlockHeader, proof: CommitProof) -> Result<()> {
         let Some(closing) = &mut self.closing else {
             return Ok(());
         };
-        let hash = header.hash()?;
-        let proof = if hash == closing.hash {
-            proof
-        } else {
-            let position = match closing.path.iter().position(|(_, h)| *h == hash) {
-                Some(position) => position,
-                None => {
-                    let tip = closing.path.last().map_or(closing.hash, |(_, h)| *h);
-                    if header.parent != tip
-                        || header.epoch != closing.header.epoch
-                        || closing.path.len() >= MAX_DESCENDANT_PATH
-                    {
-                        return Ok(());
-                    }
-                    closing.path.push((header.clone(), hash));
-                    closing.path.len() - 1
-                }
-            };
-            if !proof.commits_directly() {
-                return Ok(());
-            }
-            let mut path: Vec<BlockHeader> = closing.path[..=position]
-                .iter()
-                .map(|(h, _)| h.clone())
-                .collect();
-            let proof = match proof {
-                CommitProof::Descendant { path: more, proof } => {
-                    path.extend(more);
-                    *proof
-                }
-                proof => proof,
-            };
-            if path.len() > MAX_DESCENDANT_PATH {
-                return Ok(());
-            }
-            CommitProof::Descendant {
-                path,
-                proof: Box::new(proof),
-            }
-        };
-        if !proof.commits_directly() {
+        let Some(proof) = closing.epoch.take(header, proof) else {
             return Ok(());
-        }
+        };
         let Some(closing) = self.closing.take() else {
             return Ok(());
         };
-        self.write_commit(&closing.header, closing.hash, &closing.block, &proof)
+        let last = closing.epoch.last().clone();
+        self.write_commit(&last, closing.hash, &closing.block, &proof)
     }
 
     /// Writes a committed block (one synced batch) and moves the head, mempool and metrics on.

@@ -30,13 +30,21 @@ pub struct SeedReport {
     pub certified: u64,
     /// Epochs the committed chain went through (1 without reconfigurations).
     pub epochs: u64,
+    /// Epoch endings (by any validator) whose last block's proof is a
+    /// `CommitProof::Descendant` (the engine committed it only through a later block).
+    pub descendant_proofs: u64,
     pub trace_hash: Digest,
 }
 
 impl World<'_> {
     pub(super) fn commit(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
-        self.check_commit(node, &header, proof);
-        self.end_epoch_if_last(node, &header);
+        if self.nodes[node].closing.is_some() {
+            // The old epoch's blocks above its last one: never part of the ledger.
+            self.close_with(node, &header, proof);
+            return;
+        }
+        self.check_commit(node, &header, proof.clone());
+        self.end_epoch_if_last(node, &header, proof);
     }
 
     fn check_commit(&mut self, node: usize, header: &BlockHeader, proof: CommitProof) {
@@ -91,6 +99,12 @@ impl World<'_> {
 
     /// A stronger proof for a block already committed: it must be that very block.
     pub(super) fn certify(&mut self, node: usize, header: BlockHeader, proof: CommitProof) {
+        if let Some(closing) = &self.nodes[node].closing {
+            if header.height > closing.last().height {
+                self.close_with(node, &header, proof);
+                return;
+            }
+        }
         let Ok(hash) = header.hash() else { return };
         if self.nodes[node].role == Role::Honest
             && self.committed_global.get(&header.height) != Some(&hash)
@@ -116,9 +130,12 @@ impl World<'_> {
         }
         let n = &mut self.nodes[node];
         if n.last_committed.0.height == header.height {
-            n.last_committed.1 = Some(proof);
+            n.last_committed.1 = Some(proof.clone());
         }
         self.certified += 1;
+        if self.nodes[node].closing.is_some() {
+            self.close_with(node, &header, proof);
+        }
     }
 
     /// Why honest twins cannot break a lock-free engine: an unmodified engine that enters view w
@@ -187,6 +204,7 @@ impl World<'_> {
             tc_proposals_below_high_qc: self.tc_proposals_below_high_qc,
             certified: self.certified,
             epochs: self.boundaries.len() as u64 + 1,
+            descendant_proofs: self.descendant_proofs,
             trace_hash: self.trace.finalize(),
         }
     }

@@ -83,12 +83,60 @@ impl World<'_> {
         &self.epochs[epoch.min(last)]
     }
 
-    /// Called once `node` committed `header`: ends the node's epoch if that was its last block.
-    pub(super) fn end_epoch_if_last(&mut self, node: usize, header: &BlockHeader) {
+    /// Called once `node` committed `header` with `proof`: if that was its epoch's last block,
+    /// ends the epoch when the proof commits it by itself, and otherwise waits for one that
+    /// does (see [`Node::closing`]).
+    pub(super) fn end_epoch_if_last(
+        &mut self,
+        node: usize,
+        header: &BlockHeader,
+        proof: CommitProof,
+    ) {
         let epoch = self.nodes[node].epoch;
         if self.plan(epoch).last != Some(header.height) {
             return;
         }
+        let Ok(closing) = crate::EpochClosing::new(header.clone()) else {
+            return;
+        };
+        self.nodes[node].closing = Some(closing);
+        self.close_with(node, header, proof);
+    }
+
+    /// A commit or certification by `node`'s engine while its epoch's last block waits for a
+    /// proof that commits it by itself: the node's executor's rule (`close_with` there). The
+    /// proof the node would store for that block must convince a third party.
+    pub(super) fn close_with(&mut self, node: usize, header: &BlockHeader, proof: CommitProof) {
+        let Some(closing) = &mut self.nodes[node].closing else {
+            return;
+        };
+        let Some(proof) = closing.take(header, proof) else {
+            return;
+        };
+        let last = closing.last().clone();
+        self.nodes[node].closing = None;
+        if matches!(proof, CommitProof::Descendant { .. }) {
+            self.descendant_proofs += 1;
+        }
+        let verdict = crate::verify_commit_proof(
+            &last,
+            &proof,
+            self.setup.genesis_hash,
+            &self.plan(last.epoch.0 as usize).set,
+            &self.setup.verifier,
+        );
+        if verdict != Ok(crate::ProofStrength::Committed) {
+            self.violation.get_or_insert(format!(
+                "node {node}: the proof of epoch {}'s last block (height {}) does not verify: {verdict:?}",
+                last.epoch, last.height
+            ));
+        }
+        self.end_epoch(node, &last);
+    }
+
+    /// `node` ends its epoch at `header`, its last block.
+    fn end_epoch(&mut self, node: usize, header: &BlockHeader) {
+        let epoch = self.nodes[node].epoch;
         if self.nodes[node].role == Role::Honest && self.boundaries.len() == epoch {
             self.boundaries.push((header.clone(), self.now));
             // Every epoch gets time to show liveness, however late the chain reached it.
@@ -103,6 +151,7 @@ impl World<'_> {
         self.trace.update(&[5, node as u8]);
         let n = &mut self.nodes[node];
         n.epoch += 1;
+        n.closing = None;
         // The application knows the block it takes as root (its state is what the epoch
         // builds on), whether it committed it or ledger sync brought it.
         if let Ok(hash) = last.hash() {

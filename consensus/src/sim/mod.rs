@@ -84,6 +84,8 @@ struct World<'a> {
     bytes: u64,
     /// Blocks given a checkpoint certificate after their commit (PBFT).
     certified: u64,
+    /// See [`SeedReport::descendant_proofs`].
+    descendant_proofs: u64,
     trace: Hasher,
     /// Messages kept for [`sample_messages`], at most this many.
     samples: Vec<Message>,
@@ -185,6 +187,7 @@ impl<'a> World<'a> {
             messages: 0,
             bytes: 0,
             certified: 0,
+            descendant_proofs: 0,
             trace: Hasher::new(Domain::Batch),
             samples: Vec::new(),
             sample_limit: 0,

@@ -46,6 +46,10 @@ pub(super) struct Node {
     pub(super) replays: VecDeque<Message>,
     /// PBFT equivocators: blocks seen pre-prepared per (view, sequence number).
     pub(super) pbft_seen: BTreeMap<(View, Height), Vec<Digest>>,
+    /// The epoch's last block, committed only through a later block's hash chain, with the
+    /// old epoch's blocks the engine committed above it: the epoch ends once a proof commits
+    /// it by itself (as the node's executor does; `CommitProof::Descendant`).
+    pub(super) closing: Option<crate::EpochClosing>,
 }
 
 impl Node {
@@ -76,6 +80,7 @@ impl Node {
             considered: View(0),
             replays: VecDeque::new(),
             pbft_seen: BTreeMap::new(),
+            closing: None,
         }
     }
 }

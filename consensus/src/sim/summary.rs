@@ -38,6 +38,9 @@ pub struct Summary {
     /// honest validators' committed chains went through.
     pub reconfigure: bool,
     pub mean_epochs: f64,
+    /// Epoch endings whose last block was proven through a descendant (see
+    /// [`SeedReport::descendant_proofs`]).
+    pub descendant_proofs: u64,
     pub elapsed_s: f64,
     pub seeds_per_s: f64,
 }
@@ -64,6 +67,7 @@ struct Tally {
     tc_proposals: u64,
     tc_proposals_below_high_qc: u64,
     epochs: u64,
+    descendant_proofs: u64,
 }
 
 impl Tally {
@@ -102,6 +106,7 @@ impl Tally {
         self.tc_proposals += report.tc_proposals;
         self.tc_proposals_below_high_qc += report.tc_proposals_below_high_qc;
         self.epochs += report.epochs;
+        self.descendant_proofs += report.descendant_proofs;
     }
 
     fn merge(&mut self, other: Tally) {
@@ -133,6 +138,7 @@ impl Tally {
         self.tc_proposals += other.tc_proposals;
         self.tc_proposals_below_high_qc += other.tc_proposals_below_high_qc;
         self.epochs += other.epochs;
+        self.descendant_proofs += other.descendant_proofs;
     }
 }
 
@@ -223,6 +229,7 @@ fn summarize(
         tc_proposals_below_high_qc: tally.tc_proposals_below_high_qc,
         reconfigure: config.reconfigure,
         mean_epochs: ratio(tally.epochs, tally.seeds),
+        descendant_proofs: tally.descendant_proofs,
         elapsed_s,
         seeds_per_s: if elapsed_s > 0.0 {
             tally.seeds as f64 / elapsed_s
