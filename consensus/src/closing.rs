@@ -7,7 +7,7 @@
 //! reconfiguration suffix and collects the blocks the engine commits above it, until one of them
 //! is committed directly; the proof is then a [`CommitProof::Descendant`] over that path.
 
-use crate::engine::{CommitProof, MAX_DESCENDANT_PATH};
+use crate::engine::{CommitProof, DirectProof, MAX_DESCENDANT_PATH};
 use quorate_crypto::Digest;
 use quorate_ledger::{BlockHeader, CodecError};
 
@@ -57,9 +57,7 @@ impl EpochClosing {
                     self.path.len() - 1
                 }
             };
-            if !proof.commits_directly() || matches!(proof, CommitProof::Descendant { .. }) {
-                return None;
-            }
+            let proof = DirectProof::of(proof)?;
             CommitProof::Descendant {
                 path: self
                     .path
@@ -67,7 +65,7 @@ impl EpochClosing {
                     .iter()
                     .map(|(h, _)| h.clone())
                     .collect(),
-                proof: Box::new(proof),
+                proof,
             }
         };
         proof.commits_directly().then_some(proof)
@@ -159,7 +157,7 @@ mod tests {
             panic!("no descendant proof");
         };
         assert_eq!(path, vec![s1, s2.clone()]);
-        assert_eq!(*inner, proof(&s2, true));
+        assert_eq!(inner.to_commit_proof(), proof(&s2, true));
         // A direct proof of the last block itself is taken as it is.
         let mut closing = EpochClosing::new(last.clone()).unwrap();
         assert_eq!(
@@ -182,7 +180,7 @@ mod tests {
                 &last,
                 &CommitProof::Descendant {
                     path,
-                    proof: Box::new(inner),
+                    proof: DirectProof::of(inner).unwrap(),
                 },
                 last.genesis_hash,
                 &validators,
@@ -201,11 +199,7 @@ mod tests {
             vec![other_epoch.clone()],
             proof(&other_epoch, true)
         )));
-        let nested = CommitProof::Descendant {
-            path: vec![child(&s1, 3)],
-            proof: Box::new(proof(&child(&s1, 3), true)),
-        };
-        assert!(broken(check(vec![s1.clone()], nested)));
+        // (A descendant proof cannot nest: its inner proof is a protocol's own.)
         let too_long: Vec<BlockHeader> = std::iter::successors(Some(s1), |h| Some(child(h, 3)))
             .take(MAX_DESCENDANT_PATH + 1)
             .collect();

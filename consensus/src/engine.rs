@@ -102,8 +102,59 @@ pub enum CommitProof {
     /// no later epoch can vouch for it. At most [`MAX_DESCENDANT_PATH`] headers.
     Descendant {
         path: Vec<BlockHeader>,
-        proof: Box<CommitProof>,
+        proof: DirectProof,
     },
+}
+
+/// The proof that commits the block a [`CommitProof::Descendant`]'s path ends at: one
+/// protocol's direct proof. Never another descendant proof, so that decoding one never recurses
+/// (a nested type would let a peer's few kilobytes overflow the stack).
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectProof {
+    HotStuff {
+        qc: QuorumCert,
+        three_chain: ThreeChain,
+    },
+    Pbft {
+        checkpoint: CheckpointCert,
+    },
+}
+
+impl DirectProof {
+    /// `proof` if it commits its block directly by a protocol's own rule.
+    pub fn of(proof: CommitProof) -> Option<DirectProof> {
+        match proof {
+            CommitProof::HotStuff {
+                qc,
+                three_chain: Some(three_chain),
+            } => Some(DirectProof::HotStuff { qc, three_chain }),
+            CommitProof::Pbft {
+                checkpoint: Some(checkpoint),
+            } => Some(DirectProof::Pbft { checkpoint }),
+            _ => None,
+        }
+    }
+
+    /// The same proof as a [`CommitProof`] (to check it).
+    pub fn to_commit_proof(&self) -> CommitProof {
+        match self {
+            DirectProof::HotStuff { qc, three_chain } => CommitProof::HotStuff {
+                qc: qc.clone(),
+                three_chain: Some(three_chain.clone()),
+            },
+            DirectProof::Pbft { checkpoint } => CommitProof::Pbft {
+                checkpoint: Some(checkpoint.clone()),
+            },
+        }
+    }
+
+    pub fn protocol_name(&self) -> &'static str {
+        match self {
+            DirectProof::HotStuff { .. } => "hotstuff",
+            DirectProof::Pbft { .. } => "pbft",
+        }
+    }
 }
 
 /// The most headers a [`CommitProof::Descendant`] carries (PBFT's checkpoint interval is
@@ -118,6 +169,11 @@ impl CommitProof {
             CommitProof::Pbft { .. } => "pbft",
             CommitProof::Descendant { proof, .. } => proof.protocol_name(),
         }
+    }
+
+    /// Whether `protocol` makes proofs of this kind (a chain holds its own protocol's only).
+    pub fn is_of(&self, protocol: Protocol) -> bool {
+        self.protocol_name() == protocol.as_str()
     }
 
     /// Whether the proof, if valid, commits its block by itself (a three-chain, a checkpoint

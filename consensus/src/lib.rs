@@ -32,9 +32,9 @@ pub mod sim;
 pub use closing::EpochClosing;
 pub use crypto::Signer;
 pub use engine::{
-    build, recovery_history, Action, BuildError, CommitProof, Engine, EngineConfig, EngineKeys,
-    EngineStatus, FaultInjection, Input, Message, PayloadProposal, Persisted, ProtocolStatus,
-    TimerId, ValidatorIndex, MAX_DESCENDANT_PATH,
+    build, recovery_history, Action, BuildError, CommitProof, DirectProof, Engine, EngineConfig,
+    EngineKeys, EngineStatus, FaultInjection, Input, Message, PayloadProposal, Persisted,
+    ProtocolStatus, TimerId, ValidatorIndex, MAX_DESCENDANT_PATH,
 };
 pub use proof::{verify_commit_proof, CommitProofChecker, ProofError, ProofStrength};
 pub use verifier::CertificateVerifier;

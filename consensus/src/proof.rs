@@ -5,12 +5,12 @@
 //! shows is neutral: the block is committed, or only certified and committed by the hash chain
 //! from a later, committed block.
 
-use crate::engine::{CommitProof, MAX_DESCENDANT_PATH};
+use crate::engine::{CommitProof, DirectProof, MAX_DESCENDANT_PATH};
 use crate::hotstuff;
 use crate::pbft;
 use crate::verifier::CertificateVerifier;
 use quorate_crypto::Digest;
-use quorate_genesis::ValidatorSet;
+use quorate_genesis::{Protocol, ValidatorSet};
 use quorate_ledger::BlockHeader;
 use thiserror::Error;
 
@@ -99,7 +99,7 @@ fn verify_descendant(
     header: &BlockHeader,
     hash: Digest,
     path: &[BlockHeader],
-    proof: &CommitProof,
+    proof: &DirectProof,
     genesis_hash: Digest,
     validators: &ValidatorSet,
     verifier: &CertificateVerifier,
@@ -109,9 +109,6 @@ fn verify_descendant(
             "a descendant proof needs 1 to MAX_DESCENDANT_PATH headers",
         ));
     };
-    if matches!(proof, CommitProof::Descendant { .. }) {
-        return Err(ProofError::BrokenChain("descendant proofs do not nest"));
-    }
     let mut parent = hash;
     for child in path {
         if child.parent != parent || child.epoch != header.epoch {
@@ -123,7 +120,8 @@ fn verify_descendant(
             .hash()
             .map_err(|e| ProofError::Header(e.to_string()))?;
     }
-    match verify_commit_proof(last, proof, genesis_hash, validators, verifier)? {
+    let proof = proof.to_commit_proof();
+    match verify_commit_proof(last, &proof, genesis_hash, validators, verifier)? {
         ProofStrength::Committed => Ok(ProofStrength::Committed),
         ProofStrength::Certified | ProofStrength::Chained => Err(ProofError::BrokenChain(
             "a descendant proof must end in a proof that commits its block",
@@ -142,15 +140,17 @@ pub(crate) struct ChainContext<'a> {
 /// the validator set of its epoch, as the audited chain committed it.
 pub struct CommitProofChecker {
     genesis_hash: Digest,
+    protocol: Protocol,
     verifier: CertificateVerifier,
     /// The set of the epoch checked last (building one checks every proof of possession).
     validators: std::sync::Mutex<Option<ValidatorSet>>,
 }
 
 impl CommitProofChecker {
-    pub fn new(genesis_hash: Digest, verifier: CertificateVerifier) -> Self {
+    pub fn new(genesis_hash: Digest, protocol: Protocol, verifier: CertificateVerifier) -> Self {
         CommitProofChecker {
             genesis_hash,
+            protocol,
             verifier,
             validators: std::sync::Mutex::new(None),
         }
@@ -166,6 +166,13 @@ impl quorate_ledger::audit::ProofCheck for CommitProofChecker {
     ) -> Result<quorate_ledger::audit::Certified, String> {
         let proof: CommitProof = quorate_ledger::codec::decode(proof)
             .map_err(|e| format!("commit proof does not decode: {e}"))?;
+        if !proof.is_of(self.protocol) {
+            return Err(format!(
+                "a {} proof on a {} chain",
+                proof.protocol_name(),
+                self.protocol
+            ));
+        }
         let mut cached = self.validators.lock().unwrap_or_else(|p| p.into_inner());
         let current = cached
             .as_ref()

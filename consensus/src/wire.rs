@@ -46,4 +46,7 @@ pub enum NetResponse {
     Manifest(Option<Vec<Digest>>),
     Batches(Vec<Batch>),
     Committed(Vec<CommittedBlock>),
+    /// The answer to a consensus message of an earlier epoch: the receiver is in this one (the
+    /// sender missed the block that ended its epoch; its ledger sync fetches it at once).
+    LaterEpoch(Epoch),
 }

@@ -321,7 +321,21 @@ pub fn audit(
                 ),
             ));
         }
+        // The block that ends an epoch names the next set in its state: only its own epoch's
+        // set can vouch for it, so its proof must commit it by itself (no later block's hash
+        // chain, which the next epoch's set would certify).
+        let ends_epoch = execution.governance.epoch() > governance.epoch();
         match proofs.check(header, &record.proof, governance.get()) {
+            Ok(Certified::Certified | Certified::Chained) if ends_epoch => {
+                return Err(fail(
+                    height,
+                    "epoch_change",
+                    format!(
+                        "the last block of epoch {} carries no proof of its own that its set committed it",
+                        governance.epoch()
+                    ),
+                ));
+            }
             Ok(Certified::Committed) => {
                 uncovered_from = None;
                 certified_from = None;

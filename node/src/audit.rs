@@ -102,7 +102,8 @@ pub fn run(args: AuditArgs) -> Result<bool> {
     };
     // Epoch 0's proofs of possession, checked up front for a clear error.
     genesis.validator_set()?;
-    let checker = CommitProofChecker::new(genesis_hash, CertificateVerifier::new());
+    let checker =
+        CommitProofChecker::new(genesis_hash, genesis.protocol, CertificateVerifier::new());
     // A progress bar on a terminal; nothing when not a TTY or with --json.
     let bar = if !args.json && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);

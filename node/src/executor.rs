@@ -29,8 +29,12 @@ use tracing::{debug, error, info, warn};
 
 /// How long to wait for a broadcast manifest or batch before fetching it.
 const FETCH_AFTER: Duration = Duration::from_millis(150);
-/// Between fetch attempts for the same data (each tries the next peer).
+/// Between fetch attempts for the same block's data.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+/// How long one peer has to answer for the same data before the next peer is asked.
+const REFETCH_AFTER: Duration = Duration::from_secs(2);
+/// Data keys remembered as being fetched at most (then forgotten: asked for again).
+const MAX_FETCHING: usize = 4096;
 /// The most queued jobs taken in before a pass over what waits.
 const JOBS_PER_PASS: usize = 256;
 /// How long a check waits for missing data before it is dropped (its view is long gone).
@@ -139,7 +143,6 @@ struct Waiting<T> {
     item: T,
     since: Instant,
     next_fetch: Instant,
-    attempt: usize,
 }
 
 impl<T> Waiting<T> {
@@ -149,7 +152,6 @@ impl<T> Waiting<T> {
             item,
             since: now,
             next_fetch: now + FETCH_AFTER,
-            attempt: 0,
         }
     }
 }
@@ -170,6 +172,10 @@ pub struct ExecutorConfig {
     pub idle_interval: Duration,
     /// Batches peers pushed: committed ones are marked, doomed ones deleted here.
     pub pushed_batches: Arc<PeerBatches>,
+    /// Set while a validator-set change is scheduled or the epoch's last block waits for its
+    /// proof: work is pending even with no transaction (the batcher tells the engine, so that
+    /// a silent leader is timed out rather than taken for an idle one).
+    pub reconfiguring: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Executor {
@@ -198,7 +204,9 @@ pub struct Executor {
     last_full_pass: Instant,
     /// Commits, and certifications of committed blocks, in the engine's order.
     commits: VecDeque<Waiting<(BlockHeader, CommitProof, Finality)>>,
-    fetching: HashSet<Digest>,
+    /// Data asked for: when last, and how often (each time of the next peer, so that a peer
+    /// that is down or lies costs one retry, not the fetch).
+    fetching: HashMap<Digest, (Instant, usize)>,
     /// Blocks found missing data in the current pass (see [`Executor::ensure_executed`]).
     missing_this_pass: HashSet<Digest>,
     /// Blocks `fetch_for` walked through in the current pass: a walk that reaches one stops,
@@ -277,7 +285,7 @@ impl Executor {
             changed: true,
             last_full_pass: Instant::now(),
             commits: VecDeque::new(),
-            fetching: HashSet::new(),
+            fetching: HashMap::new(),
             missing_this_pass: HashSet::new(),
             walked_this_pass: HashSet::new(),
             closing: None,
@@ -305,6 +313,9 @@ impl Executor {
                 }
             }
             self.progress()?;
+            self.config
+                .reconfiguring
+                .store(self.reconfiguring(), Ordering::Relaxed);
             if self.ended {
                 return Ok(Exit::EpochEnded(self.governance.epoch()));
             }
@@ -394,16 +405,15 @@ impl Executor {
                     }
                 }
                 Outcome::Missing => {
-                    let mut attempt = None;
+                    let mut due = false;
                     if let Some(waiting) = self.commits.front_mut() {
                         if waiting.next_fetch <= Instant::now() {
                             waiting.next_fetch = Instant::now() + FETCH_RETRY;
-                            waiting.attempt += 1;
-                            attempt = Some(waiting.attempt);
+                            due = true;
                         }
                     }
-                    if let Some(attempt) = attempt {
-                        self.fetch_for(&header, attempt)?;
+                    if due {
+                        self.fetch_for(&header)?;
                     }
                     break;
                 }
@@ -446,8 +456,7 @@ impl Executor {
             }
             if waiting.next_fetch <= Instant::now() {
                 waiting.next_fetch = Instant::now() + FETCH_RETRY;
-                waiting.attempt += 1;
-                self.fetch_for(header, waiting.attempt)?;
+                self.fetch_for(header)?;
             }
             self.checks.push_back(waiting);
         }
@@ -771,6 +780,11 @@ impl Executor {
         Ok(())
     }
 
+    /// See [`ExecutorConfig::reconfiguring`].
+    fn reconfiguring(&self) -> bool {
+        self.closing.is_some() || self.governance.get().scheduled.is_some()
+    }
+
     fn try_propose(&mut self) -> Result<()> {
         let Some(proposal) = &self.proposal else {
             return Ok(());
@@ -787,7 +801,7 @@ impl Executor {
         // A scheduled validator-set change is pending work of its own: the blocks up to the one
         // that ends the epoch, and the empty ones above it until a proof commits that block by
         // itself, are proposed without waiting for transactions.
-        let reconfiguring = self.closing.is_some() || self.governance.get().scheduled.is_some();
+        let reconfiguring = self.reconfiguring();
         if !proposal.urgent && !has_payload && !heartbeat_due && !reconfiguring {
             return Ok(());
         }
@@ -896,7 +910,7 @@ impl Executor {
 
     /// Asks a peer for what `header` lacks: its manifest, or its missing batches (or, for an
     /// unexecuted ancestor, that ancestor's).
-    fn fetch_for(&mut self, header: &BlockHeader, attempt: usize) -> Result<()> {
+    fn fetch_for(&mut self, header: &BlockHeader) -> Result<()> {
         // Find the lowest block on the path that lacks data.
         let mut target = header.clone();
         loop {
@@ -914,10 +928,6 @@ impl Executor {
         let n = self.config.validators;
         if n < 2 {
             return Ok(());
-        }
-        let mut peer = (target.proposer as usize + attempt.saturating_sub(1)) % n;
-        if Some(peer) == self.config.me {
-            peer = (peer + 1) % n;
         }
         let payload = target.payload_digest;
         let manifest = self.store.manifest(&payload)?;
@@ -941,8 +951,20 @@ impl Executor {
                 None => return Ok(()),
             }
         };
-        if !self.fetching.insert(key) && !attempt.is_multiple_of(4) {
-            return Ok(());
+        let now = Instant::now();
+        let asked = match self.fetching.get(&key) {
+            Some((at, _)) if now.duration_since(*at) < REFETCH_AFTER => return Ok(()),
+            Some((_, asked)) => asked + 1,
+            None => 0,
+        };
+        if self.fetching.len() >= MAX_FETCHING {
+            self.fetching.clear();
+        }
+        self.fetching.insert(key, (now, asked));
+        // The proposer first, then each other validator in turn.
+        let mut peer = (target.proposer as usize + asked) % n;
+        if Some(peer) == self.config.me {
+            peer = (peer + 1) % n;
         }
         debug!(peer, height = target.height.0, "fetching payload data");
         let net = self.net.clone();

@@ -37,6 +37,9 @@ const COMMANDS_MAX: usize = 8192;
 pub const MAX_GUESTS: usize = 16;
 /// Requests a guest may make per second (with a burst of as many); more are dropped unanswered.
 pub const GUEST_REQUESTS_PER_SECOND: f64 = 50.0;
+/// A guest that asked nothing for this long gives its place to a new one when all are taken
+/// (idle connections cannot hold every place).
+const GUEST_IDLE_EVICT: Duration = Duration::from_secs(30);
 /// Shunned guests remembered at most (the oldest shun is forgotten first).
 const MAX_SHUNNED_GUESTS: usize = 1024;
 
@@ -55,18 +58,11 @@ pub fn peer_id(key: &PublicKey) -> Result<PeerId> {
 
 /// Answers peers' requests. Must not block: long work is handed to other tasks.
 pub trait Handler: Send + Sync + 'static {
+    /// A request from a validator of the epoch or a guest. A guest's consensus messages and
+    /// manifests never reach consensus (they may be an honest validator's of another epoch).
     fn on_request(&self, from: Origin, request: NetRequest) -> NetResponse;
-}
-
-/// What a guest may ask: what a follower needs to follow the chain and forward transactions.
-fn guest_may_send(request: &NetRequest) -> bool {
-    matches!(
-        request,
-        NetRequest::GetCommitted { .. }
-            | NetRequest::GetManifest(_)
-            | NetRequest::GetBatches(_)
-            | NetRequest::Batch(_)
-    )
+    /// A peer answered a message of ours with [`NetResponse::LaterEpoch`].
+    fn on_later_epoch(&self, epoch: quorate_ledger::Epoch);
 }
 
 enum Command {
@@ -166,6 +162,7 @@ struct Guest {
     faults: u32,
     /// Requests it may still make now (refilled at [`GUEST_REQUESTS_PER_SECOND`]).
     tokens: f64,
+    /// When it last asked something (or connected).
     refilled: Instant,
 }
 
@@ -397,6 +394,20 @@ impl Network {
             .shunned_guests
             .get(&peer)
             .is_some_and(|until| *until > Instant::now());
+        if !shunned && self.guests.len() >= MAX_GUESTS {
+            // Full: the longest idle guest, if idle long enough, makes room.
+            let idle = self
+                .guests
+                .iter()
+                .min_by_key(|(_, guest)| guest.refilled)
+                .filter(|(_, guest)| guest.refilled.elapsed() >= GUEST_IDLE_EVICT)
+                .map(|(id, _)| *id);
+            if let Some(idle) = idle {
+                debug!(peer = %idle, "evicting an idle guest");
+                self.guests.remove(&idle);
+                let _ = self.swarm.disconnect_peer_id(idle);
+            }
+        }
         if shunned || self.guests.len() >= MAX_GUESTS {
             debug!(%peer, shunned, "refusing a guest");
             self.guests_refused.fetch_add(1, Ordering::Relaxed);
@@ -434,10 +445,6 @@ impl Network {
                                 self.guests_refused.fetch_add(1, Ordering::Relaxed);
                                 return;
                             }
-                            if !guest_may_send(&request) {
-                                self.guest_fault(peer, "a guest sent a validator's request");
-                                return;
-                            }
                             Origin::Guest(peer)
                         }
                     };
@@ -450,6 +457,8 @@ impl Network {
                 } => {
                     if let Some(reply) = self.pending.remove(&request_id) {
                         let _ = reply.send(Some(response));
+                    } else if let NetResponse::LaterEpoch(epoch) = response {
+                        handler.on_later_epoch(epoch);
                     }
                 }
             },

@@ -56,6 +56,8 @@ pub struct Shared {
     pub sync_run_max: u64,
     /// Wakes ledger sync at once: a peer is in a later epoch.
     pub sync_now: Arc<tokio::sync::Notify>,
+    /// See [`ExecutorConfig::reconfiguring`].
+    pub reconfiguring: Arc<std::sync::atomic::AtomicBool>,
     pub metrics: Arc<Metrics>,
     /// The engine's status; `None` while the node follows.
     pub status: Mutex<Option<EngineStatus>>,
@@ -110,6 +112,12 @@ struct NetHandler {
 }
 
 impl Handler for NetHandler {
+    fn on_later_epoch(&self, epoch: Epoch) {
+        if epoch > self.shared.validators.epoch() {
+            self.shared.sync_now.notify_one();
+        }
+    }
+
     fn on_request(&self, origin: Origin, request: NetRequest) -> NetResponse {
         let shared = &self.shared;
         // Guests (followers) share the slot after the validators' in the per-peer bounds; the
@@ -118,20 +126,28 @@ impl Handler for NetHandler {
             Origin::Validator(i) => i,
             Origin::Guest(_) => shared.validators.len(),
         };
+        let guest = matches!(origin, Origin::Guest(_));
         match request {
             NetRequest::Consensus(epoch, message) => {
                 let ours = shared.validators.epoch();
-                if epoch == ours {
-                    shared.inbox.push(slot, message);
-                } else if epoch > ours {
-                    // A validator is already in a later epoch: this node missed the block that
+                if epoch > ours {
+                    // The sender is already in a later epoch: this node missed the block that
                     // ended its own; ledger sync fetches it now rather than after a stall.
                     shared.sync_now.notify_one();
+                    NetResponse::Ack
+                } else if epoch < ours {
+                    // An honest laggard (or not): dropped unscored, and told where we are.
+                    NetResponse::LaterEpoch(ours)
+                } else {
+                    // A guest in this epoch is no member of it: never counted.
+                    if !guest {
+                        shared.inbox.push(slot, message);
+                    }
+                    NetResponse::Ack
                 }
-                // An earlier epoch's message is dropped unscored: its sender is an honest
-                // laggard, which its own ledger sync brings forward.
-                NetResponse::Ack
             }
+            // A validator of another epoch announcing payload to its set: not ours to store.
+            NetRequest::Manifest { .. } if guest => NetResponse::Ack,
             NetRequest::Batch(batch) => {
                 let count = batch.transactions.len();
                 if shared.mempool().has_room(count) {
@@ -608,6 +624,7 @@ async fn run_epoch(
             .checkpoint_interval
             .saturating_add(crate::wire::MAX_BLOCKS_PER_REQUEST),
         sync_now: Arc::new(tokio::sync::Notify::new()),
+        reconfiguring: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         metrics: metrics.clone(),
         status: Mutex::new(engine.as_ref().map(|(engine, _)| engine.status())),
     });
@@ -620,6 +637,7 @@ async fn run_epoch(
             max_block_transactions: genesis.params.max_block_transactions as usize,
             idle_interval: Duration::from_millis(genesis.params.idle_interval_ms),
             pushed_batches,
+            reconfiguring: shared.reconfiguring.clone(),
         },
         store.clone(),
         base.mempool.clone(),
@@ -685,8 +703,10 @@ async fn run_epoch(
                         }
                     }
                 }
-                // Ready batches: ours and peers', until committed.
-                let now_pending = shared.mempool().has_ready();
+                // Ready batches, ours and peers', until committed; or a validator-set change
+                // under way.
+                let now_pending =
+                    shared.mempool().has_ready() || shared.reconfiguring.load(Ordering::Relaxed);
                 if now_pending != pending {
                     pending = now_pending;
                     let _ = inputs.send(Input::PayloadPending(pending));
@@ -759,7 +779,8 @@ async fn run_epoch(
                             let mut actions = engine.start();
                             // A new engine assumes payload is pending; the batcher only reports
                             // changes, so tell it how things stand now.
-                            let pending = shared.mempool().has_ready();
+                            let pending = shared.mempool().has_ready()
+                                || shared.reconfiguring.load(Ordering::Relaxed);
                             actions.extend(engine.handle(Input::PayloadPending(pending)));
                             if let Err(error) = runtime.perform(actions) {
                                 break Err(error);

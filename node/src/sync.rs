@@ -78,6 +78,14 @@ fn verified_prefix(
         }
         let proof: CommitProof = codec::decode(&block.proof)
             .map_err(|e| format!("block {}'s proof: {e}", header.height))?;
+        if !proof.is_of(shared.protocol) {
+            return Err(format!(
+                "block {} has a {} proof on a {} chain",
+                header.height,
+                proof.protocol_name(),
+                shared.protocol
+            ));
+        }
         match verify_commit_proof(&header, &proof, genesis_hash, &shared.validators, verifier) {
             Ok(ProofStrength::Committed) => proven = checked.len() + 1,
             Ok(ProofStrength::Certified | ProofStrength::Chained) => {}

@@ -6,6 +6,7 @@
 //! restarted in epoch 2 resumes, no transfer fails or is lost, and the audit of every home and
 //! of the RPC counts three epochs.
 
+use quorate_consensus::CommitProof;
 use quorate_tests::{committed_height, quorate, transfer, Cluster};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -188,6 +189,49 @@ fn reconfigure_under_load(protocol: &str) {
         let value = audit_home(&cluster, i);
         assert_eq!(value["epochs"], 3, "node{i}: {value}");
     }
+
+    // The last block of epoch 1 stripped of its own proof (left to the hash chain from epoch
+    // 2's blocks, which epoch 2's set certified): the audit refuses it.
+    let boundary = {
+        let store = quorate_ledger::Store::open(&cluster.home(0).join("data").join("db")).unwrap();
+        let height = store
+            .epoch_record(quorate_ledger::Epoch(2))
+            .unwrap()
+            .unwrap()
+            .root_height;
+        let mut record = store.committed(height).unwrap().unwrap();
+        let proof: CommitProof = quorate_ledger::decode(&record.proof).unwrap();
+        // Its proof weakened to its own protocol's hash-chain-only form; or, for a HotStuff
+        // block proven through a descendant (which carries no QC of the block itself), the path
+        // cut short.
+        let (weakened, check) = match proof {
+            CommitProof::HotStuff { qc, .. } => (
+                CommitProof::HotStuff {
+                    qc,
+                    three_chain: None,
+                },
+                "epoch_change",
+            ),
+            CommitProof::Descendant { mut path, proof } if protocol == "hotstuff" => {
+                path.pop();
+                (CommitProof::Descendant { path, proof }, "certificate")
+            }
+            _ => (CommitProof::Pbft { checkpoint: None }, "epoch_change"),
+        };
+        record.proof = quorate_ledger::encode(&weakened).unwrap();
+        store.overwrite_committed_unchecked(&record).unwrap();
+        (height, check)
+    };
+    let out = quorate(&[
+        "audit",
+        "--home",
+        cluster.home(0).to_str().unwrap(),
+        "--json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!out.status.success(), "{value}");
+    assert_eq!(value["failed_height"], boundary.0 .0, "{value}");
+    assert_eq!(value["check"], boundary.1, "{value}");
 }
 
 #[test]
@@ -201,11 +245,11 @@ fn pbft_changes_its_validator_set_under_load() {
 }
 
 /// A key outside the set (a follower, or anyone) is a guest at a validator: it reads committed
-/// blocks within a budget of requests, and a request only validators may make (here a
-/// manifest, as a consensus message would be) scores it down until it is disconnected and
-/// shunned.
+/// blocks within a budget of requests, and frames that do not decode score it down until it is
+/// disconnected and shunned (its consensus messages and manifests are dropped unscored: an
+/// honest validator of another epoch sends them too).
 #[test]
-fn guests_read_within_a_budget_and_are_shunned_for_validator_requests() {
+fn guests_read_within_a_budget_and_are_shunned_for_garbage() {
     use quorate_consensus::wire::{NetRequest, NetResponse};
     use quorate_tests::peer::{manifest_frame, request_frame, send_frames, Answer};
     let cluster = Cluster::start(4, 1);
@@ -238,9 +282,21 @@ fn guests_read_within_a_budget_and_are_shunned_for_validator_requests() {
         "{served} of 200 requests served at once"
     );
 
-    // Validators' requests: refused, and five of them shun the guest.
-    let manifests = vec![manifest_frame(quorate_crypto::Digest([7; 32]), &[]); 5];
-    let answers = runtime.block_on(send_frames(guest.clone(), address.clone(), manifests));
+    // A manifest is dropped unscored (answered, stored nowhere); five frames that do not
+    // decode shun the guest.
+    let manifest = manifest_frame(quorate_crypto::Digest([7; 32]), &[]);
+    let answers = runtime.block_on(send_frames(guest.clone(), address.clone(), vec![manifest]));
+    assert!(
+        matches!(answers.as_slice(), [Answer::Answered(_)]),
+        "{answers:?}"
+    );
+    let mut garbage = 16u32.to_be_bytes().to_vec();
+    garbage.extend([0xff; 16]);
+    let answers = runtime.block_on(send_frames(
+        guest.clone(),
+        address.clone(),
+        vec![garbage; 5],
+    ));
     assert!(answers.iter().all(|a| *a == Answer::Refused), "{answers:?}");
     let answers = runtime.block_on(send_frames(guest, address.clone(), vec![read.clone()]));
     assert!(!answers.iter().any(committed), "a shunned guest was served");
@@ -250,4 +306,33 @@ fn guests_read_within_a_budget_and_are_shunned_for_validator_requests() {
     assert!(answers.iter().any(committed), "{answers:?}");
     let height = cluster.height(0).unwrap();
     cluster.wait_height(0, height + 2, 60);
+}
+
+/// On an idle chain (no heartbeat, no transactions), a scheduled change is pending work: the
+/// blocks up to the one that ends the epoch, and those above it until its proof is complete
+/// (PBFT: the next checkpoint), come by themselves, and the chain is idle again in the new
+/// epoch.
+#[test]
+fn an_idle_chain_carries_out_a_change_by_itself() {
+    let cluster = Cluster::start_protocol("pbft", 4, 1, &[("idle_interval_ms", 0)]);
+    for i in 0..4 {
+        cluster.wait_height(i, 0, 60);
+    }
+    change(&cluster, &["set-power", "--name", "node3", "--power", "2"]);
+    for i in 0..4 {
+        wait_epoch(&cluster, i, 1, 4, 90);
+    }
+    // PBFT goes on to its next checkpoint (every 128 blocks), then idles.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut height = cluster.height(0).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = cluster.height(0).unwrap();
+        if now == height {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chain did not go idle again");
+        height = now;
+    }
+    assert!(height <= 128, "idle at {height}, past the first checkpoint");
 }
