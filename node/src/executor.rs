@@ -925,8 +925,9 @@ impl Executor {
                 None => break, // the engine fetches missing blocks itself
             }
         }
-        let n = self.config.validators;
-        if n < 2 {
+        // The epoch's validators, then the configured peers (see `network::Source`).
+        let n = self.config.validators + self.net.sources();
+        if n < 2 && self.config.me.is_some() {
             return Ok(());
         }
         let payload = target.payload_digest;
@@ -961,12 +962,19 @@ impl Executor {
             self.fetching.clear();
         }
         self.fetching.insert(key, (now, asked));
-        // The proposer first, then each other validator in turn.
-        let mut peer = (target.proposer as usize + asked) % n;
+        // The proposer first, then each other validator in turn, then the configured peers.
+        let mut peer = (target.proposer as usize + asked) % n.max(1);
         if Some(peer) == self.config.me {
             peer = (peer + 1) % n;
         }
         debug!(peer, height = target.height.0, "fetching payload data");
+        // That peer first; one that is down or has nothing (answers at once) passes the
+        // request to the next.
+        let me = self.config.me;
+        let order: Vec<usize> = (0..n)
+            .map(|k| (peer + k) % n)
+            .filter(|p| Some(*p) != me)
+            .collect();
         let net = self.net.clone();
         let store = self.store.clone();
         let jobs = self.jobs.clone();
@@ -974,28 +982,40 @@ impl Executor {
         let rules = self.config.rules.clone();
         self.runtime.spawn(async move {
             if manifest.is_none() {
-                if let Some(NetResponse::Manifest(Some(batches))) =
-                    net.request(peer, NetRequest::GetManifest(payload)).await
-                {
-                    if Block::payload_digest_of(&batches) == payload {
-                        if let Err(error) = store.put_manifest(&payload, &batches) {
-                            error!(%error, "storing a manifest");
+                for peer in order {
+                    if let Some(NetResponse::Manifest(Some(batches))) =
+                        net.request(peer, NetRequest::GetManifest(payload)).await
+                    {
+                        if Block::payload_digest_of(&batches) == payload {
+                            if let Err(error) = store.put_manifest(&payload, &batches) {
+                                error!(%error, "storing a manifest");
+                            }
+                            let _ = jobs.send(Job::DataArrived);
+                            return;
                         }
-                        let _ = jobs.send(Job::DataArrived);
                     }
                 }
                 return;
             }
-            for chunk in missing.chunks(MAX_BATCHES_PER_REQUEST) {
-                if let Some(NetResponse::Batches(batches)) = net
-                    .request(peer, NetRequest::GetBatches(chunk.to_vec()))
-                    .await
-                {
+            let mut missing = missing;
+            for peer in order {
+                if missing.is_empty() {
+                    break;
+                }
+                let asked = missing.clone();
+                for chunk in asked.chunks(MAX_BATCHES_PER_REQUEST) {
+                    let Some(NetResponse::Batches(batches)) = net
+                        .request(peer, NetRequest::GetBatches(chunk.to_vec()))
+                        .await
+                    else {
+                        break; // down: the next peer
+                    };
                     for batch in batches {
                         let digest = batch.digest();
                         if !chunk.contains(&digest) {
                             continue;
                         }
+                        missing.retain(|d| *d != digest);
                         crate::ingest::ingest_batch(
                             &store, &mempool, &rules, batch, digest, &jobs, None,
                         )

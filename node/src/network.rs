@@ -92,6 +92,8 @@ pub struct NetHandle {
     connected: Arc<AtomicUsize>,
     dropped: Arc<AtomicU64>,
     guests_refused: Arc<AtomicU64>,
+    /// Configured sources, addressed after the validators (`validators + k`).
+    sources: usize,
 }
 
 impl NetHandle {
@@ -139,6 +141,11 @@ impl NetHandle {
     /// Validators currently connected.
     pub fn connected(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// How many configured sources (see [`Source`]) follow the validators' indices.
+    pub fn sources(&self) -> usize {
+        self.sources
     }
 
     /// Guests' requests dropped over their budget, and guests refused at [`MAX_GUESTS`].
@@ -190,6 +197,18 @@ impl Guest {
     }
 }
 
+/// A node named by address in the node's config (`peers`, `quorate init --peer`): dialled like
+/// a validator, its key learnt when the connection opens. Ledger sync may ask it (index
+/// `validators + k`): that is how a node finds the chain when every validator of the epoch it is
+/// in has retired. What it serves is verified like any peer's.
+struct Source {
+    address: Multiaddr,
+    id: Option<PeerId>,
+    connected: bool,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
 type Behaviour = request_response::Behaviour<WireCodec>;
 
 pub struct Network {
@@ -197,6 +216,7 @@ pub struct Network {
     /// This node's index in the epoch's set; `None` for a follower.
     me: Option<usize>,
     peers: Vec<Peer>,
+    sources: Vec<Source>,
     guests: HashMap<PeerId, Guest>,
     shunned_guests: HashMap<PeerId, Instant>,
     /// Guest requests dropped over their budget, and guests refused at the bound.
@@ -209,12 +229,14 @@ pub struct Network {
 
 impl Network {
     /// Builds the swarm and starts listening. `validators` are (identity key, multiaddr) in
-    /// validator-set order; `me` is this node's index (`None`: a follower).
+    /// validator-set order; `me` is this node's index (`None`: a follower); `sources` are
+    /// multiaddrs of other nodes to sync from (see [`Source`]).
     pub fn new(
         identity: &SigningKey,
         listen: &str,
         validators: &[(PublicKey, String)],
         me: Option<usize>,
+        sources: &[String],
     ) -> Result<(Network, NetHandle)> {
         let mut secret = *identity.secret().as_bytes();
         let keypair =
@@ -272,18 +294,34 @@ impl Network {
         }
         let (tx, commands) = mpsc::channel(COMMANDS_MAX);
         let connected = Arc::new(AtomicUsize::new(0));
+        let sources = sources
+            .iter()
+            .map(|address| {
+                Ok(Source {
+                    address: address
+                        .parse()
+                        .with_context(|| format!("peer address {address:?} is not a multiaddr"))?,
+                    id: None,
+                    connected: false,
+                    next_dial: Instant::now(),
+                    backoff: REDIAL_MIN,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let guests_refused = Arc::new(AtomicU64::new(0));
         let handle = NetHandle {
             commands: tx,
             connected: connected.clone(),
             dropped: Arc::new(AtomicU64::new(0)),
             guests_refused: guests_refused.clone(),
+            sources: sources.len(),
         };
         Ok((
             Network {
                 swarm,
                 me,
                 peers,
+                sources,
                 guests: HashMap::new(),
                 shunned_guests: HashMap::new(),
                 guests_refused,
@@ -297,6 +335,10 @@ impl Network {
     }
 
     fn usable(&self, to: usize) -> Option<PeerId> {
+        if let Some(k) = to.checked_sub(self.peers.len()) {
+            let source = self.sources.get(k)?;
+            return source.id.filter(|_| source.connected);
+        }
         let peer = self.peers.get(to)?;
         if Some(to) == self.me || peer.shunned_until.is_some_and(|t| t > Instant::now()) {
             return None;
@@ -479,7 +521,21 @@ impl Network {
                 }
                 debug!(%error, "inbound request failed");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let mut source = false;
+                if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    for s in self.sources.iter_mut().filter(|s| s.address == *address) {
+                        if !s.connected {
+                            info!(%address, %peer_id, "connected to a configured peer");
+                        }
+                        s.id = Some(peer_id);
+                        s.connected = true;
+                        s.backoff = REDIAL_MIN;
+                        source = true;
+                    }
+                }
                 match self.index.get(&peer_id).copied() {
                     Some(i) if Some(i) != self.me => {
                         let p = &mut self.peers[i];
@@ -497,6 +553,10 @@ impl Network {
                         // Our own key from elsewhere.
                         let _ = self.swarm.disconnect_peer_id(peer_id);
                     }
+                    // A configured peer is a guest beyond the bound (the operator chose it).
+                    None if source => {
+                        self.guests.entry(peer_id).or_insert_with(Guest::new);
+                    }
                     None => self.admit_guest(peer_id),
                 }
             }
@@ -512,6 +572,9 @@ impl Network {
                     self.peers[i].connected = false;
                 } else {
                     self.guests.remove(&peer_id);
+                }
+                for s in self.sources.iter_mut().filter(|s| s.id == Some(peer_id)) {
+                    s.connected = false;
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "p2p listening"),
@@ -536,6 +599,16 @@ impl Network {
             let address = p.address.clone().with_p2p(p.id).unwrap_or_else(|a| a);
             if let Err(error) = self.swarm.dial(address) {
                 debug!(peer = i, %error, "dial failed");
+            }
+        }
+        for s in &mut self.sources {
+            if s.connected || s.next_dial > now {
+                continue;
+            }
+            s.next_dial = now + s.backoff;
+            s.backoff = (s.backoff * 2).min(REDIAL_MAX);
+            if let Err(error) = self.swarm.dial(s.address.clone()) {
+                debug!(address = %s.address, %error, "dial failed");
             }
         }
     }
@@ -575,6 +648,7 @@ mod tests {
             connected: Arc::new(AtomicUsize::new(0)),
             dropped: Arc::new(AtomicU64::new(0)),
             guests_refused: Arc::new(AtomicU64::new(0)),
+            sources: 0,
         };
         for _ in 0..10 {
             handle.broadcast(NetRequest::GetCommitted { from: 1, count: 1 });

@@ -594,7 +594,13 @@ async fn run_epoch(
         .iter()
         .map(|v| (v.identity_key, v.p2p_address.clone()))
         .collect();
-    let (network, net) = Network::new(&base.identity, &base.config.p2p_listen, &peers, me)?;
+    let (network, net) = Network::new(
+        &base.identity,
+        &base.config.p2p_listen,
+        &peers,
+        me,
+        &base.config.peers,
+    )?;
     // Local inputs (timers, the executor's answers): made by this node, a bounded number per
     // engine action. Peers' messages go to the per-peer bounded inbox.
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();

@@ -114,6 +114,9 @@ pub async fn run(
     // A follower has no engine to catch up with: sync is how it moves at all, so it asks for
     // every block at once (no lag first), every second while peers have more.
     let follower = me.is_none();
+    // The epoch's validators, then the configured peers (which serve a node whose epoch's
+    // validators have all retired).
+    let total = n + shared.net.sources();
     let mut cursor = me.unwrap_or(0);
     let mut last_height = Height(0);
     let mut last_progress = Instant::now();
@@ -142,7 +145,7 @@ pub async fn run(
         } else {
             PROBE_EVERY
         };
-        let others = if follower { n } else { n.saturating_sub(1) };
+        let others = if me.is_some() { total - 1 } else { total };
         if others == 0 || (!eager && !behind && last_probe.elapsed() < probe_every) {
             behind = wait(&shared).await;
             continue;
@@ -154,9 +157,9 @@ pub async fn run(
         let mut applied = false;
         let mut more = false;
         for _ in 0..others {
-            cursor = (cursor + 1) % n;
+            cursor = (cursor + 1) % total;
             if Some(cursor) == me {
-                cursor = (cursor + 1) % n;
+                cursor = (cursor + 1) % total;
             }
             let peer = cursor;
             if !eager_round {

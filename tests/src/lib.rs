@@ -174,8 +174,8 @@ impl Cluster {
     }
 
     /// `quorate init` for spare node `i` (its home beside the validators', its ports the
-    /// cluster's), naming node0 as its peer; returns its public description.
-    pub fn init_spare(&self, i: usize) -> serde_json::Value {
+    /// cluster's), naming node `peer` as its peer; returns its public description.
+    pub fn init_spare(&self, i: usize, peer: usize) -> serde_json::Value {
         assert!(
             i >= self.validators && i < self.children.len(),
             "node{i} is no spare"
@@ -194,7 +194,7 @@ impl Cluster {
             "--rpc",
             &format!("127.0.0.1:{}", self.rpc_port(i)),
             "--peer",
-            &format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port(0)),
+            &format!("/ip4/127.0.0.1/tcp/{}", self.p2p_port(peer)),
         ]);
         assert!(
             output.status.success(),

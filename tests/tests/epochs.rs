@@ -3,8 +3,9 @@
 //! (epoch 1, where it votes) and removes one of the original validators (epoch 2, where that
 //! one follows); every node switches sets at the block that ends each epoch, a node down since
 //! epoch 0 catches up through both changes by ledger sync and votes again, every node
-//! restarted in epoch 2 resumes, no transfer fails or is lost, and the audit of every home and
-//! of the RPC counts three epochs.
+//! restarted in epoch 2 resumes, no transfer fails or is lost, a brand-new follower catches up
+//! through its `--peer` once every validator of epoch 0 is down, and the audit of every home
+//! and of the RPC counts three epochs.
 
 use quorate_consensus::CommitProof;
 use quorate_tests::{committed_height, quorate, transfer, Cluster};
@@ -89,7 +90,7 @@ fn reconfigure_under_load(protocol: &str) {
     let mut cluster = Cluster::start_with_spares(
         protocol,
         4,
-        1,
+        2,
         3,
         &[("epoch_rules.min_validators", 3), ("idle_interval_ms", 0)],
     );
@@ -100,7 +101,7 @@ fn reconfigure_under_load(protocol: &str) {
 
     // node4, made by `quorate init`, follows: it syncs the chain and serves it, and votes in
     // nothing.
-    let info = cluster.init_spare(4);
+    let info = cluster.init_spare(4, 0);
     assert_eq!(info["name"], "node4");
     cluster.start_node(4);
     cluster.wait_height(4, first, 60);
@@ -172,11 +173,31 @@ fn reconfigure_under_load(protocol: &str) {
         cluster.wait_height(i, last, 60);
     }
 
+    // A brand-new follower once every validator of epoch 0 is gone: it reaches the chain only
+    // through the peer its `quorate init --peer` named (node4, which joined in epoch 1), and
+    // walks both changes from genesis. (Epoch 2 has no quorum meanwhile: nothing commits.)
+    for i in [0, 1, 3] {
+        assert!(cluster.stop(i), "node{i} did not stop cleanly");
+    }
+    cluster.init_spare(5, 4);
+    cluster.start_node(5);
+    wait_epoch(&cluster, 5, 2, 4, 180);
+    // A third party can prove a PBFT block committed only up to the last checkpoint (every 128
+    // blocks) at or below it; a HotStuff head carries its three-chain.
+    let provable = if protocol == "pbft" {
+        last - last % 128
+    } else {
+        last
+    };
+    cluster.wait_height(5, provable, 60);
+    let status = cluster.query(5, &["status"]).unwrap();
+    assert_eq!(status["role"], "follower", "{status}");
+
     let genesis = cluster.net().join("genesis.json");
     let out = quorate(&[
         "audit",
         "--rpc",
-        &cluster.rpc(0),
+        &cluster.rpc(4),
         "--genesis",
         genesis.to_str().unwrap(),
         "--json",
@@ -185,7 +206,7 @@ fn reconfigure_under_load(protocol: &str) {
     assert!(out.status.success(), "{value}");
     assert_eq!(value["epochs"], 3, "{value}");
     assert!(cluster.stop_all(), "a node did not stop cleanly");
-    for i in 0..5 {
+    for i in 0..6 {
         let value = audit_home(&cluster, i);
         assert_eq!(value["epochs"], 3, "node{i}: {value}");
     }
