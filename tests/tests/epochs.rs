@@ -253,6 +253,39 @@ fn reconfigure_under_load(protocol: &str) {
     assert!(!out.status.success(), "{value}");
     assert_eq!(value["failed_height"], boundary.0 .0, "{value}");
     assert_eq!(value["check"], boundary.1, "{value}");
+
+    // Epoch 2's first block made to claim epoch 1 (as if epoch 1's set could still certify
+    // blocks after its last one), on node1's copy; and the commitment to epoch 2's set (the
+    // last block of epoch 1's state root) altered, on node3's.
+    let tamper = |i: usize, height: u64, change: &dyn Fn(&mut quorate_ledger::BlockHeader)| {
+        let store = quorate_ledger::Store::open(&cluster.home(i).join("data").join("db")).unwrap();
+        let mut record = store
+            .committed(quorate_ledger::Height(height))
+            .unwrap()
+            .unwrap();
+        change(&mut record.header);
+        store.overwrite_committed_unchecked(&record).unwrap();
+        drop(store);
+        let out = quorate(&[
+            "audit",
+            "--home",
+            cluster.home(i).to_str().unwrap(),
+            "--json",
+        ]);
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!out.status.success(), "{value}");
+        assert_eq!(value["failed_height"], height, "{value}");
+        value["check"].as_str().unwrap().to_string()
+    };
+    let b = boundary.0 .0;
+    assert_eq!(
+        tamper(1, b + 1, &|h| h.epoch = quorate_ledger::Epoch(1)),
+        "epoch"
+    );
+    assert_eq!(
+        tamper(3, b, &|h| h.state_root = quorate_crypto::Digest([9; 32])),
+        "state_root"
+    );
 }
 
 #[test]
