@@ -161,10 +161,13 @@ fn reconfigure_under_load(protocol: &str) {
     for i in [1, 0, 4, 3] {
         assert!(cluster.stop(i), "node{i} did not stop cleanly");
         let via = if i == 0 { 1 } else { 0 };
-        committed_height(&cluster.transfer(via, 1, &cluster.account_address(2), 1, true));
+        let while_down =
+            committed_height(&cluster.transfer(via, 1, &cluster.account_address(2), 1, true));
         cluster.start_node(i);
         wait_epoch(&cluster, i, 2, 4, 60);
-        // It takes a transfer and commits it (and so does the chain) before the next one goes.
+        // Caught up (the client takes the sender's next nonce from it), it takes a transfer and
+        // commits it (and so does the chain) before the next one goes.
+        cluster.wait_height(i, while_down, 60);
         committed_height(&cluster.transfer(i, 1, &cluster.account_address(2), 1, true));
     }
     let last = committed_height(&cluster.transfer(1, 1, &cluster.account_address(2), 1, true));
