@@ -63,7 +63,7 @@ impl PublicKey {
         bytes: &[u8],
         signature: &Signature,
     ) -> Result<(), CryptoError> {
-        let key = self.to_dalek()?;
+        let key = crate::key_cache::decode(self)?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&domain.prefixed(bytes), &signature)
             .map_err(|_| CryptoError::BadSignature)
@@ -200,19 +200,9 @@ pub fn verify_batch(
         return Ok(());
     }
     let prefixed: Vec<Vec<u8>> = messages.iter().map(|m| domain.prefixed(m)).collect();
-    // Each distinct key decoded once (a point decompression each): a batch of transactions
-    // carries many from the same senders.
-    let mut decoded_keys: std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey> =
-        std::collections::HashMap::new();
-    let decoded: Result<Vec<_>, _> = keys
-        .iter()
-        .map(|key| match decoded_keys.entry(key.0) {
-            std::collections::hash_map::Entry::Occupied(known) => Ok(*known.get()),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                key.to_dalek().map(|dalek| *slot.insert(dalek))
-            }
-        })
-        .collect();
+    // Each distinct key decoded once (a point decompression each), and kept for the next batch:
+    // the same senders sign one transaction after another.
+    let decoded = crate::key_cache::decode_all(keys);
     if let Ok(dalek_keys) = decoded {
         let refs: Vec<&[u8]> = prefixed.iter().map(Vec::as_slice).collect();
         let sigs: Vec<ed25519_dalek::Signature> = signatures

@@ -222,6 +222,31 @@ impl Metrics {
             "counter",
             crate::wire::SENT_BYTES.load(Ordering::Relaxed),
         );
+        let keys = quorate_crypto::key_cache_stats();
+        gauge(
+            "quorate_key_cache_keys",
+            "Decoded ed25519 keys kept for batch verification (bounded; emptied at the bound).",
+            "gauge",
+            keys.len,
+        );
+        gauge(
+            "quorate_key_cache_hits_total",
+            "Signature checks whose key was already decoded.",
+            "counter",
+            keys.hits,
+        );
+        gauge(
+            "quorate_key_cache_misses_total",
+            "Keys decoded for signature checks.",
+            "counter",
+            keys.misses,
+        );
+        gauge(
+            "quorate_key_cache_cleared_total",
+            "Times the key cache was emptied at its bound.",
+            "counter",
+            keys.cleared,
+        );
         let _ = writeln!(
             out,
             "# HELP quorate_commit_latency_ms Proposal timestamp to local commit.\n# TYPE quorate_commit_latency_ms histogram"
