@@ -70,6 +70,27 @@ fn synced() -> WriteOptions {
     options
 }
 
+/// The options of one column family. Accounts and the transaction index are read and written by
+/// whole key only, never iterated, and take a write per transaction: their memtables are hash
+/// tables of short sorted lists (a key's versions) instead of one skiplist, whose every insert and
+/// lookup walked ~20 levels of cache misses (about a seventh of a validator's CPU at saturation).
+fn family_options(name: &str) -> Options {
+    let mut options = Options::default();
+    let key_len = match name {
+        CF_ACCOUNTS => 20,
+        CF_TX_INDEX => 32,
+        _ => return options,
+    };
+    options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(key_len));
+    options.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList {
+        bucket_count: MEMTABLE_BUCKETS,
+    });
+    options
+}
+
+/// Buckets of a hash memtable (8 bytes each).
+const MEMTABLE_BUCKETS: usize = 65_536;
+
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -77,9 +98,12 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Hash memtables (below) take writes from one thread at a time, which is how the node
+        // writes anyway (the executor commits; the rest are single puts).
+        options.set_allow_concurrent_memtable_write(false);
         let families = COLUMN_FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
         let db = DB::open_cf_descriptors(&options, path, families)?;
         Ok(Store { db })
     }
@@ -563,6 +587,64 @@ mod tests {
             genesis,
             tx,
         }
+    }
+
+    #[test]
+    fn a_store_written_with_skiplist_memtables_reopens_with_hash_memtables() {
+        // Stores made before the hash memtables: their write-ahead log replays into the new
+        // memtables, and every key reads back its newest value, before and after a flush.
+        let dir = tempfile::tempdir().unwrap();
+        let address = Address([9; 20]);
+        let id = Digest([4; 32]);
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(&options, dir.path(), COLUMN_FAMILIES).unwrap();
+            for balance in 1..=50u64 {
+                let account = Account {
+                    balance,
+                    nonce: balance,
+                };
+                db.put_cf(
+                    db.cf_handle(CF_ACCOUNTS).unwrap(),
+                    address.0,
+                    codec::encode(&account).unwrap(),
+                )
+                .unwrap();
+            }
+            db.put_cf(db.cf_handle(CF_TX_INDEX).unwrap(), id.0, b"x")
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.account(&address).unwrap().balance, 50);
+        for balance in 51..=120u64 {
+            let account = Account {
+                balance,
+                nonce: balance,
+            };
+            store
+                .overwrite_account_raw_unchecked(&address, &codec::encode(&account).unwrap())
+                .unwrap();
+            assert_eq!(store.account(&address).unwrap().balance, balance);
+        }
+        assert_eq!(
+            store.account(&Address([8; 20])).unwrap(),
+            Account::default()
+        );
+        store.db.flush_cf(store.cf(CF_ACCOUNTS).unwrap()).unwrap();
+        assert_eq!(store.account(&address).unwrap().balance, 120);
+        assert_eq!(
+            store
+                .db
+                .get_cf(store.cf(CF_TX_INDEX).unwrap(), id.0)
+                .unwrap()
+                .as_deref(),
+            Some(&b"x"[..])
+        );
+        drop(store);
+        let store = Store::open_read_only(dir.path()).unwrap();
+        assert_eq!(store.account(&address).unwrap().balance, 120);
     }
 
     #[test]
