@@ -642,6 +642,11 @@ async fn run_epoch(
             validators: validators.len(),
             max_block_transactions: genesis.params.max_block_transactions as usize,
             idle_interval: Duration::from_millis(genesis.params.idle_interval_ms),
+            // PBFT's checkpoint drive: one empty block per batch delay at most.
+            urgent_pace: match genesis.protocol {
+                Protocol::Pbft => Duration::from_millis(genesis.params.max_batch_delay_ms),
+                Protocol::HotStuff => Duration::ZERO,
+            },
             pushed_batches,
             reconfiguring: shared.reconfiguring.clone(),
         },
