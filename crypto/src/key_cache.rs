@@ -46,7 +46,9 @@ pub fn stats() -> KeyCacheStats {
 }
 
 /// The decoded form of each of `keys`, in order: from the cache where known, decoded (once per
-/// distinct key) otherwise. The lock is not held while decoding.
+/// distinct key) otherwise. The lock is not held while decoding. One bad key fails the whole
+/// list, but the good keys decoded before it are kept: the caller then checks entry by entry, and
+/// those are not decoded a second time.
 pub fn decode_all(keys: &[PublicKey]) -> Result<Vec<ed25519_dalek::VerifyingKey>, CryptoError> {
     let mut decoded: Vec<Option<ed25519_dalek::VerifyingKey>> = {
         let guard = KEYS.lock().ok();
@@ -57,6 +59,7 @@ pub fn decode_all(keys: &[PublicKey]) -> Result<Vec<ed25519_dalek::VerifyingKey>
     };
     let mut fresh: HashMap<[u8; 32], ed25519_dalek::VerifyingKey> = HashMap::new();
     let mut hits = 0u64;
+    let mut failure = None;
     for (slot, key) in decoded.iter_mut().zip(keys) {
         if slot.is_some() {
             hits += 1;
@@ -64,11 +67,16 @@ pub fn decode_all(keys: &[PublicKey]) -> Result<Vec<ed25519_dalek::VerifyingKey>
         }
         let value = match fresh.get(&key.0) {
             Some(known) => *known,
-            None => {
-                let value = key.to_dalek()?;
-                fresh.insert(key.0, value);
-                value
-            }
+            None => match key.to_dalek() {
+                Ok(value) => {
+                    fresh.insert(key.0, value);
+                    value
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            },
         };
         *slot = Some(value);
     }
@@ -84,14 +92,16 @@ pub fn decode_all(keys: &[PublicKey]) -> Result<Vec<ed25519_dalek::VerifyingKey>
             cached.extend(fresh.into_iter().take(CAPACITY));
         }
     }
-    Ok(decoded.into_iter().flatten().collect())
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(decoded.into_iter().flatten().collect()),
+    }
 }
 
 /// One key, through the cache.
 pub fn decode(key: &PublicKey) -> Result<ed25519_dalek::VerifyingKey, CryptoError> {
-    decode_all(std::slice::from_ref(key))?
-        .pop()
-        .ok_or(CryptoError::WeakPublicKey)
+    let mut decoded = decode_all(std::slice::from_ref(key))?;
+    decoded.pop().ok_or(CryptoError::WeakPublicKey)
 }
 
 #[cfg(test)]
@@ -99,8 +109,12 @@ mod tests {
     use super::*;
     use crate::SigningKey;
 
+    /// The cache is one per process: tests that look into it take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn a_cached_key_is_the_decoded_key_and_bad_keys_are_never_kept() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let key = SigningKey::from_seed_insecure(7).public();
         let first = decode(&key).unwrap();
         let again = decode(&key).unwrap();
@@ -117,10 +131,19 @@ mod tests {
             .unwrap()
             .as_ref()
             .is_none_or(|keys| !keys.contains_key(&identity)));
+        // A good key listed before a bad one is kept for the entry-by-entry check that follows.
+        let before = SigningKey::from_seed_insecure(8).public();
+        assert!(decode_all(&[before, PublicKey(identity)]).is_err());
+        assert!(KEYS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|keys| keys.contains_key(&before.0)));
     }
 
     #[test]
     fn the_cache_never_holds_more_than_its_bound() {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<PublicKey> = (0..CAPACITY as u32 + 10)
             .map(|i| SigningKey::from_seed_insecure(0xee00_0000 + u64::from(i)).public())
             .collect();

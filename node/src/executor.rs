@@ -332,16 +332,21 @@ impl Executor {
     }
 
     /// How long the loop may wait for a job: at most 50 ms, and no later than the moment a
-    /// paced urgent proposal becomes due.
+    /// paced urgent proposal becomes due. Once it is due, only a job (its parent's data, say)
+    /// can change anything, so the loop does not spin on it.
     fn next_wake(&self) -> Duration {
         const POLL: Duration = Duration::from_millis(50);
-        match &self.proposal {
-            Some(proposal) if proposal.urgent && !self.config.urgent_pace.is_zero() => self
+        let pace_left = match &self.proposal {
+            Some(proposal) if proposal.urgent => self
                 .config
                 .urgent_pace
-                .saturating_sub(proposal.asked.elapsed())
-                .clamp(Duration::from_millis(1), POLL),
-            _ => POLL,
+                .saturating_sub(proposal.asked.elapsed()),
+            _ => Duration::ZERO,
+        };
+        if pace_left.is_zero() {
+            POLL
+        } else {
+            pace_left.clamp(Duration::from_millis(1), POLL)
         }
     }
 
