@@ -7,6 +7,7 @@ use crate::Message;
 use quorate_crypto::Digest;
 use quorate_ledger::{Batch, CommittedBlock, Epoch};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Batches asked for in one request at most.
 pub const MAX_BATCHES_PER_REQUEST: usize = 64;
@@ -20,7 +21,7 @@ pub enum NetRequest {
     /// a receiver in another epoch drops it before its engine sees it.
     Consensus(Epoch, Message),
     /// A batch of transactions from the sender's mempool.
-    Batch(Batch),
+    Batch(Arc<Batch>),
     /// The batch digests of a payload the sender proposes.
     Manifest {
         payload: Digest,
@@ -44,7 +45,7 @@ pub enum NetRequest {
 pub enum NetResponse {
     Ack,
     Manifest(Option<Vec<Digest>>),
-    Batches(Vec<Batch>),
+    Batches(Vec<Arc<Batch>>),
     Committed(Vec<CommittedBlock>),
     /// The answer to a consensus message of an earlier epoch: the receiver is in this one (the
     /// sender missed the block that ended its epoch; its ledger sync fetches it at once).

@@ -11,6 +11,8 @@ mod certificate;
 pub mod codec;
 pub mod governance;
 mod newtypes;
+#[cfg(feature = "store")]
+mod recent_batches;
 mod records;
 pub mod state;
 #[cfg(feature = "store")]
@@ -28,6 +30,8 @@ pub use governance::{
     ValidatorChange, ValidatorInfo,
 };
 pub use newtypes::{Epoch, Height, SeqNum, View};
+#[cfg(feature = "store")]
+pub use recent_batches::RECENT_BATCH_BYTES;
 pub use records::{CommittedBlock, Head, PendingBlock, TxLocation};
 pub use state::{
     execute, Account, Execution, Receipt, StateAccumulator, StateReadError, StateView, TxFailure,

@@ -7,12 +7,14 @@
 
 use crate::codec::{self, CodecError};
 use crate::governance::{EpochRecord, Governance, GovernanceState, ValidatorInfo};
+use crate::recent_batches::{RecentBatches, RECENT_BATCH_BYTES};
 use crate::records::{CommittedBlock, Head, PendingBlock, TxLocation};
 use crate::state::{Account, Execution, StateAccumulator, StateReadError, StateView, TxFailure};
 use crate::{Batch, BlockHeader, Epoch, Height};
 use quorate_crypto::{Address, Digest};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 
 const CF_SAFETY: &str = "safety";
@@ -62,6 +64,8 @@ pub enum StoreError {
 
 pub struct Store {
     db: DB,
+    /// Stored batches, kept decoded until their block commits (see [`RecentBatches`]).
+    recent: Mutex<RecentBatches>,
 }
 
 fn synced() -> WriteOptions {
@@ -85,11 +89,23 @@ fn family_options(name: &str) -> Options {
     options.set_memtable_factory(rocksdb::MemtableFactory::HashLinkList {
         bucket_count: MEMTABLE_BUCKETS,
     });
+    // A quarter of the default: with MEMTABLE_BUCKETS a bucket's list holds about one entry
+    // when the memtable fills, so an insert does not walk a chain.
+    options.set_write_buffer_size(MEMTABLE_BYTES);
+    // Most reads here miss (a transaction submitted for the first time, an account that does
+    // not exist yet): bloom filters (the prefix is the whole key) answer them without walking
+    // the memtable's lists or reading a table's blocks.
+    options.set_memtable_prefix_bloom_ratio(0.02);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    options.set_block_based_table_factory(&table);
     options
 }
 
 /// Buckets of a hash memtable (8 bytes each).
-const MEMTABLE_BUCKETS: usize = 65_536;
+const MEMTABLE_BUCKETS: usize = 131_072;
+/// The memtable size of the hash-memtable families (an entry takes ~110 bytes).
+const MEMTABLE_BYTES: usize = 16 << 20;
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -105,14 +121,25 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
         let db = DB::open_cf_descriptors(&options, path, families)?;
-        Ok(Store { db })
+        Ok(Store::with_db(db))
     }
 
     /// Opens an existing store read-only (beside a running node, for audits and queries).
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let options = Options::default();
         let db = DB::open_cf_for_read_only(&options, path, COLUMN_FAMILIES, false)?;
-        Ok(Store { db })
+        Ok(Store::with_db(db))
+    }
+
+    fn with_db(db: DB) -> Store {
+        Store {
+            db,
+            recent: Mutex::new(RecentBatches::new(RECENT_BATCH_BYTES)),
+        }
+    }
+
+    fn recent(&self) -> MutexGuard<'_, RecentBatches> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -191,10 +218,13 @@ impl Store {
     }
 
     /// Stores a batch whose signatures were verified (not synced: until a block that refers to
-    /// it commits, a lost batch is fetched again).
-    pub fn put_batch(&self, digest: &Digest, batch: &Batch) -> Result<(), StoreError> {
-        self.db
-            .put_cf(self.cf(CF_BATCHES)?, digest.0, codec::encode(batch)?)?;
+    /// it commits, a lost batch is fetched again) and keeps it decoded in memory until
+    /// [`Store::forget_recent_batches`] (or the memory bound) lets it go.
+    pub fn put_batch(&self, digest: &Digest, batch: &Arc<Batch>) -> Result<(), StoreError> {
+        let bytes = codec::encode(batch.as_ref())?;
+        let size = bytes.len();
+        self.db.put_cf(self.cf(CF_BATCHES)?, digest.0, bytes)?;
+        self.recent().insert(*digest, batch.clone(), size);
         Ok(())
     }
 
@@ -206,14 +236,36 @@ impl Store {
             batch.delete_cf(cf, digest.0);
         }
         self.db.write(batch)?;
+        self.forget_recent_batches(digests);
         Ok(())
     }
 
-    pub fn batch(&self, digest: &Digest) -> Result<Option<Batch>, StoreError> {
-        self.get(CF_BATCHES, &digest.0)
+    /// Lets go of the in-memory copies of batches (a block that carries them committed); they
+    /// stay on disk.
+    pub fn forget_recent_batches(&self, digests: &[Digest]) {
+        let mut recent = self.recent();
+        for digest in digests {
+            recent.remove(digest);
+        }
+    }
+
+    /// Bytes of batches kept decoded in memory (bounded by [`RECENT_BATCH_BYTES`]).
+    pub fn recent_batch_bytes(&self) -> usize {
+        self.recent().bytes()
+    }
+
+    /// A stored batch: the in-memory copy if there is one, else read from disk.
+    pub fn batch(&self, digest: &Digest) -> Result<Option<Arc<Batch>>, StoreError> {
+        if let Some(batch) = self.recent().get(digest) {
+            return Ok(Some(batch));
+        }
+        Ok(self.get::<Batch>(CF_BATCHES, &digest.0)?.map(Arc::new))
     }
 
     pub fn has_batch(&self, digest: &Digest) -> Result<bool, StoreError> {
+        if self.recent().contains(digest) {
+            return Ok(true);
+        }
         Ok(self
             .db
             .get_pinned_cf(self.cf(CF_BATCHES)?, digest.0)?
@@ -502,7 +554,8 @@ impl crate::audit::ChainSource for Store {
         let mut batches = Vec::with_capacity(record.batches.len());
         for digest in &record.batches {
             match self.batch(digest).map_err(|e| e.to_string())? {
-                Some(batch) => batches.push(batch),
+                // An auditor's store keeps nothing in memory: the batch is its own copy.
+                Some(batch) => batches.push(Arc::unwrap_or_clone(batch)),
                 None => return Err(format!("batch {digest} of block {height} is not stored")),
             }
         }
@@ -648,6 +701,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_batch_is_read_from_memory_until_forgotten_then_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let batch = Arc::new(Batch {
+            transactions: vec![fixture().tx],
+        });
+        let digest = batch.digest();
+        store.put_batch(&digest, &batch).unwrap();
+        assert!(store.recent_batch_bytes() > 0);
+        // The same allocation, not a decoded copy.
+        assert!(Arc::ptr_eq(&store.batch(&digest).unwrap().unwrap(), &batch));
+        store.forget_recent_batches(&[digest]);
+        assert_eq!(store.recent_batch_bytes(), 0);
+        let read = store.batch(&digest).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&read, &batch));
+        assert_eq!(read, batch);
+        assert!(store.has_batch(&digest).unwrap());
+        // Deleting drops both copies.
+        store.put_batch(&digest, &batch).unwrap();
+        store.delete_batches(&[digest]).unwrap();
+        assert!(!store.has_batch(&digest).unwrap());
+        assert_eq!(store.batch(&digest).unwrap(), None);
+        assert_eq!(store.recent_batch_bytes(), 0);
+    }
+
+    #[test]
     fn a_committed_block_survives_reopening_whole() {
         let dir = tempfile::tempdir().unwrap();
         let Fixture {
@@ -669,7 +748,9 @@ mod tests {
             assert!(store
                 .initialize(&genesis, &accounts, &accumulator, &gov())
                 .is_err());
-            store.put_batch(&batch.digest(), &batch).unwrap();
+            store
+                .put_batch(&batch.digest(), &Arc::new(batch.clone()))
+                .unwrap();
             let execution = execute(
                 &crate::ChainRules::signed_only("c"),
                 &store,
@@ -730,7 +811,10 @@ mod tests {
             vec![1, 2, 3]
         );
         assert_eq!(store.height_of(&head.hash).unwrap(), Some(Height(1)));
-        assert_eq!(store.batch(&batch.digest()).unwrap(), Some(batch));
+        assert_eq!(
+            store.batch(&batch.digest()).unwrap().as_deref(),
+            Some(&batch)
+        );
     }
 
     /// Found by `scripts/chaos.sh`: a transfer sent to two validators landed in two batches of

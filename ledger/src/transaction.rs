@@ -135,10 +135,8 @@ pub enum TransactionError {
 impl Transaction {
     /// The transaction's id: the hash of its canonical body. The signature covers exactly this.
     pub fn id(&self) -> Result<Digest, CodecError> {
-        Ok(quorate_crypto::hash(
-            Domain::Transaction,
-            &codec::encode(self)?,
-        ))
+        // Encoded on the stack (no allocation) for all but the largest payloads.
+        codec::hash_encoded(Domain::Transaction, self)
     }
 
     /// Signs the body with the sender's key.

@@ -6,8 +6,8 @@
 //! Per run: a fresh testnet under `DIR/runs/`, `n - faulty` validators started (the `faulty` ones
 //! are crashed: never started, yet still in the leader rotation), a wait until every live
 //! validator is connected to every other, then `duration` seconds of load. Every transaction
-//! is signed before the clock starts; each account's transactions go to one node (so its nonces arrive in order), in `POST /v1/txs`
-//! requests every 10 ms. Latency is submit-to-commit as the client sees it: the time the request
+//! is signed (and encoded) before the clock starts; each account's transactions go to one node
+//! (so its nonces arrive in order), in binary `POST /v1/txs` requests every 10 ms. Latency is submit-to-commit as the client sees it: the time the request
 //! carrying the transaction was sent to the time the client read the committed block listing it
 //! (the client follows the first live node's blocks). Throughput counts transactions seen
 //! committed inside the load window. CPU is each node's user+system time over the window (from
@@ -17,7 +17,7 @@
 
 use crate::client::KeepAlive;
 use crate::localnet::{spawn_validator, stop_validators};
-use crate::rpc::MAX_TXS_PER_REQUEST;
+use crate::rpc::{BINARY, MAX_TXS_PER_REQUEST};
 use anyhow::{bail, Context, Result};
 use quorate_genesis::{
     generate_testnet, AccountKeyFile, ConsensusParams, NodeConfig, Protocol, TestnetSpec,
@@ -345,13 +345,13 @@ pub fn bench_params(n: usize, payload: Payload) -> ConsensusParams {
 const OPAQUE_SIZE: usize = 512;
 
 /// `total` opaque payloads of `size` encoded bytes each, spread over the accounts' keys as
-/// senders (which only route them to nodes: they are unsigned), with their JSON.
+/// senders (which only route them to nodes: they are unsigned), with their encodings.
 fn opaque(
     dir: &Path,
     accounts: usize,
     total: usize,
     size: usize,
-) -> Result<Vec<(SignedTransaction, String)>> {
+) -> Result<Vec<(SignedTransaction, Vec<u8>)>> {
     let genesis = quorate_genesis::Genesis::load(&dir.join("genesis.json"))?;
     let keys: Vec<_> = (0..accounts)
         .map(|j| AccountKeyFile::load(&dir.join("accounts").join(format!("account-{j}.json"))))
@@ -386,33 +386,35 @@ fn opaque(
     let mut out = Vec::with_capacity(total);
     for k in 0..total {
         let tx = make(k, data_len)?;
-        let encoded = codec::encode(&tx)?.len();
-        if encoded != size {
-            bail!("--tx-size {size}: an opaque payload came out at {encoded} bytes");
+        let encoded = codec::encode(&tx)?;
+        if encoded.len() != size {
+            bail!(
+                "--tx-size {size}: an opaque payload came out at {} bytes",
+                encoded.len()
+            );
         }
-        let json = serde_json::to_string(&tx)?;
-        out.push((tx, json));
+        out.push((tx, encoded));
     }
     Ok(out)
 }
 
 /// `total` transfers over `accounts` accounts, round robin, each account's nonces in order;
-/// with their hashes, as JSON.
-fn presign(dir: &Path, accounts: usize, total: usize) -> Result<Vec<(SignedTransaction, String)>> {
+/// with their encodings.
+fn presign(dir: &Path, accounts: usize, total: usize) -> Result<Vec<(SignedTransaction, Vec<u8>)>> {
     let genesis = quorate_genesis::Genesis::load(&dir.join("genesis.json"))?;
     let keys: Vec<_> = (0..accounts)
         .map(|j| AccountKeyFile::load(&dir.join("accounts").join(format!("account-{j}.json"))))
         .collect::<Result<_, _>>()?;
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
     let chunk = total.div_ceil(threads).max(1);
-    let mut signed: Vec<(SignedTransaction, String)> = Vec::with_capacity(total);
+    let mut signed: Vec<(SignedTransaction, Vec<u8>)> = Vec::with_capacity(total);
     std::thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..total)
             .step_by(chunk)
             .map(|start| {
                 let keys = &keys;
                 let chain_id = genesis.chain_id.clone();
-                scope.spawn(move || -> Result<Vec<(SignedTransaction, String)>> {
+                scope.spawn(move || -> Result<Vec<(SignedTransaction, Vec<u8>)>> {
                     (start..(start + chunk).min(total))
                         .map(|k| {
                             let from = k % accounts;
@@ -424,8 +426,8 @@ fn presign(dir: &Path, accounts: usize, total: usize) -> Result<Vec<(SignedTrans
                                 kind: TransactionKind::Transfer { to, amount: 1 },
                             }
                             .sign(&keys[from])?;
-                            let json = serde_json::to_string(&tx)?;
-                            Ok((tx, json))
+                            let encoded = codec::encode(&tx)?;
+                            Ok((tx, encoded))
                         })
                         .collect()
                 })
@@ -446,7 +448,7 @@ fn presign(dir: &Path, accounts: usize, total: usize) -> Result<Vec<(SignedTrans
 fn measure(
     spec: &BenchSpec,
     nodes: &[Node],
-    signed: &[(SignedTransaction, String)],
+    signed: &[(SignedTransaction, Vec<u8>)],
     rate: u64,
     tx_size: usize,
     dir: &Path,
@@ -559,15 +561,19 @@ fn measure(
                 let mut client = KeepAlive::new(&rpc);
                 for due in chunks {
                     for part in due.chunks(MAX_TXS_PER_REQUEST) {
-                        let mut body = String::with_capacity(part.len() * 400);
-                        body.push('[');
-                        for (i, &k) in part.iter().enumerate() {
-                            if i > 0 {
-                                body.push(',');
+                        // The binary array: its length, then each encoded transaction.
+                        let mut body = match codec::encode(&(part.len() as u64)) {
+                            Ok(prefix) => prefix,
+                            Err(error) => {
+                                let mut first =
+                                    first_error.lock().unwrap_or_else(|p| p.into_inner());
+                                first.get_or_insert(error.to_string());
+                                break;
                             }
-                            body.push_str(&signed[k].1);
+                        };
+                        for &k in part {
+                            body.extend_from_slice(&signed[k].1);
                         }
-                        body.push(']');
                         let at = t0.elapsed().as_micros() as u64;
                         for &k in part {
                             submitted[k].store(at, Ordering::Relaxed);
@@ -576,18 +582,21 @@ fn measure(
                             let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
                             first.get_or_insert(why);
                         };
-                        match client.request("POST", "/v1/txs", body.as_bytes()) {
+                        match client.request_typed("POST", "/v1/txs", BINARY, &body) {
                             Ok((200, reply)) => {
                                 let reply: Value =
                                     serde_json::from_slice(&reply).unwrap_or(Value::Null);
-                                let results =
-                                    reply["results"].as_array().cloned().unwrap_or_default();
-                                for (&k, result) in part.iter().zip(results.iter()) {
-                                    if let Some(error) = result.get("error") {
-                                        submitted[k].store(NOT_YET, Ordering::Relaxed);
-                                        rejected.fetch_add(1, Ordering::Relaxed);
-                                        note(error.to_string());
-                                    }
+                                let refused =
+                                    reply["rejected"].as_array().cloned().unwrap_or_default();
+                                for result in refused {
+                                    let Some(&k) =
+                                        result["index"].as_u64().and_then(|i| part.get(i as usize))
+                                    else {
+                                        continue;
+                                    };
+                                    submitted[k].store(NOT_YET, Ordering::Relaxed);
+                                    rejected.fetch_add(1, Ordering::Relaxed);
+                                    note(result["error"].to_string());
                                 }
                             }
                             Ok((status, reply)) => {

@@ -123,18 +123,35 @@ impl KeepAlive {
     /// Sends one request and returns (status, body). Reconnects once if the kept connection
     /// turned out to be closed.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.request_typed(method, path, "application/json", body)
+    }
+
+    /// [`KeepAlive::request`] with a body of `content_type`.
+    pub fn request_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
         let reused = self.stream.is_some();
-        match self.try_request(method, path, body) {
+        match self.try_request(&head, body) {
             Ok(reply) => Ok(reply),
             Err(_) if reused => {
                 self.stream = None;
-                self.try_request(method, path, body)
+                self.try_request(&head, body)
             }
             Err(error) => Err(error),
         }
     }
 
-    fn try_request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    /// Sends `head` (the request line and headers) and `body`; reads the answer.
+    fn try_request(&mut self, head: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         use std::io::BufRead;
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.host)
@@ -144,11 +161,6 @@ impl KeepAlive {
             self.stream = Some(std::io::BufReader::new(stream));
         }
         let reader = self.stream.as_mut().expect("connected above");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
         let result = (|| {
             let stream = reader.get_mut();
             stream.write_all(head.as_bytes())?;

@@ -582,7 +582,7 @@ impl Executor {
     }
 
     /// The batches of a payload, if all are here.
-    fn payload(&self, header: &BlockHeader) -> Result<Outcome<(Vec<Digest>, Vec<Batch>)>> {
+    fn payload(&self, header: &BlockHeader) -> Result<Outcome<Payload>> {
         if header.payload_digest == Block::payload_digest_of(&[]) {
             return Ok(Outcome::Done((Vec::new(), Vec::new())));
         }
@@ -784,6 +784,7 @@ impl Executor {
             header: header.clone(),
         };
         self.governance = block.execution.governance.clone();
+        self.store.forget_recent_batches(&block.batches);
         self.config.pushed_batches.committed(&block.batches);
         let head_height = self.head.height.0;
         self.speculative.retain(|_, b| b.height > head_height);
@@ -1058,6 +1059,9 @@ impl Executor {
         Ok(())
     }
 }
+
+/// A payload's batch digests and its batches, in order.
+type Payload = (Vec<Digest>, Vec<Arc<Batch>>);
 
 /// Logs a one-line start-up summary of the committed head.
 pub fn log_head(head: &Head) {

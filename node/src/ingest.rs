@@ -18,7 +18,7 @@ pub async fn ingest_batch(
     store: &Arc<Store>,
     mempool: &Arc<Mutex<Mempool>>,
     rules: &ChainRules,
-    batch: Batch,
+    batch: Arc<Batch>,
     digest: Digest,
     jobs: &Sender<Job>,
     pushed_by: Option<(usize, &PeerBatches)>,

@@ -47,7 +47,22 @@ fn stop_the_process_on_any_panic() {
     }));
 }
 
+/// Tells glibc's allocator to keep memory it got back for reuse rather than hand it to the
+/// kernel: RocksDB allocates a memtable's arena in blocks of megabytes and frees them after each
+/// flush, and by default each block is a fresh mapping whose every page the kernel zeroes on
+/// first touch (a twelfth of a validator's CPU under opaque load). Blocks up to 32 MiB (glibc's
+/// largest threshold) now come from the heap, and freed heap is not trimmed below 512 MiB.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     stop_the_process_on_any_panic();
     let cli = cli::Cli::parse();
     // The simulator runs engines by the thousand, Byzantine ones among them: their warnings

@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Guests (followers) refused at the bound, and guests' requests dropped over their budget.
     pub guests_refused: AtomicU64,
     pub batches_forgotten: AtomicU64,
+    /// Bytes of stored batches kept decoded in memory until their block commits.
+    pub recent_batch_bytes: AtomicU64,
     /// Proposed blocks waiting for data before they can be checked, and those dropped at the
     /// executor's bound.
     pub checks_waiting: AtomicU64,
@@ -190,6 +192,12 @@ impl Metrics {
             "Uncommitted batches deleted because their sender had pushed too many newer ones.",
             "counter",
             get(&self.batches_forgotten),
+        );
+        gauge(
+            "quorate_recent_batch_bytes",
+            "Bytes of stored batches kept decoded in memory until a block carrying them commits (bounded; the oldest go first).",
+            "gauge",
+            get(&self.recent_batch_bytes),
         );
         gauge(
             "quorate_checks_waiting",

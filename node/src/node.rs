@@ -86,6 +86,10 @@ impl Shared {
             (&m.manifests_forgotten, self.manifests.forgotten_total()),
             (&m.guests_refused, self.net.guests_refused_total()),
             (&m.batches_forgotten, self.pushed_batches.forgotten_total()),
+            (
+                &m.recent_batch_bytes,
+                self.store.recent_batch_bytes() as u64,
+            ),
         ] {
             gauge.store(value, Ordering::Relaxed);
         }
@@ -94,6 +98,7 @@ impl Shared {
     /// Stores a batch we sealed, sends it to every validator and offers it for proposals.
     pub fn publish_batch(&self, batch: Batch) {
         let digest = batch.digest();
+        let batch = Arc::new(batch);
         if let Err(error) = self.store.put_batch(&digest, &batch) {
             error!(%error, "storing a batch");
             return;

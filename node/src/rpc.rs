@@ -173,11 +173,20 @@ async fn submit(
     Ok(Json(json!({ "hash": id })))
 }
 
-/// `POST /v1/txs`: up to [`MAX_TXS_PER_REQUEST`] signed transactions as a JSON array, checked
-/// with one ed25519 batch verification. Answers 200 with one result per transaction, in order:
-/// `{"hash": ...}` if admitted, `{"error": ..., "status": CODE}` if not.
+/// The content type of `POST /v1/txs` in the canonical binary encoding.
+pub const BINARY: &str = "application/octet-stream";
+
+/// `POST /v1/txs`: up to [`MAX_TXS_PER_REQUEST`] signed transactions, checked with one ed25519
+/// batch verification.
+/// - As a JSON array: answers 200 with one result per transaction, in order: `{"hash": ...}`
+///   if admitted, `{"error": ..., "status": CODE}` if not.
+/// - With `Content-Type: application/octet-stream`, as the canonical binary encoding of the
+///   array (what load generators send: no hex to parse): answers 200 with
+///   `{"admitted": N, "rejected": [{"index": I, "error": ..., "status": CODE}, ...]}`, the
+///   refused only (the sender knows the ids of what it sent).
 async fn submit_many(
     Live(shared): Live,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(|rejection| {
@@ -186,8 +195,16 @@ async fn submit_many(
             format!("request body: {}", rejection.body_text()),
         )
     })?;
-    let txs: Vec<SignedTransaction> = serde_json::from_slice(&body)
-        .map_err(|error| bad(format!("malformed transaction array: {error}")))?;
+    let binary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(BINARY.as_bytes()));
+    let txs: Vec<SignedTransaction> = if binary {
+        codec::decode(&body)
+            .map_err(|error| bad(format!("malformed binary transaction array: {error}")))?
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| bad(format!("malformed transaction array: {error}")))?
+    };
     if txs.len() > MAX_TXS_PER_REQUEST {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -255,18 +272,42 @@ async fn submit_many(
     for batch in sealed {
         shared.publish_batch(batch);
     }
-    let results: Vec<Value> = results
-        .into_iter()
-        .map(|result| match result {
-            Some(Ok(id)) => json!({ "hash": id }),
-            Some(Err(ApiError(status, error))) => {
-                shared
-                    .metrics
-                    .rejected_transactions
-                    .fetch_add(1, Ordering::Relaxed);
-                json!({ "error": error, "status": status.as_u16() })
+    let results = results.into_iter().map(|result| {
+        result.unwrap_or_else(|| {
+            Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not processed".into(),
+            ))
+        })
+    });
+    let refused = |ApiError(status, error): ApiError| {
+        shared
+            .metrics
+            .rejected_transactions
+            .fetch_add(1, Ordering::Relaxed);
+        (error, status.as_u16())
+    };
+    if binary {
+        let mut admitted = 0u64;
+        let mut rejected = Vec::new();
+        for (index, result) in results.enumerate() {
+            match result {
+                Ok(_) => admitted += 1,
+                Err(error) => {
+                    let (error, status) = refused(error);
+                    rejected.push(json!({ "index": index, "error": error, "status": status }));
+                }
             }
-            None => json!({ "error": "not processed", "status": 500 }),
+        }
+        return Ok(Json(json!({ "admitted": admitted, "rejected": rejected })));
+    }
+    let results: Vec<Value> = results
+        .map(|result| match result {
+            Ok(id) => json!({ "hash": id }),
+            Err(error) => {
+                let (error, status) = refused(error);
+                json!({ "error": error, "status": status })
+            }
         })
         .collect();
     Ok(Json(json!({ "results": results })))

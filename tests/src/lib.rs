@@ -484,13 +484,24 @@ impl Drop for Cluster {
 
 /// A raw HTTP/1.1 request to `127.0.0.1:port`; returns the status and body.
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_typed(port, method, path, "application/json", body)
+}
+
+/// [`http`] with a body of `content_type`.
+pub fn http_typed(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .expect("timeout");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write");

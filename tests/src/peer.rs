@@ -167,7 +167,7 @@ pub fn push_batch(
 }
 
 pub fn batch_frame(batch: &Batch) -> Vec<u8> {
-    request_frame(&NetRequest::Batch(batch.clone()))
+    request_frame(&NetRequest::Batch(std::sync::Arc::new(batch.clone())))
 }
 
 /// One wire frame announcing that `payload` is made of `batches` (true or not).

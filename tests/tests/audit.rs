@@ -62,7 +62,7 @@ fn record(store: &Store, height: u64) -> quorate_ledger::CommittedBlock {
 
 fn first_batch(store: &Store, height: u64) -> (quorate_crypto::Digest, Batch) {
     let digest = record(store, height).batches[0];
-    (digest, store.batch(&digest).unwrap().unwrap())
+    (digest, (*store.batch(&digest).unwrap().unwrap()).clone())
 }
 
 /// Rewrites the first transaction of a block's first batch through its JSON form.
@@ -71,7 +71,9 @@ fn rewrite_first_tx(store: &Store, height: u64, edit: impl FnOnce(&mut serde_jso
     let mut value = serde_json::to_value(&batch.transactions[0]).unwrap();
     edit(&mut value);
     batch.transactions[0] = serde_json::from_value::<SignedTransaction>(value).unwrap();
-    store.put_batch(&digest, &batch).unwrap();
+    store
+        .put_batch(&digest, &std::sync::Arc::new(batch))
+        .unwrap();
 }
 
 fn with_qc(store: &Store, height: u64, edit: impl FnOnce(&mut QuorumCert)) {

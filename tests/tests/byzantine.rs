@@ -120,7 +120,9 @@ impl Attack {
             .build();
         let mut peers = Vec::new();
         let mut redial = tokio::time::interval(Duration::from_secs(1));
-        let batch = frame(&NetRequest::Batch(self.oversized.clone()));
+        let batch = frame(&NetRequest::Batch(std::sync::Arc::new(
+            self.oversized.clone(),
+        )));
         while !self.stop.load(Ordering::Relaxed) {
             tokio::select! {
                 _ = redial.tick() => {

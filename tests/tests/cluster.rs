@@ -6,7 +6,7 @@
 
 use quorate_genesis::AccountKeyFile;
 use quorate_ledger::{SignedTransaction, Transaction, TransactionKind};
-use quorate_tests::{committed_height, http, transfer, Cluster};
+use quorate_tests::{committed_height, http, http_typed, transfer, Cluster};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -248,6 +248,33 @@ fn bad_input_is_refused_with_a_clear_error_and_the_node_keeps_running() {
     let too_many = format!("[{}]", vec![make(&chain_id, 2, 1); 1001].join(","));
     assert_eq!(http(port, "POST", "/v1/txs", too_many.as_bytes()).0, 413);
     assert_eq!(http(port, "POST", "/v1/txs", b"[1,2").0, 400);
+    // The same endpoint in the binary encoding answers with the refused only, by index.
+    let decode = |json: &str| serde_json::from_str::<SignedTransaction>(json).unwrap();
+    let binary = quorate_ledger::codec::encode(&vec![
+        serde_json::from_value::<SignedTransaction>(forged).unwrap(),
+        decode(&make(&chain_id, 2, 2)),
+    ])
+    .unwrap();
+    let octets = "application/octet-stream";
+    let (code, text) = http_typed(port, "POST", "/v1/txs", octets, &binary);
+    assert_eq!(code, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["admitted"], 1, "{text}");
+    assert_eq!(answer["rejected"].as_array().unwrap().len(), 1, "{text}");
+    assert_eq!(answer["rejected"][0]["index"], 0, "{text}");
+    assert_eq!(answer["rejected"][0]["status"], 400, "{text}");
+    assert!(answer["rejected"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("signature"));
+    let (code, text) = http_typed(port, "POST", "/v1/txs", octets, &binary[..binary.len() - 1]);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("malformed binary"), "{text}");
+    let too_many = quorate_ledger::codec::encode(&vec![decode(&make(&chain_id, 3, 1)); 1001]);
+    assert_eq!(
+        http_typed(port, "POST", "/v1/txs", octets, &too_many.unwrap()).0,
+        413
+    );
     // Bad parameters on queries.
     assert_eq!(http(port, "GET", "/v1/account/xyz", b"").0, 400);
     assert_eq!(http(port, "GET", "/v1/tx/1234", b"").0, 400);

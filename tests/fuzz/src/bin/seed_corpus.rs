@@ -145,7 +145,7 @@ fn main() {
     );
 
     let requests = [
-        NetRequest::Batch(batch.clone()),
+        NetRequest::Batch(std::sync::Arc::new(batch.clone())),
         NetRequest::Manifest {
             payload: block.header.payload_digest,
             batches: vec![batch.digest()],
@@ -161,7 +161,7 @@ fn main() {
     let responses = [
         NetResponse::Ack,
         NetResponse::Manifest(Some(vec![batch.digest()])),
-        NetResponse::Batches(vec![batch]),
+        NetResponse::Batches(vec![std::sync::Arc::new(batch)]),
         NetResponse::Committed(vec![record]),
     ];
     for (i, response) in responses.iter().enumerate() {
