@@ -9,7 +9,7 @@
 #                    [--payloads transfers,opaque] [--duration S]
 #
 # Defaults: hotstuff,pbft × 4,16,64,100 × transfers,opaque, 10 s of load per rate, out bench-out/
-# (results.jsonl is started afresh; each run's testnet and logs stay under DIR/runs/).
+# (results.jsonl is started afresh; each run's testnet and logs stay under DIR/runs/, its databases do not).
 # --quick: n=4, one light rate per protocol and payload, 3 s each (the suite runs this).
 # QUORATE_BENCH_PROFILE=release|dev picks the build (default release: the figures in the README
 # come from it; the suite uses the build it already has).
@@ -42,7 +42,7 @@ done
 ladder() { # payload n
   case "$1:$2" in
     transfers:?) echo 10,1000,2000,5000,10000,15000,20000,25000,30000 ;;
-    opaque:?) echo 10,2000,5000,10000,25000,50000,75000,100000 ;;
+    opaque:?) echo 10,2000,5000,10000,25000,40000,50000,75000,100000 ;;
     transfers:??) echo 10,100,250,500,1000,2000,5000,10000 ;;
     opaque:??) echo 10,100,250,500,1000,2000,5000,10000,25000 ;;
     *) echo 10,25,50,100,250,500,1000,2000 ;;

@@ -56,6 +56,8 @@ pub struct BenchSpec {
     pub drain_s: u64,
     /// Stop each (protocol, n) ladder after its first saturated rate ([`saturated`]).
     pub until_saturated: bool,
+    /// Keep the validators' databases after each run.
+    pub keep_data: bool,
 }
 
 /// A run is saturated when the network no longer keeps up with what is offered: its median
@@ -314,6 +316,14 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
     }
     let outcome = measure(spec, &nodes, &signed, rate, tx_size, &dir);
     stop_validators(nodes.into_iter().map(|n| (n.index, n.child)).collect());
+    if !spec.keep_data {
+        for index in 0..live {
+            let data = dir.join(format!("node{index}")).join("data");
+            if let Err(error) = std::fs::remove_dir_all(&data) {
+                eprintln!("warning: deleting {}: {error}", data.display());
+            }
+        }
+    }
     let mut result = outcome?;
     result["protocol"] = json!(protocol.to_string());
     result["validators"] = json!(n);

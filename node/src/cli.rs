@@ -115,6 +115,10 @@ struct BenchArgs {
     /// what was offered not committing).
     #[arg(long)]
     until_saturated: bool,
+    /// Keep each validator's database after its run (by default only the logs and
+    /// latencies.csv stay: a matrix of opaque runs would leave tens of GB).
+    #[arg(long)]
+    keep_data: bool,
 }
 
 #[derive(Args, Debug)]
@@ -444,6 +448,7 @@ pub fn run(cli: Cli) -> Result<()> {
             accounts: args.accounts,
             drain_s: args.drain,
             until_saturated: args.until_saturated,
+            keep_data: args.keep_data,
         }),
     }
 }
