@@ -106,6 +106,10 @@ pub struct HotStuff {
     timed_out_view: Option<View>,
     /// Whether the runtime holds payload waiting to be ordered ([`Input::PayloadPending`]).
     payload_pending: bool,
+    /// A view in which the chain was idle at some point since its timer last fired. The timer
+    /// keeps its period while idle, so work that arrived since has waited only part of one when
+    /// it next fires: that firing re-arms for a whole period instead of timing the view out.
+    idle_at_fire: Option<View>,
     out: Vec<Action>,
     inbox: VecDeque<Message>,
 }
@@ -217,6 +221,7 @@ impl HotStuff {
             ignored_until: vec![View(0); n],
             timed_out_view: None,
             payload_pending: true,
+            idle_at_fire: None,
             out: Vec::new(),
             inbox: VecDeque::new(),
         })
@@ -843,6 +848,16 @@ impl HotStuff {
         }
         if self.timed_out_view != Some(view) && self.idle() {
             // An idle chain: wait on, sending nothing.
+            self.idle_at_fire = Some(view);
+            self.emit(Action::SetTimer {
+                timer,
+                duration_ms: self.pacemaker.timer_ms(),
+            });
+            return;
+        }
+        if self.timed_out_view != Some(view) && self.idle_at_fire.take() == Some(view) {
+            // Idle at the last firing: the leader has had only part of a period since the work
+            // arrived. A whole one from now (a silent leader costs at most one period more).
             self.emit(Action::SetTimer {
                 timer,
                 duration_ms: self.pacemaker.timer_ms(),
@@ -970,7 +985,12 @@ impl Engine for HotStuff {
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
-            Input::PayloadPending(pending) => self.payload_pending = pending,
+            Input::PayloadPending(pending) => {
+                if self.idle() && pending {
+                    self.idle_at_fire = Some(self.pacemaker.view());
+                }
+                self.payload_pending = pending;
+            }
         }
         self.drain()
     }

@@ -974,8 +974,26 @@ fn an_idle_validator_lets_its_view_timer_pass_until_payload_waits() {
     assert!(actions
         .iter()
         .any(|a| matches!(a, Action::SetTimer { timer, .. } if *timer == TimerId::View(view))));
-    // Payload pending here: a leader that proposes nothing is timed out.
+    // Payload pending here: a leader that proposes nothing is timed out, once it has had a
+    // whole period since the chain was last idle (the work may have arrived just before this
+    // firing).
     engine.handle(Input::PayloadPending(true));
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 0);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer { timer, .. } if *timer == TimerId::View(view))));
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 1);
+
+    // Work that arrives before the first firing on an idle chain gets a whole period too.
+    let mut engine = HotStuff::new(chain.config(3)).unwrap();
+    engine.start();
+    engine.handle(Input::PayloadPending(false));
+    engine.handle(Input::PayloadPending(true));
+    let view = engine.pacemaker.view();
+    let actions = engine.handle(Input::Timer(TimerId::View(view)));
+    assert_eq!(timeouts_sent(&actions), 0);
     let actions = engine.handle(Input::Timer(TimerId::View(view)));
     assert_eq!(timeouts_sent(&actions), 1);
 

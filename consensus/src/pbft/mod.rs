@@ -163,6 +163,10 @@ pub struct Pbft {
     timeouts: u64,
     /// Whether the runtime holds payload waiting to be ordered ([`Input::PayloadPending`]).
     payload_pending: bool,
+    /// A progress timer (view, mark) during which the chain was idle at some point since it last
+    /// fired. The timer keeps its period while idle, so work that arrived since has waited only
+    /// part of one when it next fires: that firing re-arms for a whole period instead of acting.
+    idle_at_fire: Option<(View, u64)>,
     out: Vec<Action>,
 }
 
@@ -269,6 +273,7 @@ impl Pbft {
             failures: 0,
             timeouts: 0,
             payload_pending: true,
+            idle_at_fire: None,
             out: Vec::new(),
             config,
         })
@@ -552,6 +557,14 @@ impl Pbft {
                 }
                 if self.idle() {
                     // An idle chain: wait on, sending nothing.
+                    self.idle_at_fire = Some((view, mark));
+                    self.emit(Action::SetTimer {
+                        timer,
+                        duration_ms: self.progress_timer_ms(),
+                    });
+                } else if self.idle_at_fire.take() == Some((view, mark)) {
+                    // Idle at the last firing: the primary has had only part of a period since
+                    // the work arrived. A whole one from now.
                     self.emit(Action::SetTimer {
                         timer,
                         duration_ms: self.progress_timer_ms(),
@@ -619,7 +632,12 @@ impl Engine for Pbft {
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
-            Input::PayloadPending(pending) => self.payload_pending = pending,
+            Input::PayloadPending(pending) => {
+                if self.idle() && pending {
+                    self.idle_at_fire = Some((self.view(), self.progress_mark));
+                }
+                self.payload_pending = pending;
+            }
         }
         std::mem::take(&mut self.out)
     }

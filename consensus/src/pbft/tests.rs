@@ -430,6 +430,37 @@ fn progress_timer(replica: &Pbft) -> TimerId {
 }
 
 #[test]
+fn work_arriving_on_an_idle_chain_gets_a_whole_timer_period_before_the_replica_acts() {
+    let net = Net::new();
+    let mut replica = idle_replica(&net, 1);
+    replica.handle(Input::PayloadPending(false));
+    let timer = progress_timer(&replica);
+    let sends = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Broadcast { .. } | Action::Send { .. }))
+            .count()
+    };
+    let rearmed = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTimer { timer: t, .. } if *t == timer))
+    };
+    // Idle: the timer passes.
+    let actions = replica.handle(Input::Timer(timer));
+    assert_eq!(sends(&actions), 0, "{actions:?}");
+    assert!(rearmed(&actions));
+    // Work arrives between two firings: the next one only re-arms ...
+    replica.handle(Input::PayloadPending(true));
+    let actions = replica.handle(Input::Timer(timer));
+    assert_eq!(sends(&actions), 0, "{actions:?}");
+    assert!(rearmed(&actions));
+    // ... and the one after acts (asks the others first, as any stalled replica does).
+    let actions = replica.handle(Input::Timer(timer));
+    assert!(sends(&actions) > 0, "{actions:?}");
+}
+
+#[test]
 fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_view() {
     let net = Net::new();
     let (mut replica, a) = prepared_and_left_behind(&net, 1);
