@@ -294,7 +294,7 @@ fn run_one(spec: &BenchSpec, protocol: Protocol, n: usize, rate: u64) -> Result<
             spec.tx_size.unwrap_or(OPAQUE_SIZE),
         )?,
     };
-    let tx_size = codec::encode(&signed[0].0)?.len();
+    let tx_size = signed.first().map_or(0, |(_, encoded)| encoded.len());
     if let Some(size) = spec.tx_size {
         if size != tx_size {
             bail!("--tx-size {size}: a signed transfer is {tx_size} bytes; other sizes need --payload opaque");

@@ -270,6 +270,12 @@ fn bad_input_is_refused_with_a_clear_error_and_the_node_keeps_running() {
     let (code, text) = http_typed(port, "POST", "/v1/txs", octets, &binary[..binary.len() - 1]);
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("malformed binary"), "{text}");
+    // A length prefix claiming far more transactions than the body holds: refused, nothing
+    // allocated for the claim.
+    let claim = quorate_ledger::codec::encode(&(1u64 << 40)).unwrap();
+    let (code, text) = http_typed(port, "POST", "/v1/txs", octets, &claim);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("malformed binary"), "{text}");
     let too_many = quorate_ledger::codec::encode(&vec![decode(&make(&chain_id, 3, 1)); 1001]);
     assert_eq!(
         http_typed(port, "POST", "/v1/txs", octets, &too_many.unwrap()).0,
