@@ -12,10 +12,18 @@ use quorate_ledger::{BlockHeader, View};
 
 impl Pbft {
     /// Leaves the current view for `view` (higher): persist, then VIEW-CHANGE to all.
-    pub(super) fn start_view_change(&mut self, view: View) {
+    pub(super) fn start_view_change(&mut self, view: View, why: &'static str) {
         if view <= self.view() {
             return;
         }
+        tracing::debug!(
+            replica = self.me(),
+            from = %self.view(),
+            to = %view,
+            committed = self.committed.height.0,
+            low_watermark = self.low_watermark().0,
+            "view change: {why}"
+        );
         self.safety.view = view;
         self.safety.view_changing = true;
         self.clear_view_state();
@@ -45,7 +53,7 @@ impl Pbft {
         }
         if self.quorum_left_for == Some(view) {
             self.failures = self.failures.saturating_add(1);
-            self.start_view_change(view.next());
+            self.start_view_change(view.next(), "no NEW-VIEW from a quorum's view");
         } else {
             self.send_view_change();
             self.arm_new_view_timer();
@@ -208,7 +216,7 @@ impl Pbft {
             .fold(0, u64::saturating_add);
         if power >= self.validity() {
             if let Some(lowest) = ahead.iter().map(|(_, v)| *v).min() {
-                self.start_view_change(lowest);
+                self.start_view_change(lowest, "f+1 want a higher view");
                 return;
             }
         }

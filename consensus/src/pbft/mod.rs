@@ -163,10 +163,6 @@ pub struct Pbft {
     timeouts: u64,
     /// Whether the runtime holds payload waiting to be ordered ([`Input::PayloadPending`]).
     payload_pending: bool,
-    /// A progress timer (view, mark) during which the chain was idle at some point since it last
-    /// fired. The timer keeps its period while idle, so work that arrived since has waited only
-    /// part of one when it next fires: that firing re-arms for a whole period instead of acting.
-    idle_at_fire: Option<(View, u64)>,
     out: Vec<Action>,
 }
 
@@ -273,7 +269,6 @@ impl Pbft {
             failures: 0,
             timeouts: 0,
             payload_pending: true,
-            idle_at_fire: None,
             out: Vec::new(),
             config,
         })
@@ -557,14 +552,6 @@ impl Pbft {
                 }
                 if self.idle() {
                     // An idle chain: wait on, sending nothing.
-                    self.idle_at_fire = Some((view, mark));
-                    self.emit(Action::SetTimer {
-                        timer,
-                        duration_ms: self.progress_timer_ms(),
-                    });
-                } else if self.idle_at_fire.take() == Some((view, mark)) {
-                    // Idle at the last firing: the primary has had only part of a period since
-                    // the work arrived. A whole one from now.
                     self.emit(Action::SetTimer {
                         timer,
                         duration_ms: self.progress_timer_ms(),
@@ -587,7 +574,7 @@ impl Pbft {
                         duration_ms: (self.timeout_ms() / QUERY_GRACE_DIVISOR / QUERIES).max(1),
                     });
                 } else {
-                    self.start_view_change(self.view().next());
+                    self.start_view_change(self.view().next(), "progress timer");
                 }
             }
             TimerId::NewView(view) => self.on_new_view_timer(view),
@@ -623,6 +610,7 @@ impl Engine for Pbft {
     }
 
     fn handle(&mut self, input: Input) -> Vec<Action> {
+        let was_idle = self.idle();
         match input {
             Input::Message {
                 from,
@@ -632,12 +620,15 @@ impl Engine for Pbft {
             Input::Timer(timer) => self.on_timer(timer),
             Input::PayloadReady { view, payload } => self.on_payload_ready(view, payload),
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
-            Input::PayloadPending(pending) => {
-                if self.idle() && pending {
-                    self.idle_at_fire = Some((self.view(), self.progress_mark));
-                }
-                self.payload_pending = pending;
-            }
+            Input::PayloadPending(pending) => self.payload_pending = pending,
+        }
+        if was_idle && !self.idle() && !self.safety.view_changing {
+            // Work arrived on an idle chain (payload here, or a PRE-PREPARE of the primary's):
+            // the timer kept its period while idle, and would act on this work after only
+            // part of one. A whole period from now. No one can hold the timer off this way:
+            // PRE-PREPARED slots go only by a commit or a view change, and an honest replica's
+            // pending payload stays pending until committed.
+            self.progressed();
         }
         std::mem::take(&mut self.out)
     }
