@@ -42,7 +42,29 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
             return Ok(encoded.to_vec());
         }
     }
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
+    // Larger ones (batches, blocks): measured first, then written into a buffer of that size,
+    // not one grown (and copied) by doubling.
+    let mut sink = VecSink(Vec::with_capacity(encoded_len(value)?));
+    bincode::serde::encode_into_writer(value, &mut sink, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(sink.0)
+}
+
+struct VecSink(Vec<u8>);
+
+impl bincode::enc::write::Writer for VecSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The length of `value`'s canonical encoding, found without encoding it anywhere.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(size.bytes_written)
 }
 
 /// Values up to this size are encoded on the stack first.
@@ -80,4 +102,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_encoded_length_is_the_length_of_the_encoding() {
+        let values: Vec<(String, Vec<u8>, u64)> = vec![
+            (String::new(), Vec::new(), 0),
+            ("chain".into(), vec![1; 3], 7),
+            ("x".repeat(300), vec![9; STACK_BYTES * 3], u64::MAX),
+        ];
+        for value in &values {
+            assert_eq!(encoded_len(value).unwrap(), encode(value).unwrap().len());
+        }
+    }
 }

@@ -264,7 +264,6 @@ pub fn execute<'a>(
     };
     for signed in transactions {
         let tx = signed.transaction();
-        let sender = signed.sender();
         if tx.chain_id != rules.chain_id {
             receipts.push(Err(TxFailure::WrongChain));
             continue;
@@ -280,6 +279,7 @@ pub fn execute<'a>(
             receipts.push(Err(TxFailure::ReconfigurationNotEnabled));
             continue;
         }
+        let sender = signed.sender();
         let mut from = read(&changes, &sender)?;
         if tx.nonce != from.nonce {
             receipts.push(Err(TxFailure::BadNonce {

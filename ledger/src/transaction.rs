@@ -152,8 +152,8 @@ impl Transaction {
 }
 
 /// A transaction with its sender's signature. The id is computed on construction and decoding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "WireTransaction", into = "WireTransaction")]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "WireTransaction")]
 pub struct SignedTransaction {
     transaction: Transaction,
     signature: Signature,
@@ -178,12 +178,21 @@ impl TryFrom<WireTransaction> for SignedTransaction {
     }
 }
 
-impl From<SignedTransaction> for WireTransaction {
-    fn from(signed: SignedTransaction) -> Self {
-        WireTransaction {
-            transaction: signed.transaction,
-            signature: signed.signature,
+/// [`WireTransaction`] by reference: encoding a transaction copies nothing first.
+#[derive(Serialize)]
+#[serde(rename = "WireTransaction")]
+struct WireTransactionRef<'a> {
+    transaction: &'a Transaction,
+    signature: &'a Signature,
+}
+
+impl Serialize for SignedTransaction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireTransactionRef {
+            transaction: &self.transaction,
+            signature: &self.signature,
         }
+        .serialize(serializer)
     }
 }
 
@@ -249,7 +258,7 @@ impl SignedTransaction {
                 actual: tx.chain_id.clone(),
             });
         }
-        let bytes = codec::encode(self)?.len();
+        let bytes = codec::encoded_len(self)?;
         if bytes > MAX_TRANSACTION_BYTES {
             return Err(TransactionError::TooLarge { bytes });
         }
@@ -349,6 +358,13 @@ mod tests {
         let json = serde_json::to_string(&tx).unwrap();
         let from_json: SignedTransaction = serde_json::from_str(&json).unwrap();
         assert_eq!(from_json, tx);
+        // Encoded by reference, byte for byte what the owned wire form encodes to.
+        let wire = WireTransaction {
+            transaction: tx.transaction().clone(),
+            signature: *tx.signature(),
+        };
+        assert_eq!(codec::encode(&tx).unwrap(), codec::encode(&wire).unwrap());
+        assert_eq!(json, serde_json::to_string(&wire).unwrap());
     }
 
     #[test]
