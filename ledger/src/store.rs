@@ -620,6 +620,26 @@ impl Store {
 /// Nothing in a node calls them.
 #[doc(hidden)]
 impl Store {
+    /// Replaces the stored batch `digest` (where it is, or in the log if it is nowhere) with
+    /// `batch`, whatever its digest, and drops the in-memory copy.
+    pub fn overwrite_batch_unchecked(
+        &self,
+        digest: &Digest,
+        batch: &Batch,
+    ) -> Result<(), StoreError> {
+        let bytes = codec::encode(batch)?;
+        match self.stored_batch_at(digest)? {
+            Some(StoredBatch::Log(seq)) => {
+                self.db
+                    .put_cf(self.cf(CF_BATCH_LOG)?, seq.to_be_bytes(), bytes)?
+            }
+            Some(StoredBatch::ByDigest) => self.db.put_cf(self.cf(CF_BATCHES)?, digest.0, bytes)?,
+            None => self.put_batch(digest, &Arc::new(batch.clone()))?,
+        }
+        self.forget_recent_batches(&[*digest]);
+        Ok(())
+    }
+
     pub fn overwrite_committed_unchecked(&self, record: &CommittedBlock) -> Result<(), StoreError> {
         self.db.put_cf(
             self.cf(CF_BLOCKS)?,
