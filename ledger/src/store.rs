@@ -92,6 +92,9 @@ pub struct Store {
     recent: Mutex<RecentBatches>,
     /// The batch log's next sequence number.
     next_batch: AtomicU64,
+    /// Held from looking a batch up to writing it: two copies stored at once (pushed by two
+    /// peers) must not both go into the log, one of them never to be deleted.
+    batch_writes: Mutex<()>,
 }
 
 fn synced() -> WriteOptions {
@@ -195,6 +198,7 @@ impl Store {
             db,
             recent: Mutex::new(RecentBatches::new(RECENT_BATCH_BYTES)),
             next_batch: AtomicU64::new(next_batch),
+            batch_writes: Mutex::new(()),
         })
     }
 
@@ -282,6 +286,7 @@ impl Store {
     /// [`Store::forget_recent_batches`] (or the memory bound) lets it go. A batch already
     /// stored is left as it is.
     pub fn put_batch(&self, digest: &Digest, batch: &Arc<Batch>) -> Result<(), StoreError> {
+        let _writing = self.batch_writes.lock().unwrap_or_else(|p| p.into_inner());
         if self.stored_batch_at(digest)?.is_some() {
             return Ok(());
         }
@@ -316,6 +321,7 @@ impl Store {
 
     /// Deletes batches that no committed block names (the caller makes sure of it).
     pub fn delete_batches(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        let _writing = self.batch_writes.lock().unwrap_or_else(|p| p.into_inner());
         let mut write = WriteBatch::default();
         for digest in digests {
             match self.stored_batch_at(digest)? {
@@ -904,6 +910,25 @@ mod tests {
             assert_eq!(store.batch(&batch.digest()).unwrap().as_ref(), Some(batch));
         }
         assert_eq!(store.batch(&Digest([1; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn one_batch_stored_from_several_threads_at_once_goes_into_the_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let batch = batch_of(5);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, batch) = (store.clone(), batch.clone());
+                std::thread::spawn(move || store.put_batch(&batch.digest(), &batch).unwrap())
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(log_keys(&store).len(), 1);
+        store.delete_batches(&[batch.digest()]).unwrap();
+        assert!(log_keys(&store).is_empty());
     }
 
     #[test]
