@@ -165,11 +165,12 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
         let db = DB::open_cf_descriptors(&options, path, families)?;
-        Store::with_db(db)
+        Store::with_db(db, true)
     }
 
     /// Opens an existing store read-only (beside a running node, for audits and queries). A
-    /// column family that a store made by an older version lacks reads as empty.
+    /// store made before the batch log has no `batch_log` or `batch_index`: its batches are
+    /// read from the family it kept them in.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let options = Options::default();
         let existing = DB::list_cf(&options, path)?;
@@ -177,18 +178,20 @@ impl Store {
             .iter()
             .filter(|name| existing.iter().any(|e| e == *name));
         let db = DB::open_cf_for_read_only(&options, path, families, false)?;
-        Store::with_db(db)
+        Store::with_db(db, false)
     }
 
-    fn with_db(db: DB) -> Result<Store, StoreError> {
-        // The log's next number follows its last key.
-        let next_batch = match db.cf_handle(CF_BATCH_LOG) {
+    fn with_db(db: DB, writable: bool) -> Result<Store, StoreError> {
+        // The log's next number follows its last key (a read-only store writes none).
+        let next_batch = match db.cf_handle(CF_BATCH_LOG).filter(|_| writable) {
             Some(log) => {
                 let mut last = db.raw_iterator_cf(log);
                 last.seek_to_last();
                 last.status()?;
                 match last.key() {
-                    Some(key) => log_sequence(key)?.saturating_add(1),
+                    Some(key) => log_sequence(key)?
+                        .checked_add(1)
+                        .ok_or_else(|| StoreError::Corrupt("the batch log is full".into()))?,
                     None => 0,
                 }
             }
@@ -284,24 +287,28 @@ impl Store {
     /// Stores a batch whose signatures were verified (not synced: until a block that refers to
     /// it commits, a lost batch is fetched again) and keeps it decoded in memory until
     /// [`Store::forget_recent_batches`] (or the memory bound) lets it go. A batch already
-    /// stored is left as it is.
-    pub fn put_batch(&self, digest: &Digest, batch: &Arc<Batch>) -> Result<(), StoreError> {
-        let _writing = self.batch_writes.lock().unwrap_or_else(|p| p.into_inner());
-        if self.stored_batch_at(digest)?.is_some() {
-            return Ok(());
-        }
+    /// stored is left as it is (and not brought back into memory): returns whether this call
+    /// stored it.
+    pub fn put_batch(&self, digest: &Digest, batch: &Arc<Batch>) -> Result<bool, StoreError> {
         let bytes = codec::encode(batch.as_ref())?;
         let size = bytes.len();
-        let key = self
+        let _writing = self.batch_writes.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stored_batch_at(digest)?.is_some() {
+            return Ok(false);
+        }
+        let seq = self
             .next_batch
-            .fetch_add(1, Ordering::Relaxed)
-            .to_be_bytes();
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seq| {
+                seq.checked_add(1)
+            })
+            .map_err(|_| StoreError::Corrupt("the batch log is full".into()))?;
+        let key = seq.to_be_bytes();
         let mut write = WriteBatch::default();
         write.put_cf(self.cf(CF_BATCH_LOG)?, key, bytes);
         write.put_cf(self.cf(CF_BATCH_INDEX)?, digest.0, key);
         self.db.write(write)?;
         self.recent().insert(*digest, batch.clone(), size);
-        Ok(())
+        Ok(true)
     }
 
     /// Where a batch is on disk: its key in the log, or in the family of older stores.
@@ -358,11 +365,18 @@ impl Store {
             return Ok(Some(batch));
         }
         let batch = match self.stored_batch_at(digest)? {
-            Some(StoredBatch::Log(seq)) => self
-                .get::<Batch>(CF_BATCH_LOG, &seq.to_be_bytes())?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("batch {digest} is indexed but not in the log"))
-                })?,
+            Some(StoredBatch::Log(seq)) => {
+                match self.get::<Batch>(CF_BATCH_LOG, &seq.to_be_bytes())? {
+                    Some(batch) => batch,
+                    // Deleted between the two reads, or lost from the log.
+                    None if self.stored_batch_at(digest)?.is_none() => return Ok(None),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "batch {digest} is indexed but not in the log"
+                        )))
+                    }
+                }
+            }
             Some(StoredBatch::ByDigest) => self
                 .get::<Batch>(CF_BATCHES, &digest.0)?
                 .ok_or_else(|| StoreError::Corrupt(format!("batch {digest} vanished")))?,
@@ -640,7 +654,9 @@ impl Store {
                     .put_cf(self.cf(CF_BATCH_LOG)?, seq.to_be_bytes(), bytes)?
             }
             Some(StoredBatch::ByDigest) => self.db.put_cf(self.cf(CF_BATCHES)?, digest.0, bytes)?,
-            None => self.put_batch(digest, &Arc::new(batch.clone()))?,
+            None => {
+                self.put_batch(digest, &Arc::new(batch.clone()))?;
+            }
         }
         self.forget_recent_batches(&[*digest]);
         Ok(())
@@ -895,7 +911,7 @@ mod tests {
                 store.put_batch(&batch.digest(), batch).unwrap();
             }
             // Stored again: nothing new in the log.
-            store.put_batch(&batches[1].digest(), &batches[1]).unwrap();
+            assert!(!store.put_batch(&batches[1].digest(), &batches[1]).unwrap());
             assert_eq!(log_keys(&store), vec![0, 1, 2]);
             // Deleting the last leaves a gap the numbering does not reuse.
             store.delete_batches(&[batches[2].digest()]).unwrap();
@@ -985,6 +1001,22 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(store.batch(&digest), Err(StoreError::Corrupt(_))));
+        // A last log key that leaves no next number: refused at open, never wrapped to 0.
+        store
+            .db
+            .put_cf(
+                store.cf(CF_BATCH_LOG).unwrap(),
+                u64::MAX.to_be_bytes(),
+                b"x",
+            )
+            .unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Corrupt(_))
+        ));
+        // Read-only (audit) still opens: it writes no batch.
+        assert!(Store::open_read_only(dir.path()).is_ok());
     }
 
     #[test]

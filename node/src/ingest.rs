@@ -72,13 +72,10 @@ pub async fn ingest_batch(
         Err(_) => return true,
     };
     let stored = match pushed_by {
-        Some((from, pushed)) => pushed.store_pushed(from, digest, || {
-            if store.has_batch(&digest)? {
-                return Ok(false);
-            }
-            store.put_batch(&digest, &batch).map(|()| true)
-        }),
-        None => store.put_batch(&digest, &batch).map(|()| true),
+        Some((from, pushed)) => {
+            pushed.store_pushed(from, digest, || store.put_batch(&digest, &batch))
+        }
+        None => store.put_batch(&digest, &batch),
     };
     match stored {
         Ok(true) => {}

@@ -611,6 +611,7 @@ impl Engine for Pbft {
 
     fn handle(&mut self, input: Input) -> Vec<Action> {
         let was_idle = self.idle();
+        let mark = self.progress_mark;
         match input {
             Input::Message {
                 from,
@@ -622,12 +623,13 @@ impl Engine for Pbft {
             Input::PayloadChecked { block, valid } => self.on_payload_checked(block, valid),
             Input::PayloadPending(pending) => self.payload_pending = pending,
         }
-        if was_idle && !self.idle() && !self.safety.view_changing {
+        if was_idle && !self.idle() && !self.safety.view_changing && self.progress_mark == mark {
             // Work arrived on an idle chain (payload here, or a PRE-PREPARE of the primary's):
             // the timer kept its period while idle, and would act on this work after only
             // part of one. A whole period from now. No one can hold the timer off this way:
             // PRE-PREPARED slots go only by a commit or a view change, and an honest replica's
-            // pending payload stays pending until committed.
+            // pending payload stays pending until committed. (Unless this input made progress
+            // and restarted the timer already.)
             self.progressed();
         }
         std::mem::take(&mut self.out)
