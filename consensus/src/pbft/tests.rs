@@ -496,6 +496,27 @@ fn a_pre_prepare_on_an_idle_chain_gets_a_whole_timer_period_before_the_replica_a
 }
 
 #[test]
+fn a_pre_prepare_from_a_non_primary_or_sent_twice_does_not_restart_the_progress_timer() {
+    let net = Net::new();
+    let (mut replica, timer) = idle_after_a_firing(&net);
+    // Replica 2 is not view 0's primary: its PRE-PREPARE leaves the chain idle.
+    replica.handle(net.pre_prepare(2, 1, 0, net.block(0, 7)));
+    assert_eq!(progress_timer(&replica), timer);
+    // The primary's, twice: the first restarts the timer, the second (and a conflicting one)
+    // change nothing.
+    let actions = replica.handle(net.pre_prepare(0, 1, 0, net.block(0, 7)));
+    let fresh = restarted_progress_timer(&mut replica, timer, &actions);
+    for salt in [7, 8] {
+        let actions = replica.handle(net.pre_prepare(0, 1, 0, net.block(0, salt)));
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::SetTimer { .. })),
+            "{actions:?}"
+        );
+        assert_eq!(progress_timer(&replica), fresh);
+    }
+}
+
+#[test]
 fn an_idle_replica_left_behind_asks_for_the_stable_checkpoint_before_changing_view() {
     let net = Net::new();
     let (mut replica, a) = prepared_and_left_behind(&net, 1);
