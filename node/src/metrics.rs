@@ -33,6 +33,8 @@ pub struct Metrics {
     pub batches_forgotten: AtomicU64,
     /// Bytes of stored batches kept decoded in memory until their block commits.
     pub recent_batch_bytes: AtomicU64,
+    /// Transaction index entries kept in memory until they are written in a sorted run.
+    pub recent_tx_index_entries: AtomicU64,
     /// Proposed blocks waiting for data before they can be checked, and those dropped at the
     /// executor's bound.
     pub checks_waiting: AtomicU64,
@@ -198,6 +200,12 @@ impl Metrics {
             "Bytes of stored batches kept decoded in memory until a block carrying them commits (bounded; the oldest go first).",
             "gauge",
             get(&self.recent_batch_bytes),
+        );
+        gauge(
+            "quorate_recent_tx_index_entries",
+            "Transaction index entries kept in memory until they are written to disk in one sorted run (bounded; a restart reads them back from the committed blocks).",
+            "gauge",
+            get(&self.recent_tx_index_entries),
         );
         gauge(
             "quorate_checks_waiting",

@@ -90,6 +90,10 @@ impl Shared {
                 &m.recent_batch_bytes,
                 self.store.recent_batch_bytes() as u64,
             ),
+            (
+                &m.recent_tx_index_entries,
+                self.store.recent_tx_index_entries() as u64,
+            ),
         ] {
             gauge.store(value, Ordering::Relaxed);
         }
