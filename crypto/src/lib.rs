@@ -25,7 +25,7 @@ pub use bls::{
 };
 pub use ed25519::{verify_batch, Address, PublicKey, SecretKey, Signature, SigningKey};
 pub use error::CryptoError;
-pub use hash::{hash, hash_xof, Digest, Domain, Hasher};
+pub use hash::{hash, hash_xof, Digest, DigestHasher, DigestMap, DigestSet, Domain, Hasher};
 pub use key_cache::{stats as key_cache_stats, KeyCacheStats};
 pub use mac::{Authenticator, Mac, MacKey, MAC_LEN};
 

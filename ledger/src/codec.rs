@@ -50,6 +50,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(sink.0)
 }
 
+/// Appends `value`'s canonical encoding to `out`.
+pub fn encode_append<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let mut sink = VecSink(std::mem::take(out));
+    let written = bincode::serde::encode_into_writer(value, &mut sink, config())
+        .map_err(|e| CodecError::Encode(e.to_string()));
+    *out = sink.0;
+    written
+}
+
 struct VecSink(Vec<u8>);
 
 impl bincode::enc::write::Writer for VecSink {

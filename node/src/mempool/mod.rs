@@ -17,7 +17,7 @@
 
 mod senders;
 
-use quorate_crypto::{Address, Digest};
+use quorate_crypto::{Address, Digest, DigestSet};
 use quorate_genesis::MempoolConfig;
 use quorate_ledger::{
     Account, Batch, ChainRules, SignedTransaction, StateReadError, StateView, TransactionError,
@@ -81,12 +81,12 @@ pub struct Mempool {
     /// Admitted transactions not yet sealed into a batch.
     pending: Vec<SignedTransaction>,
     /// Ids of pending transactions and of those in uncommitted batches.
-    known: HashSet<Digest>,
+    known: DigestSet,
     /// Per sender, its held transactions by nonce (pending, and in uncommitted batches).
     senders: HashMap<Address, SenderView>,
     /// Sealed batches (ours and peers') that no committed block refers to yet, oldest first.
     ready: VecDeque<ReadyBatch>,
-    ready_digests: HashSet<Digest>,
+    ready_digests: DigestSet,
     size: usize,
     /// Unsealed transactions dropped because they could no longer apply.
     evicted_total: u64,
@@ -99,10 +99,10 @@ impl Mempool {
             config,
             max_batch: max_batch.max(1),
             pending: Vec::new(),
-            known: HashSet::new(),
+            known: DigestSet::default(),
             senders: HashMap::new(),
             ready: VecDeque::new(),
-            ready_digests: HashSet::new(),
+            ready_digests: DigestSet::default(),
             size: 0,
             evicted_total: 0,
         }
