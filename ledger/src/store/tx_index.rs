@@ -61,14 +61,21 @@ impl Entries {
             .map(|(_, location)| location)
     }
 
+    /// Adds or replaces `id`'s entry: one row per id, so memory follows the distinct ids (a
+    /// block may carry one opaque payload many times, each copy an entry).
     fn insert(&mut self, id: Digest, location: TxLocation) {
+        if let Some(&position) = self.newest.get(&id) {
+            if let Some(row) = self.list.get_mut(position as usize) {
+                row.1 = location;
+                return;
+            }
+        }
         self.newest.insert(id, self.list.len() as u32);
         self.list.push((id, location));
     }
 
-    /// Distinct ids.
     fn len(&self) -> usize {
-        self.newest.len()
+        self.list.len()
     }
 
     fn is_empty(&self) -> bool {
@@ -107,7 +114,7 @@ pub(super) struct RecentTxIndex {
     /// The height of the oldest block with entries in `active`.
     oldest: Option<Height>,
     /// Being written as a run: still answered from here until RocksDB has it.
-    sealed: Option<Arc<Entries>>,
+    sealed: Option<(Arc<Entries>, Height)>,
     /// Whether the blocks above the watermark were read (a read-only store reads them lazily).
     loaded: bool,
     /// Why writing a run failed: the next commit reports it (and the node stops; a restart
@@ -137,7 +144,8 @@ impl RecentTxIndex {
         if entries.is_empty() {
             return;
         }
-        if self.active.is_empty() {
+        if self.active.is_empty() && entries.len() >= 256 {
+            // A busy chain: room for a whole run at once, not grown by doubling.
             self.active.reserve(self.run);
         }
         self.oldest.get_or_insert(height);
@@ -170,11 +178,11 @@ impl RecentTxIndex {
     fn get(&self, id: &Digest) -> Option<&TxLocation> {
         self.active
             .get(id)
-            .or_else(|| self.sealed.as_ref().and_then(|sealed| sealed.get(id)))
+            .or_else(|| self.sealed.as_ref().and_then(|(sealed, _)| sealed.get(id)))
     }
 
     fn len(&self) -> usize {
-        self.active.len() + self.sealed.as_ref().map_or(0, |sealed| sealed.len())
+        self.active.len() + self.sealed.as_ref().map_or(0, |(sealed, _)| sealed.len())
     }
 }
 
@@ -227,8 +235,7 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let mut state = self.0.lock();
-            if let Some(run) = state.sealed.take() {
-                let oldest = state.oldest.unwrap_or(Height(0));
+            if let Some((run, oldest)) = state.sealed.take() {
                 state.fail(&run, "its thread panicked".into(), oldest);
             }
             state
@@ -375,7 +382,8 @@ impl Store {
         self.tx_index_entries(&index, record, hash, transactions)
     }
 
-    /// Entries in memory (bounded by a run of [`TX_INDEX_RUN`] and one block).
+    /// Entries in memory (bounded: about two runs of [`TX_INDEX_RUN`] gathering while a third
+    /// is written, and one block).
     pub fn recent_tx_index_entries(&self) -> usize {
         self.tx_index.lock().len()
     }
@@ -465,24 +473,26 @@ impl Store {
         }
         let entries = Arc::new(std::mem::take(&mut index.active));
         let oldest = index.oldest.take().unwrap_or(height);
-        index.sealed = Some(entries.clone());
+        index.sealed = Some((entries.clone(), oldest));
         drop(index);
         let run = Run {
             entries,
             height,
             oldest,
         };
-        let Err(unsent) = writer.sender.as_ref().map_or(Err(None), |sender| {
-            sender.send(run).map_err(|unsent| Some(unsent.0))
-        }) else {
+        let sent = writer
+            .sender
+            .as_ref()
+            .is_some_and(|sender| sender.send(run).is_ok());
+        if sent {
             return Ok(());
-        };
+        }
         // The thread has stopped: the run goes back into memory.
         let why = "its thread has stopped".to_string();
         let mut index = self.tx_index.lock();
-        index.sealed = None;
-        if let Some(run) = unsent {
-            index.fail(&run.entries, why.clone(), run.oldest);
+        // Unless the thread, stopping, put it back already.
+        if let Some((run, oldest)) = index.sealed.take() {
+            index.fail(&run, why.clone(), oldest);
         }
         index.failure.get_or_insert(why.clone());
         Err(StoreError::TxIndexRun(why))
@@ -808,6 +818,7 @@ mod tests {
         entries.insert(b, location(1));
         entries.insert(c, location(2));
         entries.insert(a, location(3));
+        // One row per id: the second entry for `a` replaced the first.
         assert_eq!(entries.len(), 3);
         assert_eq!(entries.get(&a), Some(&location(3)));
         let sorted: Vec<(Digest, u64)> = decoded(&entries)
