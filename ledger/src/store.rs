@@ -111,6 +111,12 @@ pub struct Store {
     tx_index_writer: Option<RunWriter>,
 }
 
+/// Column family `name` of `db` (every one is created at open: a missing one is a damaged store).
+fn family<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+}
+
 fn synced() -> WriteOptions {
     let mut options = WriteOptions::default();
     options.set_sync(true);
@@ -245,9 +251,7 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| StoreError::Corrupt(format!("missing column family {name}")))
+        family(&self.db, name)
     }
 
     fn get<T: serde::de::DeserializeOwned>(

@@ -17,7 +17,7 @@
 //! 58,366 and 64,288 at p50 509-765 ms before; HotStuff at 75,000 offered 66,917-68,014 at p50
 //! 237-380 ms, against 65,004-65,907 at p50 427-598 ms.
 
-use super::{family_options, synced, Store, StoreError, CF_META, CF_TX_INDEX};
+use super::{family, family_options, synced, Store, StoreError, CF_META, CF_TX_INDEX};
 use crate::codec::{self, CodecError};
 use crate::records::{CommittedBlock, TxLocation};
 use crate::state::TxFailure;
@@ -87,7 +87,7 @@ impl Entries {
         self.newest.reserve(entries);
     }
 
-    /// Each id's newest entry, sorted by id, its value encoded: the encodings one after another,
+    /// Each id's entry (one per id: [`Entries::insert`] replaces), sorted by id, its value encoded: the encodings one after another,
     /// and per id where its encoding is in them.
     fn encoded_sorted(&self) -> Result<EncodedRun, CodecError> {
         // One pass front to back copies each id and encodes each value; sorting and writing
@@ -100,9 +100,7 @@ impl Entries {
             codec::encode_append(location, &mut values)?;
             sorted.push((*id, start, values.len()));
         }
-        // Of one id's entries the newest (the one encoded last) sorts first and stays.
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        sorted.dedup_by(|later, kept| later.0 == kept.0);
+        sorted.sort_unstable_by_key(|entry| entry.0);
         Ok((values, sorted))
     }
 }
@@ -295,9 +293,7 @@ impl Drop for RunWriter {
 fn write_run(db: &DB, run: &Entries, height: Height) -> Result<(), StoreError> {
     let path = db.path().join(RUN_FILE);
     let options = family_options(CF_TX_INDEX);
-    let family = db
-        .cf_handle(CF_TX_INDEX)
-        .ok_or_else(|| StoreError::Corrupt(format!("missing column family {CF_TX_INDEX}")))?;
+    let index = family(db, CF_TX_INDEX)?;
     let result = (|| -> Result<(), StoreError> {
         let mut writer = SstFileWriter::create(&options);
         writer.open(&path)?;
@@ -311,7 +307,7 @@ fn write_run(db: &DB, run: &Entries, height: Height) -> Result<(), StoreError> {
         writer.finish()?;
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
-        db.ingest_external_file_cf_opts(family, &ingest, vec![&path])?;
+        db.ingest_external_file_cf_opts(index, &ingest, vec![&path])?;
         Ok(())
     })();
     // Moved into the store on success; what is left of a failed attempt goes.
@@ -322,10 +318,12 @@ fn write_run(db: &DB, run: &Entries, height: Height) -> Result<(), StoreError> {
 
 /// Moves the watermark (synced).
 pub(super) fn put_watermark(db: &DB, height: Height) -> Result<(), StoreError> {
-    let meta = db
-        .cf_handle(CF_META)
-        .ok_or_else(|| StoreError::Corrupt(format!("missing column family {CF_META}")))?;
-    db.put_cf_opt(meta, KEY_TX_INDEXED, height.0.to_be_bytes(), &synced())?;
+    db.put_cf_opt(
+        family(db, CF_META)?,
+        KEY_TX_INDEXED,
+        height.0.to_be_bytes(),
+        &synced(),
+    )?;
     Ok(())
 }
 
@@ -564,6 +562,15 @@ mod tests {
 
     /// Commits the next block, carrying `txs` in one batch.
     fn commit(store: &Store, txs: &[SignedTransaction]) -> Result<(), StoreError> {
+        commit_under(store, txs, &ChainRules::signed_only("c"))
+    }
+
+    /// [`commit`] on a chain with these rules.
+    fn commit_under(
+        store: &Store,
+        txs: &[SignedTransaction],
+        rules: &ChainRules,
+    ) -> Result<(), StoreError> {
         let head = store.head().unwrap().unwrap();
         let batch = Batch {
             transactions: txs.to_vec(),
@@ -573,7 +580,7 @@ mod tests {
             .unwrap();
         let height = head.height.next();
         let execution = execute(
-            &ChainRules::signed_only("c"),
+            rules,
             store,
             &store.accumulator().unwrap(),
             &store.governance().unwrap(),
@@ -848,5 +855,25 @@ mod tests {
             (index.oldest, index.failure.as_deref()),
             (Some(Height(1)), Some("disk full"))
         );
+    }
+
+    /// What a faulty proposer can put in a block on a bench chain: one opaque payload again and
+    /// again. Each copy executes (opaque payloads have no nonce to spend), and each is an entry:
+    /// memory holds one per id, the last.
+    #[test]
+    fn a_block_repeating_one_payload_holds_one_entry_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let store = initialized(dir.path(), &f, 4);
+        let rules = ChainRules {
+            allow_opaque: true,
+            ..ChainRules::signed_only("c")
+        };
+        let payload = SignedTransaction::opaque("c", f.alice.public(), 0, vec![7; 64]).unwrap();
+        let copies = vec![payload.clone(); 1_000];
+        commit_under(&store, &copies, &rules).unwrap();
+        assert_eq!(store.recent_tx_index_entries(), 1);
+        let location = store.tx(&payload.id()).unwrap().unwrap();
+        assert_eq!((location.index, location.receipt), (999, Ok(())));
     }
 }
