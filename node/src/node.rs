@@ -422,6 +422,12 @@ pub fn genesis_accounts(genesis: &Genesis) -> Vec<(quorate_crypto::Address, Acco
 pub fn open_store(path: &Path, genesis: &Genesis, genesis_hash: Digest) -> Result<Store> {
     let store =
         Store::open(path).with_context(|| format!("opening the database at {}", path.display()))?;
+    if !store.direct_writes() {
+        info!(
+            path = %path.display(),
+            "the file system refuses direct I/O: the store's tables go through the page cache"
+        );
+    }
     match store.head()? {
         Some(head) => {
             if head.header.genesis_hash != genesis_hash {

@@ -252,7 +252,11 @@ pub(super) struct RunWriter {
 }
 
 impl RunWriter {
-    pub(super) fn start(db: Arc<DB>, index: Arc<SharedTxIndex>) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        db: Arc<DB>,
+        index: Arc<SharedTxIndex>,
+        direct_writes: bool,
+    ) -> Result<Self, StoreError> {
         // What a crash left between writing a run and RocksDB taking it.
         let _ = std::fs::remove_file(db.path().join(RUN_FILE));
         let (sender, runs) = sync_channel::<Run>(1);
@@ -261,7 +265,7 @@ impl RunWriter {
             .spawn(move || {
                 let _stopped = Stopped(index.clone());
                 for run in runs {
-                    let written = write_run(&db, &run.entries, run.height);
+                    let written = write_run(&db, &run.entries, run.height, direct_writes);
                     let mut state = index.lock();
                     state.sealed = None;
                     if let Err(error) = written {
@@ -290,9 +294,16 @@ impl Drop for RunWriter {
 /// Writes `run` as one sorted table, has RocksDB take it, then moves the watermark to `height`.
 /// A crash between the two leaves the watermark lower: the blocks above it are read again and
 /// the same entries written again, which changes nothing.
-fn write_run(db: &DB, run: &Entries, height: Height) -> Result<(), StoreError> {
+fn write_run(
+    db: &DB,
+    run: &Entries,
+    height: Height,
+    direct_writes: bool,
+) -> Result<(), StoreError> {
     let path = db.path().join(RUN_FILE);
-    let options = family_options(CF_TX_INDEX);
+    let mut options = family_options(CF_TX_INDEX);
+    // Like the store's own tables (see `direct_writes` in the store).
+    options.set_use_direct_io_for_flush_and_compaction(direct_writes);
     let index = family(db, CF_TX_INDEX)?;
     let result = (|| -> Result<(), StoreError> {
         let mut writer = SstFileWriter::create(&options);
