@@ -49,6 +49,11 @@ const MAX_CHECKS: usize = 1024;
 const MAX_CLOCK_AHEAD_MS: u64 = 300_000;
 /// Every so many committed heights, stored blocks of abandoned forks are deleted.
 const PRUNE_EVERY: u64 = 64;
+/// Committed blocks whose batches stay decoded in memory after their commit (within the store's
+/// byte bound): clients and lagging peers ask for a block just after it commits (a load client
+/// following the chain reads every one), and a read from disk decodes each transaction and
+/// hashes it again to find its id.
+const COMMITTED_BATCHES_KEPT: usize = 8;
 
 /// Why a validator should not vote for a block with this timestamp, if it should not: it may
 /// not go back before its parent's, nor run ahead of the local clock by more than
@@ -225,6 +230,8 @@ pub struct Executor {
     closing: Option<Closing>,
     /// Set once the epoch's last block is written.
     ended: bool,
+    /// The batches of the last [`COMMITTED_BATCHES_KEPT`] committed blocks, oldest first.
+    committed_batches: VecDeque<Vec<Digest>>,
 }
 
 /// What a queued proof does: commit its block, or replace the proof of a committed one.
@@ -299,6 +306,7 @@ impl Executor {
             walked_this_pass: HashSet::new(),
             closing: None,
             ended: false,
+            committed_batches: VecDeque::with_capacity(COMMITTED_BATCHES_KEPT + 1),
         })
     }
 
@@ -784,7 +792,12 @@ impl Executor {
             header: header.clone(),
         };
         self.governance = block.execution.governance.clone();
-        self.store.forget_recent_batches(&block.batches);
+        self.committed_batches.push_back(block.batches.clone());
+        if self.committed_batches.len() > COMMITTED_BATCHES_KEPT {
+            if let Some(oldest) = self.committed_batches.pop_front() {
+                self.store.forget_recent_batches(&oldest);
+            }
+        }
         self.config.pushed_batches.committed(&block.batches);
         let head_height = self.head.height.0;
         self.speculative.retain(|_, b| b.height > head_height);

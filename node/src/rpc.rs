@@ -12,10 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use quorate_consensus::{CommitProof, EngineStatus, ProtocolStatus};
 use quorate_crypto::{Address, Digest};
-use quorate_ledger::audit::ChainSource;
 use quorate_ledger::{
-    codec, Batch, CommittedBlock, Epoch, SignedTransaction, StateReadError, TransactionError,
-    TransactionKind, ValidatorInfo, MAX_TRANSACTION_BYTES,
+    codec, Batch, CommittedBlock, Epoch, Height, SignedTransaction, StateReadError,
+    TransactionError, TransactionKind, ValidatorInfo, MAX_TRANSACTION_BYTES,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -361,20 +360,32 @@ async fn account(Live(shared): Live, Path(address): Path<String>) -> Result<Json
 }
 
 /// The committed block at the height in the path, with its batches (404 if there is none).
+/// A recent block's batches are the store's in-memory copies, shared, not cloned.
 fn committed_block(
     shared: &Shared,
     height: &str,
-) -> Result<(u64, CommittedBlock, Vec<Batch>), ApiError> {
+) -> Result<(u64, CommittedBlock, Vec<Arc<Batch>>), ApiError> {
     let height: u64 = height
         .parse()
         .map_err(|_| bad(format!("height {height:?} is not a number")))?;
-    match ChainSource::block(shared.store.as_ref(), height).map_err(internal)? {
-        Some((record, batches)) => Ok((height, record, batches)),
-        None => Err(ApiError(
+    let Some(record) = shared.store.committed(Height(height)).map_err(internal)? else {
+        return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no committed block at height {height}"),
-        )),
-    }
+        ));
+    };
+    let batches = record
+        .batches
+        .iter()
+        .map(|digest| match shared.store.batch(digest) {
+            Ok(Some(batch)) => Ok(batch),
+            Ok(None) => Err(internal(format!(
+                "batch {digest} of block {height} is not stored"
+            ))),
+            Err(error) => Err(internal(error)),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((height, record, batches))
 }
 
 #[derive(serde::Deserialize)]
@@ -396,15 +407,13 @@ async fn block(
     };
     let (height, record, batches) = committed_block(&shared, &height)?;
     let hash = record.header.hash().map_err(internal)?;
-    let transactions: Vec<SignedTransaction> =
-        batches.into_iter().flat_map(|b| b.transactions).collect();
+    let transactions = batches.iter().flat_map(|b| b.transactions.iter());
     let proof: Option<CommitProof> = if record.proof.is_empty() {
         None
     } else {
         Some(codec::decode(&record.proof).map_err(internal)?)
     };
     let transactions: Vec<Value> = transactions
-        .iter()
         .zip(record.receipts.iter())
         .map(|(tx, receipt)| {
             if hashes_only {
