@@ -732,6 +732,51 @@ mod tests {
     }
 
     #[test]
+    fn an_index_compacted_in_levels_opens_under_universal_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let txs = transfers(&f, 0..3);
+        {
+            let store = initialized(dir.path(), &f, 1);
+            commit(&store, &txs).unwrap();
+            written_up_to(&store, 1);
+        }
+        {
+            // As a store made before the index was compacted universally: its entries in
+            // the last level of a leveled tree.
+            let families = super::super::COLUMN_FAMILIES.iter().map(|name| {
+                let mut options = family_options(name);
+                if *name == CF_TX_INDEX {
+                    options.set_compaction_style(rocksdb::DBCompactionStyle::Level);
+                }
+                rocksdb::ColumnFamilyDescriptor::new(*name, options)
+            });
+            let mut options = rocksdb::Options::default();
+            options.set_allow_concurrent_memtable_write(false);
+            let db = DB::open_cf_descriptors(&options, dir.path(), families).unwrap();
+            let index = db.cf_handle(CF_TX_INDEX).unwrap();
+            db.compact_range_cf(index, None::<&[u8]>, None::<&[u8]>);
+            let bottom = db
+                .property_value_cf(index, "rocksdb.num-files-at-level6")
+                .unwrap();
+            assert_eq!(bottom.as_deref(), Some("1"));
+        }
+        let store = Store::open(dir.path()).unwrap();
+        store.tx_index.set_run(1, TX_INDEX_RUN_BLOCKS);
+        assert_located(&store, &txs);
+        let more = transfers(&f, 3..6);
+        commit(&store, &more).unwrap();
+        written_up_to(&store, 2);
+        let index = store.cf(CF_TX_INDEX).unwrap();
+        store
+            .db
+            .compact_range_cf(index, None::<&[u8]>, None::<&[u8]>);
+        let all: Vec<_> = txs.iter().chain(&more).cloned().collect();
+        assert!(all.iter().all(|tx| on_disk(&store, &tx.id())));
+        assert_located(&store, &all);
+    }
+
+    #[test]
     fn a_failed_run_keeps_its_entries_and_the_next_commit_reports_it() {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture();
