@@ -706,21 +706,26 @@ mod tests {
         assert_located(&store, &txs);
     }
 
+    /// A store with one block of three transfers whose entries are on disk.
+    fn one_block_on_disk(dir: &Path, f: &Fixture) -> (Store, Vec<SignedTransaction>) {
+        let store = initialized(dir, f, 1);
+        let txs = transfers(f, 0..3);
+        commit(&store, &txs).unwrap();
+        written_up_to(&store, 1);
+        (store, txs)
+    }
+
     #[test]
     fn a_store_made_before_the_runs_has_its_index_on_disk_and_gets_a_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture();
-        let txs = transfers(&f, 0..3);
-        {
-            let store = initialized(dir.path(), &f, 1);
-            commit(&store, &txs).unwrap();
-            written_up_to(&store, 1);
-            // As a store made before the runs: every entry on disk, no watermark.
-            store
-                .db
-                .delete_cf(store.cf(CF_META).unwrap(), KEY_TX_INDEXED)
-                .unwrap();
-        }
+        let (store, txs) = one_block_on_disk(dir.path(), &f);
+        // As a store made before the runs: every entry on disk, no watermark.
+        store
+            .db
+            .delete_cf(store.cf(CF_META).unwrap(), KEY_TX_INDEXED)
+            .unwrap();
+        drop(store);
         let store = Store::open(dir.path()).unwrap();
         let meta = store.cf(CF_META).unwrap();
         assert_eq!(
@@ -735,12 +740,8 @@ mod tests {
     fn an_index_compacted_in_levels_opens_under_universal_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture();
-        let txs = transfers(&f, 0..3);
-        {
-            let store = initialized(dir.path(), &f, 1);
-            commit(&store, &txs).unwrap();
-            written_up_to(&store, 1);
-        }
+        let (store, txs) = one_block_on_disk(dir.path(), &f);
+        drop(store);
         {
             // As a store made before the index was compacted universally: its entries in
             // the last level of a leveled tree.
