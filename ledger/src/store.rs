@@ -656,7 +656,7 @@ impl Store {
                 batch.put_cf(accounts, address.0, codec::encode(account)?);
             }
         }
-        let entries = self.new_tx_index_entries(record, hash, transactions)?;
+        let entries = self.new_tx_index_entries(record, transactions)?;
         batch.delete_cf(self.cf(CF_PENDING_BLOCKS)?, hash.0);
         // A committed block's record keeps its batch list, but peers catching up through
         // consensus still ask for the manifests of recent blocks: those of the last

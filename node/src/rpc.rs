@@ -131,7 +131,7 @@ async fn submit(
     let tx: SignedTransaction = serde_json::from_slice(&body)
         .map_err(|error| reject(bad(format!("malformed transaction: {error}"))))?;
     let id = tx.id();
-    if let Ok(Some(_)) = shared.store.tx(&id) {
+    if let Ok(true) = shared.store.is_committed(&id) {
         return Err(reject(submit_error(SubmitError::AlreadyCommitted(id))));
     }
     let reconfigure = matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. });
@@ -218,14 +218,14 @@ async fn submit_many(
     let mut candidates = Vec::new();
     for (index, tx) in txs.into_iter().enumerate() {
         let id = tx.id();
-        let checked = match shared.store.tx(&id) {
-            Ok(Some(_)) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
-            Ok(None) if matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. }) => {
+        let checked = match shared.store.is_committed(&id) {
+            Ok(true) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
+            Ok(false) if matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. }) => {
                 Err(bad(
                     "submit validator-set changes one at a time, with POST /v1/tx",
                 ))
             }
-            Ok(None) => shared
+            Ok(false) => shared
                 .mempool()
                 .precheck(&tx, shared.store.as_ref())
                 .map_err(submit_error),

@@ -8,6 +8,12 @@
 //! After a restart the blocks above the watermark are read again; a read-only store reads them
 //! at its first lookup.
 //!
+//! An entry is the block's height and the transaction's position in it ([`IndexEntry`], 12
+//! bytes); a lookup reads the rest of a [`TxLocation`] (the block's hash, the receipt) from the
+//! block's record. Entries written before held the whole location (48 bytes and more, the
+//! block's hash repeated in each): they still read, told apart by their length. With the id,
+//! an entry on disk went from 80 bytes to 44, which every run and every compaction writes.
+//!
 //! Why not a put per transaction in the commit's write batch, as before: each was an insert into
 //! the memtable's skiplist at a random key, a walk of cache misses, and at saturation those
 //! inserts cost a validator more than anything but hashing (n=10, opaque, 30,000 offered, 10 s:
@@ -24,11 +30,13 @@ use crate::state::TxFailure;
 use crate::Height;
 use quorate_crypto::{Digest, DigestMap, DigestSet};
 use rocksdb::{IngestExternalFileOptions, SstFileWriter, DB};
+use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-/// Entries kept in memory before they are written as one sorted table (~120 bytes each).
+/// Entries kept in memory before they are written as one sorted table (~90 bytes each, with
+/// the id's map).
 const TX_INDEX_RUN: usize = 65_536;
 /// Blocks after which the entries in memory are written whatever their number: a quiet chain's
 /// restart reads back at most this many blocks.
@@ -43,35 +51,58 @@ const RUN_FILE: &str = "quorate-tx-index-run.tmp";
 /// range of its value in them.
 type EncodedRun = (Vec<u8>, Vec<(Digest, usize, usize)>);
 
+/// Where a committed transaction is: its block's height and its position in the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct IndexEntry {
+    height: Height,
+    index: u32,
+}
+
+/// The encoded length of an [`IndexEntry`]; a [`TxLocation`] (what entries held before) is
+/// longer.
+const ENTRY_BYTES: usize = 12;
+
+impl IndexEntry {
+    /// An entry as stored: an [`IndexEntry`], or a whole [`TxLocation`] from before.
+    fn decode(bytes: &[u8]) -> Result<IndexEntry, CodecError> {
+        if bytes.len() == ENTRY_BYTES {
+            return codec::decode(bytes);
+        }
+        let location: TxLocation = codec::decode(bytes)?;
+        Ok(IndexEntry {
+            height: location.height,
+            index: location.index,
+        })
+    }
+}
+
 /// Entries in the order they came in, with each id's newest: a run reads them front to back
 /// (reading a hash map of 65,536 entries in its own order missed the cache at almost every
 /// entry, ~250 ns each at n=10).
 #[derive(Default)]
 struct Entries {
-    list: Vec<(Digest, TxLocation)>,
+    list: Vec<(Digest, IndexEntry)>,
     /// Id to its newest position in `list`.
     newest: DigestMap<u32>,
 }
 
 impl Entries {
-    fn get(&self, id: &Digest) -> Option<&TxLocation> {
+    fn get(&self, id: &Digest) -> Option<IndexEntry> {
         let position = *self.newest.get(id)?;
-        self.list
-            .get(position as usize)
-            .map(|(_, location)| location)
+        self.list.get(position as usize).map(|(_, entry)| *entry)
     }
 
     /// Adds or replaces `id`'s entry: one row per id, so memory follows the distinct ids (a
     /// block may carry one opaque payload many times, each copy an entry).
-    fn insert(&mut self, id: Digest, location: TxLocation) {
+    fn insert(&mut self, id: Digest, entry: IndexEntry) {
         if let Some(&position) = self.newest.get(&id) {
             if let Some(row) = self.list.get_mut(position as usize) {
-                row.1 = location;
+                row.1 = entry;
                 return;
             }
         }
         self.newest.insert(id, self.list.len() as u32);
-        self.list.push((id, location));
+        self.list.push((id, entry));
     }
 
     fn len(&self) -> usize {
@@ -93,11 +124,11 @@ impl Entries {
         // One pass front to back copies each id and encodes each value; sorting and writing
         // then touch only those. Read in key order, the list (written long before, by another
         // thread) missed the cache at almost every entry: ~250 ns each at n=10.
-        let mut values = Vec::with_capacity(self.list.len() * 64);
+        let mut values = Vec::with_capacity(self.list.len() * ENTRY_BYTES);
         let mut sorted = Vec::with_capacity(self.list.len());
-        for (id, location) in &self.list {
+        for (id, entry) in &self.list {
             let start = values.len();
-            codec::encode_append(location, &mut values)?;
+            codec::encode_append(entry, &mut values)?;
             sorted.push((*id, start, values.len()));
         }
         sorted.sort_unstable_by_key(|entry| entry.0);
@@ -138,7 +169,7 @@ impl RecentTxIndex {
     }
 
     /// Takes in the entries of block `height`.
-    fn add(&mut self, height: Height, entries: Vec<(Digest, TxLocation)>) {
+    fn add(&mut self, height: Height, entries: Vec<(Digest, IndexEntry)>) {
         if entries.is_empty() {
             return;
         }
@@ -147,8 +178,8 @@ impl RecentTxIndex {
             self.active.reserve(self.run);
         }
         self.oldest.get_or_insert(height);
-        for (id, location) in entries {
-            self.active.insert(id, location);
+        for (id, entry) in entries {
+            self.active.insert(id, entry);
         }
     }
 
@@ -164,8 +195,8 @@ impl RecentTxIndex {
     /// newer) and records why: the next commit reports it.
     fn fail(&mut self, run: &Entries, why: String, height: Height) {
         let newer = std::mem::take(&mut self.active);
-        for (id, location) in run.list.iter().chain(&newer.list) {
-            self.active.insert(*id, location.clone());
+        for (id, entry) in run.list.iter().chain(&newer.list) {
+            self.active.insert(*id, *entry);
         }
         if !run.is_empty() {
             self.oldest = Some(self.oldest.map_or(height, |oldest| oldest.min(height)));
@@ -173,7 +204,7 @@ impl RecentTxIndex {
         self.failure.get_or_insert(why);
     }
 
-    fn get(&self, id: &Digest) -> Option<&TxLocation> {
+    fn get(&self, id: &Digest) -> Option<IndexEntry> {
         self.active
             .get(id)
             .or_else(|| self.sealed.as_ref().and_then(|(sealed, _)| sealed.get(id)))
@@ -339,10 +370,41 @@ pub(super) fn put_watermark(db: &DB, height: Height) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Where the committed transaction `id` is, if it committed.
+    /// Where the committed transaction `id` is, if it committed (its block's record is read for
+    /// the block's hash and the receipt).
     pub fn tx(&self, id: &Digest) -> Result<Option<TxLocation>, StoreError> {
         self.load_tx_index()?;
-        self.indexed(id)
+        let Some(entry) = self.indexed(id)? else {
+            return Ok(None);
+        };
+        let record = self.committed(entry.height)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "transaction {id} is indexed at height {}, which has no block",
+                entry.height
+            ))
+        })?;
+        let receipt = record.receipts.get(entry.index as usize).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "transaction {id} is indexed at position {} of block {}, which has {}",
+                entry.index,
+                entry.height,
+                record.receipts.len()
+            ))
+        })?;
+        Ok(Some(TxLocation {
+            height: entry.height,
+            block_hash: record.header.hash()?,
+            index: entry.index,
+            receipt: receipt.clone(),
+        }))
+    }
+
+    /// Whether the transaction `id` committed (what a submission is checked against: no block
+    /// is read).
+    pub fn is_committed(&self, id: &Digest) -> Result<bool, StoreError> {
+        self.load_tx_index()?;
+        let memory = self.tx_index.lock();
+        self.is_indexed(&memory, id)
     }
 
     /// Reads the blocks above the watermark into memory, once: at opening a store to write, at
@@ -362,11 +424,14 @@ impl Store {
 
     /// The entry for `id` in memory or on disk (the memory holds the newer ones). An entry that
     /// leaves memory is on disk first, so a lookup between the two finds it.
-    fn indexed(&self, id: &Digest) -> Result<Option<TxLocation>, StoreError> {
-        if let Some(location) = self.tx_index.lock().get(id) {
-            return Ok(Some(location.clone()));
+    fn indexed(&self, id: &Digest) -> Result<Option<IndexEntry>, StoreError> {
+        if let Some(entry) = self.tx_index.lock().get(id) {
+            return Ok(Some(entry));
         }
-        self.get(CF_TX_INDEX, &id.0)
+        match self.db.get_pinned_cf(self.cf(CF_TX_INDEX)?, id.0)? {
+            Some(bytes) => Ok(Some(IndexEntry::decode(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether `id` has an entry, in `memory` or on disk.
@@ -384,11 +449,10 @@ impl Store {
     pub(super) fn new_tx_index_entries(
         &self,
         record: &CommittedBlock,
-        hash: Digest,
         transactions: &[Digest],
-    ) -> Result<Vec<(Digest, TxLocation)>, StoreError> {
+    ) -> Result<Vec<(Digest, IndexEntry)>, StoreError> {
         let index = self.tx_index.lock();
-        self.tx_index_entries(&index, record, hash, transactions)
+        self.tx_index_entries(&index, record, transactions)
     }
 
     /// Entries in memory (bounded: about two runs of [`TX_INDEX_RUN`] gathering while a third
@@ -411,7 +475,7 @@ impl Store {
         }
     }
 
-    /// The entries block `record` (whose hash is `hash`) adds, in block order: a transaction
+    /// The entries block `record` adds, in block order: a transaction
     /// executes at most once (it consumes its nonce then); a later copy, in another block or in
     /// this one (two validators batched it), fails without effect and must not hide where it
     /// executed. A later entry for one id replaces an earlier one.
@@ -419,9 +483,8 @@ impl Store {
         &self,
         memory: &RecentTxIndex,
         record: &CommittedBlock,
-        hash: Digest,
         transactions: &[Digest],
-    ) -> Result<Vec<(Digest, TxLocation)>, StoreError> {
+    ) -> Result<Vec<(Digest, IndexEntry)>, StoreError> {
         if transactions.len() != record.receipts.len() {
             return Err(StoreError::ReceiptCount {
                 height: record.header.height.0,
@@ -437,13 +500,11 @@ impl Store {
             if !executed && (!first_here || self.is_indexed(memory, id)?) {
                 continue;
             }
-            let location = TxLocation {
+            let entry = IndexEntry {
                 height: record.header.height,
-                block_hash: hash,
                 index: index as u32,
-                receipt: receipt.clone(),
             };
-            entries.push((*id, location));
+            entries.push((*id, entry));
         }
         Ok(entries)
     }
@@ -454,7 +515,7 @@ impl Store {
     pub(super) fn add_tx_index_entries(
         &self,
         height: Height,
-        entries: Vec<(Digest, TxLocation)>,
+        entries: Vec<(Digest, IndexEntry)>,
     ) -> Result<(), StoreError> {
         let mut index = self.tx_index.lock();
         index.add(height, entries);
@@ -525,8 +586,7 @@ impl Store {
                 })?;
                 transactions.extend(batch.transactions.iter().map(|tx| tx.id()));
             }
-            let hash = record.header.hash()?;
-            let entries = self.tx_index_entries(index, &record, hash, &transactions)?;
+            let entries = self.tx_index_entries(index, &record, &transactions)?;
             index.add(Height(height), entries);
         }
         Ok(())
@@ -853,21 +913,22 @@ mod tests {
         assert!(txs.iter().all(|tx| on_disk(&store, &tx.id())));
     }
 
-    fn location(height: u64) -> TxLocation {
-        TxLocation {
+    fn location(height: u64) -> IndexEntry {
+        IndexEntry {
             height: Height(height),
-            block_hash: Digest([height as u8; 32]),
-            index: 0,
-            receipt: Ok(()),
+            index: height as u32 + 7,
         }
     }
 
     /// What a run of `entries` writes, decoded.
-    fn decoded(entries: &Entries) -> Vec<(Digest, TxLocation)> {
+    fn decoded(entries: &Entries) -> Vec<(Digest, IndexEntry)> {
         let (values, sorted) = entries.encoded_sorted().unwrap();
         sorted
             .into_iter()
-            .map(|(id, start, end)| (id, codec::decode(&values[start..end]).unwrap()))
+            .map(|(id, start, end)| {
+                assert_eq!(end - start, ENTRY_BYTES);
+                (id, IndexEntry::decode(&values[start..end]).unwrap())
+            })
             .collect()
     }
 
@@ -884,7 +945,7 @@ mod tests {
         entries.insert(a, location(3));
         // One row per id: the second entry for `a` replaced the first.
         assert_eq!(entries.len(), 3);
-        assert_eq!(entries.get(&a), Some(&location(3)));
+        assert_eq!(entries.get(&a), Some(location(3)));
         let sorted: Vec<(Digest, u64)> = decoded(&entries)
             .into_iter()
             .map(|(id, location)| (id, location.height.0))
@@ -901,8 +962,8 @@ mod tests {
         run.insert(b, location(1));
         index.add(Height(2), vec![(a, location(2))]);
         index.fail(&run, "disk full".into(), Height(1));
-        assert_eq!(index.active.get(&a), Some(&location(2)));
-        assert_eq!(index.active.get(&b), Some(&location(1)));
+        assert_eq!(index.active.get(&a), Some(location(2)));
+        assert_eq!(index.active.get(&b), Some(location(1)));
         let heights: Vec<u64> = decoded(&index.active)
             .into_iter()
             .map(|(_, location)| location.height.0)
@@ -932,5 +993,67 @@ mod tests {
         assert_eq!(store.recent_tx_index_entries(), 1);
         let location = store.tx(&payload.id()).unwrap().unwrap();
         assert_eq!((location.index, location.receipt), (999, Ok(())));
+    }
+
+    /// Entries written before held the whole location: they read as before, beside new ones.
+    #[test]
+    fn entries_that_hold_a_whole_location_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let (store, txs) = one_block_on_disk(dir.path(), &f);
+        let family = store.cf(CF_TX_INDEX).unwrap();
+        let legacy = store.tx(&txs[1].id()).unwrap().unwrap();
+        assert_eq!(legacy.block_hash, store.head().unwrap().unwrap().hash);
+        // Rewritten as an entry of before (the receipt and hash are read from the block all
+        // the same).
+        store
+            .db
+            .put_cf(family, txs[1].id().0, codec::encode(&legacy).unwrap())
+            .unwrap();
+        let stored = store.db.get_cf(family, txs[1].id().0).unwrap().unwrap();
+        assert!(stored.len() > ENTRY_BYTES);
+        let current = store.db.get_cf(family, txs[0].id().0).unwrap().unwrap();
+        assert_eq!(current.len(), ENTRY_BYTES);
+        assert_located(&store, &txs);
+        assert_eq!(store.tx(&txs[1].id()).unwrap().unwrap(), legacy);
+        assert!(store.is_committed(&txs[1].id()).unwrap());
+        assert!(store.is_committed(&txs[0].id()).unwrap());
+        let later = transfers(&f, 3..4);
+        assert!(!store.is_committed(&later[0].id()).unwrap());
+    }
+
+    /// An entry that names a block or a position that is not there is reported, not trusted.
+    #[test]
+    fn an_entry_pointing_past_its_block_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let (store, txs) = one_block_on_disk(dir.path(), &f);
+        let family = store.cf(CF_TX_INDEX).unwrap();
+        for (entry, what) in [
+            (
+                IndexEntry {
+                    height: Height(1),
+                    index: 3,
+                },
+                "position 3 of block 1",
+            ),
+            (
+                IndexEntry {
+                    height: Height(9),
+                    index: 0,
+                },
+                "height 9",
+            ),
+        ] {
+            store
+                .db
+                .put_cf(family, txs[0].id().0, codec::encode(&entry).unwrap())
+                .unwrap();
+            let error = store.tx(&txs[0].id()).unwrap_err();
+            assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+            assert!(error.to_string().contains(what), "{error}");
+        }
+        store.db.put_cf(family, txs[0].id().0, [1u8; 5]).unwrap();
+        assert!(matches!(store.tx(&txs[0].id()), Err(StoreError::Codec(_))));
     }
 }
