@@ -216,9 +216,14 @@ async fn submit_many(
     let mut results: Vec<Option<Result<Digest, ApiError>>> = Vec::with_capacity(txs.len());
     let mut indices = Vec::new();
     let mut candidates = Vec::new();
+    let ids: Vec<Digest> = txs.iter().map(SignedTransaction::id).collect();
+    let committed = shared.store.committed_among(&ids);
     for (index, tx) in txs.into_iter().enumerate() {
         let id = tx.id();
-        let checked = match shared.store.is_committed(&id) {
+        let committed = committed
+            .as_ref()
+            .map(|committed| committed.get(index).copied().unwrap_or(false));
+        let checked = match committed {
             Ok(true) => Err(submit_error(SubmitError::AlreadyCommitted(id))),
             Ok(false) if matches!(tx.transaction().kind, TransactionKind::Reconfigure { .. }) => {
                 Err(bad(

@@ -402,9 +402,42 @@ impl Store {
     /// Whether the transaction `id` committed (what a submission is checked against: no block
     /// is read).
     pub fn is_committed(&self, id: &Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .committed_among(std::slice::from_ref(id))?
+            .contains(&true))
+    }
+
+    /// [`Store::is_committed`] for each of `ids`, in one batched lookup: RocksDB probes each
+    /// sorted run's filter for all of them at once, prefetching, where one lookup at a time
+    /// waits on a cache miss per run (a load client's submissions, each checked alone, were
+    /// 10% of a validator's CPU under opaque load at n=4).
+    pub fn committed_among(&self, ids: &[Digest]) -> Result<Vec<bool>, StoreError> {
         self.load_tx_index()?;
-        let memory = self.tx_index.lock();
-        self.is_indexed(&memory, id)
+        let mut committed: Vec<bool> = {
+            let memory = self.tx_index.lock();
+            ids.iter().map(|id| memory.get(id).is_some()).collect()
+        };
+        // An entry leaves memory only once it is on disk: one that left since is found there.
+        let absent: Vec<usize> = committed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &found)| (!found).then_some(i))
+            .collect();
+        if absent.is_empty() {
+            return Ok(committed);
+        }
+        let keys = absent.iter().filter_map(|&i| ids.get(i)).map(|id| &id.0);
+        let found = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_TX_INDEX)?, keys, false);
+        for (i, value) in absent.into_iter().zip(found) {
+            if value?.is_some() {
+                if let Some(slot) = committed.get_mut(i) {
+                    *slot = true;
+                }
+            }
+        }
+        Ok(committed)
     }
 
     /// Reads the blocks above the watermark into memory, once: at opening a store to write, at
@@ -1055,5 +1088,30 @@ mod tests {
         }
         store.db.put_cf(family, txs[0].id().0, [1u8; 5]).unwrap();
         assert!(matches!(store.tx(&txs[0].id()), Err(StoreError::Codec(_))));
+    }
+
+    #[test]
+    fn committed_among_finds_entries_in_memory_and_on_disk_in_one_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let (store, on_disk_txs) = one_block_on_disk(dir.path(), &f);
+        store.tx_index.set_run(100, TX_INDEX_RUN_BLOCKS);
+        let in_memory = transfers(&f, 3..5);
+        commit(&store, &in_memory).unwrap();
+        assert_eq!(store.recent_tx_index_entries(), 2);
+        let absent = transfers(&f, 5..7);
+        let ids: Vec<Digest> = [&absent[0], &on_disk_txs[2], &in_memory[1], &absent[1]]
+            .iter()
+            .chain([&on_disk_txs[0], &in_memory[0]].iter())
+            .map(|tx| tx.id())
+            .collect();
+        assert_eq!(
+            store.committed_among(&ids).unwrap(),
+            vec![false, true, true, false, true, true]
+        );
+        assert_eq!(store.committed_among(&[]).unwrap(), Vec::<bool>::new());
+        for (id, committed) in ids.iter().zip(store.committed_among(&ids).unwrap()) {
+            assert_eq!(store.is_committed(id).unwrap(), committed);
+        }
     }
 }
