@@ -1,6 +1,7 @@
 //! Batches kept decoded in memory from the moment they are stored until the block that carries
-//! them commits: executing a block reads its batches from here, without a disk read, a decode or
-//! hashing every transaction again to recompute its id. Bounded in bytes; at the bound the
+//! them has committed and the executor lets them go (it keeps the last few committed blocks'
+//! for clients and peers reading the chain's tip): executing a block reads its batches from
+//! here, without a disk read, a decode or hashing every transaction again to recompute its id. Bounded in bytes; at the bound the
 //! oldest go first (they stay on disk, where a read still finds them).
 
 use crate::Batch;

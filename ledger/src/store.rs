@@ -97,11 +97,14 @@ pub enum StoreError {
     },
     #[error("creating the store's directory {path}: {error}")]
     CreateDir { path: String, error: std::io::Error },
+    #[error("probing whether {path} takes direct I/O: {error}")]
+    DirectIoProbe { path: String, error: std::io::Error },
 }
 
 pub struct Store {
     db: Arc<DB>,
-    /// Stored batches, kept decoded until their block commits (see [`RecentBatches`]).
+    /// Stored batches, kept decoded until their block has committed and the executor lets them
+    /// go (see [`RecentBatches`]).
     recent: Mutex<RecentBatches>,
     /// The batch log's next sequence number, held from looking a batch up to writing it: two
     /// copies stored at once (pushed by two peers) must not both go into the log, one of them
@@ -149,9 +152,10 @@ fn family_options(name: &str) -> Options {
     options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(key_len));
     if name != CF_ACCOUNTS {
         // Random digests for keys. LZ4 made a run of the transaction index (65,536 entries)
-        // 5.1 MB instead of 6.6 MB (a block's hash repeats in its entries), a few percent of
-        // what a node stores next to its batches, and writing and compacting those runs made
-        // LZ4 2.3% of the CPU at saturation (HotStuff, n=4, opaque, 75,000 offered).
+        // 5.1 MB instead of 6.6 MB when each entry repeated its block's hash (entries have
+        // been 12 bytes since), a few percent of what a node stores next to its batches, and
+        // writing and compacting those runs made LZ4 2.3% of the CPU at saturation (HotStuff,
+        // n=4, opaque, 75,000 offered).
         options.set_compression_type(rocksdb::DBCompressionType::None);
     }
     if name == CF_TX_INDEX {
@@ -160,10 +164,12 @@ fn family_options(name: &str) -> Options {
         // rewriting all of it each time (three compactions in a 12 s run at 75,000 offered,
         // 33, 59 and 70 MB out; compaction was 10% of the busy CPU). Universal compaction
         // merges runs of like size, so an entry is rewritten a few times over its life
-        // instead of once per level. Merging from eight sorted runs rather than four halves
-        // that again (a 12 s run at 75,000 offered: one compaction of 150 ms CPU per node,
-        // against four of 310 ms); a lookup probes up to eight filters, which submissions do
-        // in one batch (see `Store::committed_among`).
+        // instead of once per level. Merging once eight sorted runs have gathered rather than
+        // four halves that again (a 12 s run at 75,000 offered: one compaction of 150 ms CPU
+        // per node, against four of 310 ms); a lookup probes a filter per sorted run (eight,
+        // and a few more while a merge runs), which submissions do in one batch (see
+        // `Store::committed_among`). A store whose index was compacted in levels opens as it
+        // is: each level is one sorted run, older than those above it.
         options.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
         options.set_level_zero_file_num_compaction_trigger(8);
     }
@@ -185,10 +191,11 @@ fn family_options(name: &str) -> Options {
     // the memtable or reading a table's blocks.
     options.set_memtable_prefix_bloom_ratio(0.02);
     let mut table = rocksdb::BlockBasedOptions::default();
-    // A false positive of the transaction index reads a block from disk (its tables are
-    // written around the page cache, see [`direct_writes`]), and every submission is looked
-    // up there, in every sorted run: 16 bits per key make them ~0.05% of lookups, against ~1%
-    // with 10, for 2 bytes per entry of memory.
+    // A false positive of the transaction index reads a block from disk (its compacted tables
+    // are written around the page cache, see [`direct_writes`]), and every submission is
+    // looked up there, in every sorted run: 16 bits per key make them ~0.05% of lookups,
+    // against ~1% with 10, for 2 bytes of memory per entry (RocksDB keeps every table's filter
+    // in memory: 1.25 bytes per entry with 10).
     let bits = if name == CF_TX_INDEX { 16.0 } else { 10.0 };
     table.set_bloom_filter(bits, false);
     options.set_block_based_table_factory(&table);
@@ -197,14 +204,18 @@ fn family_options(name: &str) -> Options {
 
 /// Buckets of a hash memtable (8 bytes each).
 const MEMTABLE_BUCKETS: usize = 131_072;
-/// The memtable size of the accounts and the transaction index (an entry takes ~110 bytes).
+/// The memtable size of the accounts and the batch index (the transaction index bypasses its
+/// memtable: see [`tx_index`]).
 const MEMTABLE_BYTES: usize = 16 << 20;
 
-/// Whether files in `dir` can be opened for direct I/O (`O_DIRECT`), which some file systems
-/// refuse (tmpfs before Linux 6.6, some FUSE and network mounts).
+/// Whether files in `dir` can be written with direct I/O (`O_DIRECT`), which some file systems
+/// refuse (tmpfs before Linux 6.6, some FUSE and network mounts): a probe file is opened so and
+/// one aligned block written to it, as RocksDB would, then removed. Refused (`EINVAL`) is
+/// `false`; any other error is the error (a store that cannot make a file in its directory
+/// would fail anyway, less clearly).
 ///
-/// Where they can, RocksDB writes its tables (flushes, compactions, transaction index runs)
-/// around the page cache. Under opaque load a validator writes its batches' bytes once more
+/// Where they can, RocksDB writes its tables (flushes and compactions) around the page
+/// cache. Under opaque load a validator writes its batches' bytes once more
 /// when their memtable flushes, tens of megabytes a second that the node never reads back
 /// from those pages (batches are read from memory until their block commits). Through the
 /// page cache, each of those writes lands in a page the kernel has not handed out for a
@@ -212,29 +223,56 @@ const MEMTABLE_BYTES: usize = 16 << 20;
 /// into the hypervisor: the copy into the cache took 15% of the busy CPU (PBFT, n=4, 75,000
 /// offered), and went away with direct writes. The log (WAL) stays buffered: its pages are
 /// written and freed over and over, and a commit syncs it.
-fn direct_writes(dir: &Path) -> bool {
+fn direct_writes(dir: &Path) -> std::io::Result<bool> {
     #[cfg(target_os = "linux")]
     {
+        use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        let refused = |error: &std::io::Error| error.raw_os_error() == Some(libc::EINVAL);
         let probe = dir.join(DIRECT_IO_PROBE);
-        let opened = std::fs::OpenOptions::new()
+        // A probe a crash left behind.
+        match std::fs::remove_file(&probe) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&probe);
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+            .open(&probe)
+        {
+            Ok(file) => file,
+            Err(error) if refused(&error) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        // One block at an aligned address, of an aligned length, at an aligned offset.
+        let buffer = vec![0u8; 2 * DIRECT_IO_BLOCK];
+        let start = buffer.as_ptr().align_offset(DIRECT_IO_BLOCK);
+        let block = start
+            .checked_add(DIRECT_IO_BLOCK)
+            .and_then(|end| buffer.get(start..end));
+        let written = match block {
+            Some(block) => file.write_all(block).map(|()| true),
+            None => Ok(false),
+        };
+        drop(file);
         let _ = std::fs::remove_file(&probe);
-        opened.is_ok()
+        match written {
+            Err(error) if refused(&error) => Ok(false),
+            written => written,
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        false
+        Ok(false)
     }
 }
 
 /// The file [`direct_writes`] creates and removes.
 const DIRECT_IO_PROBE: &str = "quorate-direct-io.probe";
+/// The block [`direct_writes`] writes (a page: every device's logical block size divides it).
+const DIRECT_IO_BLOCK: usize = 4096;
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
@@ -250,7 +288,10 @@ impl Store {
             path: path.display().to_string(),
             error,
         })?;
-        let direct = direct_writes(path);
+        let direct = direct_writes(path).map_err(|error| StoreError::DirectIoProbe {
+            path: path.display().to_string(),
+            error,
+        })?;
         options.set_use_direct_io_for_flush_and_compaction(direct);
         let families = COLUMN_FAMILIES
             .iter()
@@ -312,7 +353,7 @@ impl Store {
                 put_watermark(&db, head.height)?;
             }
             store.load_tx_index()?;
-            store.tx_index_writer = Some(RunWriter::start(db, tx_index, direct_writes)?);
+            store.tx_index_writer = Some(RunWriter::start(db, tx_index)?);
         }
         Ok(store)
     }
@@ -453,8 +494,8 @@ impl Store {
         Ok(())
     }
 
-    /// Lets go of the in-memory copies of batches (a block that carries them committed); they
-    /// stay on disk.
+    /// Lets go of the in-memory copies of batches (a block that carries them committed a while
+    /// ago); they stay on disk.
     pub fn forget_recent_batches(&self, digests: &[Digest]) {
         let mut recent = self.recent();
         for digest in digests {
@@ -996,7 +1037,7 @@ pub(super) mod tests {
         {
             let store = Store::open(&dir).unwrap();
             // Whatever the file system here allows, the store follows the probe.
-            assert_eq!(store.direct_writes(), direct_writes(&dir));
+            assert_eq!(store.direct_writes(), direct_writes(&dir).unwrap());
             for batch in &batches {
                 store.put_batch(&batch.digest(), batch).unwrap();
             }
@@ -1023,6 +1064,23 @@ pub(super) mod tests {
             read_only.batch(&batches[7].digest()).unwrap().as_ref(),
             Some(&batches[7])
         );
+    }
+
+    #[test]
+    fn the_direct_io_probe_clears_a_leftover_and_reports_what_is_not_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        // A probe a crash left behind (a plain file): removed, and the store opens.
+        std::fs::write(dir.path().join(DIRECT_IO_PROBE), b"left").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!dir.path().join(DIRECT_IO_PROBE).exists());
+        drop(store);
+        // Something under the probe's name that is not a file: an error, not "refused".
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir(other.path().join(DIRECT_IO_PROBE)).unwrap();
+        std::fs::write(other.path().join(DIRECT_IO_PROBE).join("x"), b"x").unwrap();
+        let error = Store::open(other.path()).err().unwrap();
+        assert!(matches!(error, StoreError::DirectIoProbe { .. }), "{error}");
+        assert!(error.to_string().contains("takes direct I/O"), "{error}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct Metrics {
     /// Guests (followers) refused at the bound, and guests' requests dropped over their budget.
     pub guests_refused: AtomicU64,
     pub batches_forgotten: AtomicU64,
-    /// Bytes of stored batches kept decoded in memory until their block commits.
+    /// Bytes of stored batches kept decoded in memory until a little after their block commits.
     pub recent_batch_bytes: AtomicU64,
     /// Transaction index entries kept in memory until they are written in a sorted run.
     pub recent_tx_index_entries: AtomicU64,
@@ -197,7 +197,7 @@ impl Metrics {
         );
         gauge(
             "quorate_recent_batch_bytes",
-            "Bytes of stored batches kept decoded in memory until a block carrying them commits (bounded; the oldest go first).",
+            "Bytes of stored batches kept decoded in memory until a few blocks after one carrying them commits (bounded; the oldest go first).",
             "gauge",
             get(&self.recent_batch_bytes),
         );
