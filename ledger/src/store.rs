@@ -1174,7 +1174,7 @@ pub(super) mod tests {
     }
 
     /// Writes `value` under `key` in `family`, past every check (a corrupt disk).
-    fn raw_put(store: &Store, family: &str, key: &[u8], value: &[u8]) {
+    pub(super) fn raw_put(store: &Store, family: &str, key: &[u8], value: &[u8]) {
         store
             .db
             .put_cf(store.cf(family).unwrap(), key, value)

@@ -620,7 +620,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{fixture, gov, Fixture};
+    use super::super::tests::{fixture, gov, raw_put, Fixture};
     use super::*;
     use crate::state::execute;
     use crate::{Batch, ChainRules, SignedTransaction, Transaction, TransactionKind};
@@ -1042,10 +1042,8 @@ mod tests {
         assert_eq!(legacy.block_hash, store.head().unwrap().unwrap().hash);
         // Rewritten as an entry of before (the receipt and hash are read from the block all
         // the same).
-        store
-            .db
-            .put_cf(family, txs[1].id().0, codec::encode(&legacy).unwrap())
-            .unwrap();
+        let old = codec::encode(&legacy).unwrap();
+        raw_put(&store, CF_TX_INDEX, &txs[1].id().0, &old);
         let stored = store.db.get_cf(family, txs[1].id().0).unwrap().unwrap();
         assert!(stored.len() > ENTRY_BYTES);
         let current = store.db.get_cf(family, txs[0].id().0).unwrap().unwrap();
@@ -1064,7 +1062,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = fixture();
         let (store, txs) = one_block_on_disk(dir.path(), &f);
-        let family = store.cf(CF_TX_INDEX).unwrap();
         for (entry, what) in [
             (
                 IndexEntry {
@@ -1081,15 +1078,17 @@ mod tests {
                 "height 9",
             ),
         ] {
-            store
-                .db
-                .put_cf(family, txs[0].id().0, codec::encode(&entry).unwrap())
-                .unwrap();
+            raw_put(
+                &store,
+                CF_TX_INDEX,
+                &txs[0].id().0,
+                &codec::encode(&entry).unwrap(),
+            );
             let error = store.tx(&txs[0].id()).unwrap_err();
             assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
             assert!(error.to_string().contains(what), "{error}");
         }
-        store.db.put_cf(family, txs[0].id().0, [1u8; 5]).unwrap();
+        raw_put(&store, CF_TX_INDEX, &txs[0].id().0, &[1u8; 5]);
         assert!(matches!(store.tx(&txs[0].id()), Err(StoreError::Codec(_))));
     }
 
