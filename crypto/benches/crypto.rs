@@ -148,6 +148,11 @@ fn hashing(c: &mut Criterion) {
     c.bench_function("hash/block_header", |b| {
         b.iter(|| hash(Domain::BlockHeader, black_box(&header)))
     });
+    // An opaque 512-byte transaction's body with its chain id, sender and nonce: its id.
+    let transaction = [5u8; 600];
+    c.bench_function("hash/opaque_transaction", |b| {
+        b.iter(|| hash(Domain::Transaction, black_box(&transaction)))
+    });
     let _ = Digest::ZERO;
 }
 

@@ -441,7 +441,18 @@ impl Store {
     /// stored is left as it is (and not brought back into memory): returns whether this call
     /// stored it.
     pub fn put_batch(&self, digest: &Digest, batch: &Arc<Batch>) -> Result<bool, StoreError> {
-        let bytes = codec::encode(batch.as_ref())?;
+        self.put_batch_encoded(digest, batch, &codec::encode(batch.as_ref())?)
+    }
+
+    /// [`Store::put_batch`] with the batch's encoding at hand (the bytes it was decoded from,
+    /// or encoded once for the network too): stored as they are, not checked (decoding them
+    /// again would cost what this saves; the caller's bytes are the batch's by construction).
+    pub fn put_batch_encoded(
+        &self,
+        digest: &Digest,
+        batch: &Arc<Batch>,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
         let size = bytes.len();
         let mut next = self.batch_log.lock().unwrap_or_else(|p| p.into_inner());
         if self.stored_batch_at(digest)?.is_some() {
@@ -1091,6 +1102,25 @@ pub(super) mod tests {
         let error = Store::open(&file.join("store")).err().unwrap();
         assert!(matches!(error, StoreError::CreateDir { .. }), "{error}");
         assert!(error.to_string().contains("creating the store's directory"));
+    }
+
+    #[test]
+    fn a_batch_stored_from_its_encoding_reads_back_from_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = batch_of(5);
+        let bytes = codec::encode(batch.as_ref()).unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store
+                .put_batch_encoded(&batch.digest(), &batch, &bytes)
+                .unwrap());
+            assert!(!store.put_batch(&batch.digest(), &batch).unwrap());
+            assert_eq!(store.batch(&batch.digest()).unwrap(), Some(batch.clone()));
+            assert_eq!(store.recent_batch_bytes(), bytes.len());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recent_batch_bytes(), 0);
+        assert_eq!(store.batch(&batch.digest()).unwrap(), Some(batch));
     }
 
     #[test]

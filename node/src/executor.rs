@@ -1062,7 +1062,7 @@ impl Executor {
                         }
                         missing.retain(|d| *d != digest);
                         crate::ingest::ingest_batch(
-                            &store, &mempool, &rules, batch, digest, &jobs, None,
+                            &store, &mempool, &rules, batch, None, digest, &jobs, None,
                         )
                         .await;
                     }

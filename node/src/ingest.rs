@@ -4,6 +4,7 @@
 use crate::executor::Job;
 use crate::mempool::Mempool;
 use crate::peer_batches::PeerBatches;
+use crate::wire::EncodedBatch;
 use quorate_crypto::Digest;
 use quorate_ledger::{Batch, ChainRules, SignedTransaction, Store};
 use std::sync::mpsc::Sender;
@@ -14,11 +15,14 @@ use tracing::{error, warn};
 /// sender should be scored down). A batch already stored is accepted without work.
 /// `pushed_by`: the peer that pushed it unasked, whose uncommitted batches are bounded (see
 /// [`crate::peer_batches`]); `None` for a batch this node fetched because a block names it.
+/// `encoded`: the bytes the batch was decoded from, if kept (stored as they are).
+#[allow(clippy::too_many_arguments)]
 pub async fn ingest_batch(
     store: &Arc<Store>,
     mempool: &Arc<Mutex<Mempool>>,
     rules: &ChainRules,
     batch: Arc<Batch>,
+    encoded: Option<EncodedBatch>,
     digest: Digest,
     jobs: &Sender<Job>,
     pushed_by: Option<(usize, &PeerBatches)>,
@@ -71,11 +75,13 @@ pub async fn ingest_batch(
         }
         Err(_) => return true,
     };
-    let stored = match pushed_by {
-        Some((from, pushed)) => {
-            pushed.store_pushed(from, digest, || store.put_batch(&digest, &batch))
-        }
+    let put = || match &encoded {
+        Some(encoded) => store.put_batch_encoded(&digest, &batch, encoded.bytes()),
         None => store.put_batch(&digest, &batch),
+    };
+    let stored = match pushed_by {
+        Some((from, pushed)) => pushed.store_pushed(from, digest, put),
+        None => put(),
     };
     match stored {
         Ok(true) => {}

@@ -8,13 +8,14 @@
 //! peer that sends undecodable frames or breaks a rule is scored down and, past a threshold,
 //! disconnected and shunned for a while.
 
-use crate::wire::{NetRequest, NetResponse, WireCodec};
+use crate::wire::{EncodedBatch, Frame, NetRequest, NetResponse, WireCodec, WireRequest};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use libp2p::request_response::{self, Event, Message, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use quorate_crypto::{PublicKey, SigningKey};
+use quorate_ledger::Batch;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub trait Handler: Send + Sync + 'static {
     /// A request from a validator of the epoch or a guest. A guest's consensus messages and
     /// manifests never reach consensus (they may be an honest validator's of another epoch).
     fn on_request(&self, from: Origin, request: NetRequest) -> NetResponse;
+    /// A batch a peer pushed, with the encoding it arrived in (`bytes()`: stored as it is).
+    fn on_batch(&self, from: Origin, batch: Arc<Batch>, encoded: EncodedBatch) -> NetResponse;
     /// A peer answered a message of ours with [`NetResponse::LaterEpoch`].
     fn on_later_epoch(&self, epoch: quorate_ledger::Epoch);
 }
@@ -73,6 +76,8 @@ enum Command {
     Broadcast {
         request: NetRequest,
     },
+    /// A request encoded once, to every validator.
+    BroadcastFrame(Frame),
     Request {
         to: usize,
         request: NetRequest,
@@ -110,6 +115,11 @@ impl NetHandle {
 
     pub fn broadcast(&self, request: NetRequest) {
         self.queue(Command::Broadcast { request });
+    }
+
+    /// Sends a frame encoded once ([`Frame::encode`]) to every validator.
+    pub fn broadcast_frame(&self, frame: Frame) {
+        self.queue(Command::BroadcastFrame(frame));
     }
 
     /// Sends a request and waits for the answer (`None` if the peer failed to answer). Waits
@@ -350,18 +360,17 @@ impl Network {
         match command {
             Command::Send { to, request } => {
                 if let Some(id) = self.usable(to) {
-                    self.swarm.behaviour_mut().send_request(&id, request);
+                    self.swarm
+                        .behaviour_mut()
+                        .send_request(&id, WireRequest::Value(request));
                 }
             }
-            Command::Broadcast { request } => {
-                for to in 0..self.peers.len() {
-                    if let Some(id) = self.usable(to) {
-                        self.swarm
-                            .behaviour_mut()
-                            .send_request(&id, request.clone());
-                    }
-                }
-            }
+            // Encoded once for all.
+            Command::Broadcast { request } => match Frame::encode(&request) {
+                Ok(frame) => self.broadcast_frame(frame),
+                Err(error) => warn!(%error, "encoding a message to broadcast"),
+            },
+            Command::BroadcastFrame(frame) => self.broadcast_frame(frame),
             Command::Fault { peer, why } => match peer {
                 Origin::Validator(i) => {
                     if let Some(id) = self.peers.get(i).map(|p| p.id) {
@@ -372,13 +381,26 @@ impl Network {
             },
             Command::Request { to, request, reply } => match self.usable(to) {
                 Some(id) => {
-                    let request_id = self.swarm.behaviour_mut().send_request(&id, request);
+                    let request_id = self
+                        .swarm
+                        .behaviour_mut()
+                        .send_request(&id, WireRequest::Value(request));
                     self.pending.insert(request_id, reply);
                 }
                 None => {
                     let _ = reply.send(None);
                 }
             },
+        }
+    }
+
+    fn broadcast_frame(&mut self, frame: Frame) {
+        for to in 0..self.peers.len() {
+            if let Some(id) = self.usable(to) {
+                self.swarm
+                    .behaviour_mut()
+                    .send_request(&id, WireRequest::Frame(frame.clone()));
+            }
         }
     }
 
@@ -462,7 +484,7 @@ impl Network {
 
     fn on_event(
         &mut self,
-        event: SwarmEvent<Event<NetRequest, NetResponse>>,
+        event: SwarmEvent<Event<WireRequest, NetResponse>>,
         handler: &dyn Handler,
     ) {
         match event {
@@ -470,7 +492,7 @@ impl Network {
                 Message::Request {
                     request, channel, ..
                 } => {
-                    if let NetRequest::Undecodable(why) = &request {
+                    if let WireRequest::Value(NetRequest::Undecodable(why)) = &request {
                         // No answer: the stream is dropped.
                         self.fault(peer, why);
                         return;
@@ -490,7 +512,14 @@ impl Network {
                             Origin::Guest(peer)
                         }
                     };
-                    let response = handler.on_request(from, request);
+                    let response = match request {
+                        WireRequest::Value(request) => handler.on_request(from, request),
+                        WireRequest::Batch(batch, encoded) => {
+                            handler.on_batch(from, batch, encoded)
+                        }
+                        // Only ever written.
+                        WireRequest::Frame(_) => NetResponse::Ack,
+                    };
                     let _ = self.swarm.behaviour_mut().send_response(channel, response);
                 }
                 Message::Response {

@@ -11,7 +11,9 @@ use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::network::{Handler, NetHandle, Network, Origin};
 use crate::peer_batches::PeerBatches;
-use crate::wire::{NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST};
+use crate::wire::{
+    EncodedBatch, Frame, NetRequest, NetResponse, MAX_BATCHES_PER_REQUEST, MAX_BLOCKS_PER_REQUEST,
+};
 use anyhow::{bail, Context, Result};
 use quorate_consensus::recovery_history;
 use quorate_consensus::{
@@ -103,12 +105,22 @@ impl Shared {
     pub fn publish_batch(&self, batch: Batch) {
         let digest = batch.digest();
         let batch = Arc::new(batch);
-        if let Err(error) = self.store.put_batch(&digest, &batch) {
+        // Encoded once: the same bytes go to every validator and into the store.
+        let frame = Frame::encode(&NetRequest::Batch(batch.clone()));
+        let stored = match frame.as_ref().ok().and_then(Frame::batch_bytes) {
+            Some(bytes) => self.store.put_batch_encoded(&digest, &batch, bytes),
+            None => self.store.put_batch(&digest, &batch),
+        };
+        if let Err(error) = stored {
             error!(%error, "storing a batch");
             return;
         }
         self.mempool().add_ready(digest, &batch);
-        self.net.broadcast(NetRequest::Batch(batch));
+        match frame {
+            Ok(frame) => self.net.broadcast_frame(frame),
+            // Peers fetch it when a block names it (and fail the same way: it cannot travel).
+            Err(error) => warn!(%digest, %error, "a sealed batch cannot be sent"),
+        }
         let _ = self.jobs.send(Job::DataArrived);
     }
 }
@@ -120,11 +132,53 @@ struct NetHandler {
     shared: Arc<Shared>,
 }
 
+impl NetHandler {
+    /// A batch a peer pushed (with the bytes it came in, when the network kept them).
+    fn take_batch(
+        &self,
+        origin: Origin,
+        batch: Arc<Batch>,
+        encoded: Option<EncodedBatch>,
+    ) -> NetResponse {
+        let shared = &self.shared;
+        let slot = match origin {
+            Origin::Validator(i) => i,
+            Origin::Guest(_) => shared.validators.len(),
+        };
+        if shared.mempool().has_room(batch.transactions.len()) {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let digest = batch.digest();
+                let valid = ingest_batch(
+                    &shared.store,
+                    &shared.mempool,
+                    &shared.rules,
+                    batch,
+                    encoded,
+                    digest,
+                    &shared.jobs,
+                    Some((slot, &shared.pushed_batches)),
+                )
+                .await;
+                if !valid {
+                    shared.net.report(origin, format!("invalid batch {digest}"));
+                }
+            });
+        }
+        // When full, the batch is fetched on demand once a block needs it.
+        NetResponse::Ack
+    }
+}
+
 impl Handler for NetHandler {
     fn on_later_epoch(&self, epoch: Epoch) {
         if epoch > self.shared.validators.epoch() {
             self.shared.sync_now.notify_one();
         }
+    }
+
+    fn on_batch(&self, origin: Origin, batch: Arc<Batch>, encoded: EncodedBatch) -> NetResponse {
+        self.take_batch(origin, batch, Some(encoded))
     }
 
     fn on_request(&self, origin: Origin, request: NetRequest) -> NetResponse {
@@ -157,30 +211,7 @@ impl Handler for NetHandler {
             }
             // A validator of another epoch announcing payload to its set: not ours to store.
             NetRequest::Manifest { .. } if guest => NetResponse::Ack,
-            NetRequest::Batch(batch) => {
-                let count = batch.transactions.len();
-                if shared.mempool().has_room(count) {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let digest = batch.digest();
-                        let valid = ingest_batch(
-                            &shared.store,
-                            &shared.mempool,
-                            &shared.rules,
-                            batch,
-                            digest,
-                            &shared.jobs,
-                            Some((slot, &shared.pushed_batches)),
-                        )
-                        .await;
-                        if !valid {
-                            shared.net.report(origin, format!("invalid batch {digest}"));
-                        }
-                    });
-                }
-                // When full, the batch is fetched on demand once a block needs it.
-                NetResponse::Ack
-            }
+            NetRequest::Batch(batch) => self.take_batch(origin, batch, None),
             NetRequest::Manifest { payload, batches } => {
                 if Block::payload_digest_of(&batches) != payload {
                     shared
