@@ -15,7 +15,7 @@ use crate::records::{CommittedBlock, Head, PendingBlock};
 use crate::state::{Account, Execution, StateAccumulator, StateReadError, StateView};
 use crate::{Batch, BlockHeader, Epoch, Height};
 use quorate_crypto::{Address, Digest};
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{Cache, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
@@ -132,9 +132,11 @@ fn synced() -> WriteOptions {
 
 /// The options of one column family. Accounts, the transaction index and the batch index are read
 /// and written by whole key only, never iterated: bloom filters answer their misses (below). The
-/// batch log is written in key order and never rewritten.
-fn family_options(name: &str) -> Options {
+/// batch log is written in key order and never rewritten. `cache`: the block cache the store's
+/// families share (`None` for a table writer, which reads nothing).
+fn family_options(name: &str, cache: Option<&Cache>) -> Options {
     let mut options = Options::default();
+    let mut table = table_options(cache);
     let key_len = match name {
         CF_BATCH_LOG => {
             // Written once under ever larger keys: each flushed table follows the last, so
@@ -143,11 +145,15 @@ fn family_options(name: &str) -> Options {
             // opaque load, most of it compressing signatures, keys and hashes that do not
             // compress). Not compressed: a table is written once and its bytes would not shrink.
             options.set_compression_type(rocksdb::DBCompressionType::None);
+            options.set_block_based_table_factory(&table);
             return options;
         }
         CF_ACCOUNTS => 20,
         CF_TX_INDEX | CF_BATCH_INDEX => 32,
-        _ => return options,
+        _ => {
+            options.set_block_based_table_factory(&table);
+            return options;
+        }
     };
     options.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(key_len));
     if name != CF_ACCOUNTS {
@@ -190,17 +196,42 @@ fn family_options(name: &str) -> Options {
     // not exist yet): bloom filters (the prefix is the whole key) answer them without walking
     // the memtable or reading a table's blocks.
     options.set_memtable_prefix_bloom_ratio(0.02);
-    let mut table = rocksdb::BlockBasedOptions::default();
     // A false positive of the transaction index reads a block from disk (its compacted tables
     // are written around the page cache, see [`direct_writes`]), and every submission is
     // looked up there, in every sorted run: 16 bits per key make them ~0.05% of lookups,
-    // against ~1% with 10, for 2 bytes of memory per entry (RocksDB keeps every table's filter
-    // in memory: 1.25 bytes per entry with 10).
+    // against ~1% with 10, for 2 bytes per entry (held in the block cache, see
+    // [`table_options`]).
     let bits = if name == CF_TX_INDEX { 16.0 } else { 10.0 };
     table.set_bloom_filter(bits, false);
     options.set_block_based_table_factory(&table);
     options
 }
+
+/// How every family's tables are read: through one block cache of [`BLOCK_CACHE_BYTES`],
+/// indexes and filters included. Left to itself RocksDB keeps each open table's index and
+/// filter in memory outside any cache, and keeps every table open: memory that grows with all
+/// the store has ever taken, without bound (the transaction index's filters alone are 2 bytes
+/// per transaction ever committed, the batch log's index ~0.5% of every batch's bytes). In
+/// the cache they are bounded with the rest: filters and indexes are cut in partitions of a
+/// few KiB (a table's filter as a whole could outgrow the cache) found through a small
+/// top-level index, pinned with the table; the tables of level 0, which every lookup
+/// probes first, keep theirs pinned too.
+fn table_options(cache: Option<&Cache>) -> rocksdb::BlockBasedOptions {
+    let mut table = rocksdb::BlockBasedOptions::default();
+    if let Some(cache) = cache {
+        table.set_block_cache(cache);
+    }
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_pin_top_level_index_and_filter(true);
+    table
+}
+
+/// The block cache a store's families share (see [`table_options`]).
+pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 /// Buckets of a hash memtable (8 bytes each).
 const MEMTABLE_BUCKETS: usize = 131_072;
@@ -293,9 +324,10 @@ impl Store {
             error,
         })?;
         options.set_use_direct_io_for_flush_and_compaction(direct);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = COLUMN_FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name)));
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, Some(&cache))));
         let db = DB::open_cf_descriptors(&options, path, families)?;
         Store::with_db(db, true, direct)
     }
@@ -310,12 +342,17 @@ impl Store {
     /// store made before the batch log has no `batch_log` or `batch_index`: its batches are
     /// read from the family it kept them in.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        let options = Options::default();
+        let mut options = Options::default();
+        // As at `open`: the accounts' hash memtable (the log is replayed into it) takes one
+        // writer at a time.
+        options.set_allow_concurrent_memtable_write(false);
         let existing = DB::list_cf(&options, path)?;
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let families = COLUMN_FAMILIES
             .iter()
-            .filter(|name| existing.iter().any(|e| e == *name));
-        let db = DB::open_cf_for_read_only(&options, path, families, false)?;
+            .filter(|name| existing.iter().any(|e| e == *name))
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, Some(&cache))));
+        let db = DB::open_cf_descriptors_read_only(&options, path, families, false)?;
         Store::with_db(db, false, false)
     }
 

@@ -326,7 +326,7 @@ impl Drop for RunWriter {
 /// 65,536 entries is under 3 MB, written about once a second at saturation).
 fn write_run(db: &DB, run: &Entries, height: Height) -> Result<(), StoreError> {
     let path = db.path().join(RUN_FILE);
-    let options = family_options(CF_TX_INDEX);
+    let options = family_options(CF_TX_INDEX, None);
     let index = family(db, CF_TX_INDEX)?;
     let result = (|| -> Result<(), StoreError> {
         let mut writer = SstFileWriter::create(&options);
@@ -791,6 +791,68 @@ mod tests {
         assert_located(&store, &txs);
     }
 
+    #[test]
+    fn the_index_filters_are_held_in_the_shared_bounded_block_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = fixture();
+        let (store, txs) = one_block_on_disk(dir.path(), &f);
+        // Four runs of 50,000 entries: tables whose filters alone are ~100 KB each.
+        let ids = |run: u64| {
+            (0..50_000u64).map(move |i| {
+                let seed = [run.to_le_bytes(), i.to_le_bytes()].concat();
+                quorate_crypto::hash(quorate_crypto::Domain::Transaction, &seed)
+            })
+        };
+        for run in 0..4u64 {
+            let mut entries = Entries::default();
+            for (i, id) in ids(run).enumerate() {
+                let entry = IndexEntry {
+                    height: Height(1),
+                    index: i as u32,
+                };
+                entries.insert(id, entry);
+            }
+            write_run(&store.db, &entries, Height(1)).unwrap();
+        }
+        let family = store.cf(CF_TX_INDEX).unwrap();
+        let property = |name: &str| {
+            store
+                .db
+                .property_int_value_cf(family, name)
+                .unwrap()
+                .unwrap()
+        };
+        // Outside any cache, a table reader would hold its index and its whole filter (16
+        // bits per entry: 400 KB for these 200,000); here it holds neither.
+        let readers = property("rocksdb.estimate-table-readers-mem");
+        assert!(readers < 64 * 1024, "table readers hold {readers} bytes");
+        assert_eq!(
+            property("rocksdb.block-cache-capacity"),
+            super::super::BLOCK_CACHE_BYTES as u64
+        );
+        // Every family reads through the one cache.
+        for name in super::super::COLUMN_FAMILIES {
+            let other = store.cf(name).unwrap();
+            let capacity = store
+                .db
+                .property_int_value_cf(other, "rocksdb.block-cache-capacity")
+                .unwrap();
+            assert_eq!(
+                capacity,
+                Some(super::super::BLOCK_CACHE_BYTES as u64),
+                "{name}"
+            );
+        }
+        // And the filters still answer: every entry is found, a missing id is not.
+        for run in 0..4u64 {
+            for id in ids(run).step_by(997) {
+                assert!(on_disk(&store, &id));
+            }
+        }
+        assert!(!on_disk(&store, &Digest([0xee; 32])));
+        assert!(txs.iter().all(|tx| on_disk(&store, &tx.id())));
+    }
+
     /// A store with one block of three transfers whose entries are on disk.
     fn one_block_on_disk(dir: &Path, f: &Fixture) -> (Store, Vec<SignedTransaction>) {
         let store = initialized(dir, f, 1);
@@ -832,7 +894,7 @@ mod tests {
             // As a store made before the index was compacted universally: its entries in
             // the last level of a leveled tree.
             let families = super::super::COLUMN_FAMILIES.iter().map(|name| {
-                let mut options = family_options(name);
+                let mut options = family_options(name, None);
                 if *name == CF_TX_INDEX {
                     options.set_compaction_style(rocksdb::DBCompactionStyle::Level);
                 }
