@@ -212,10 +212,12 @@ fn family_options(name: &str, cache: Option<&Cache>) -> Options {
 /// filter in memory outside any cache, and keeps every table open: memory that grows with all
 /// the store has ever taken, without bound (the transaction index's filters alone are 2 bytes
 /// per transaction ever committed, the batch log's index ~0.5% of every batch's bytes). In
-/// the cache they are bounded with the rest: filters and indexes are cut in partitions of a
-/// few KiB (a table's filter as a whole could outgrow the cache) found through a small
-/// top-level index, pinned with the table; the tables of level 0, which every lookup
-/// probes first, keep theirs pinned too.
+/// the cache they are bounded with the rest, at high priority. Filters and indexes are cut
+/// in partitions of a few KiB (a table's filter as a whole could outgrow its shard of the
+/// cache), found through a small top-level index pinned with the table (tens of bytes per
+/// table). Nothing else is pinned: level 0's partitions pinned as well would stay pinned in
+/// tables that compaction moves down without rewriting (the batch log's, whose keys only
+/// grow), one index per table ever flushed.
 fn table_options(cache: Option<&Cache>) -> rocksdb::BlockBasedOptions {
     let mut table = rocksdb::BlockBasedOptions::default();
     if let Some(cache) = cache {
@@ -223,7 +225,6 @@ fn table_options(cache: Option<&Cache>) -> rocksdb::BlockBasedOptions {
     }
     table.set_cache_index_and_filter_blocks(true);
     table.set_cache_index_and_filter_blocks_with_high_priority(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_pin_top_level_index_and_filter(true);
@@ -232,6 +233,17 @@ fn table_options(cache: Option<&Cache>) -> rocksdb::BlockBasedOptions {
 
 /// The block cache a store's families share (see [`table_options`]).
 pub const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// In four shards of 16 MiB (RocksDB's default would make 64 of 1 MiB, where one whole
+/// filter of a table written before filters were partitioned, or one block of the batch log,
+/// which holds a batch, could fill a shard by itself).
+const BLOCK_CACHE_SHARD_BITS: i32 = 2;
+
+fn block_cache() -> Cache {
+    let mut options = rocksdb::LruCacheOptions::default();
+    options.set_capacity(BLOCK_CACHE_BYTES);
+    options.set_num_shard_bits(BLOCK_CACHE_SHARD_BITS);
+    Cache::new_lru_cache_opts(&options)
+}
 
 /// Buckets of a hash memtable (8 bytes each).
 const MEMTABLE_BUCKETS: usize = 131_072;
@@ -324,7 +336,7 @@ impl Store {
             error,
         })?;
         options.set_use_direct_io_for_flush_and_compaction(direct);
-        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cache = block_cache();
         let families = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, Some(&cache))));
@@ -347,7 +359,7 @@ impl Store {
         // writer at a time.
         options.set_allow_concurrent_memtable_write(false);
         let existing = DB::list_cf(&options, path)?;
-        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cache = block_cache();
         let families = COLUMN_FAMILIES
             .iter()
             .filter(|name| existing.iter().any(|e| e == *name))
@@ -562,7 +574,20 @@ impl Store {
             return Ok(Some(batch));
         }
         let found = match self.stored_batch_at(digest)? {
-            Some(StoredBatch::Log(seq)) => self.get::<Batch>(CF_BATCH_LOG, &seq.to_be_bytes())?,
+            Some(StoredBatch::Log(seq)) => {
+                // Around the block cache: a block of the log holds a whole batch, read once
+                // (for a peer that asks, or a block committed long after its batches came),
+                // and would push out the indexes and filters that every lookup uses.
+                let mut read = rocksdb::ReadOptions::default();
+                read.fill_cache(false);
+                match self
+                    .db
+                    .get_cf_opt(self.cf(CF_BATCH_LOG)?, seq.to_be_bytes(), &read)?
+                {
+                    Some(bytes) => Some(codec::decode::<Batch>(&bytes)?),
+                    None => None,
+                }
+            }
             Some(StoredBatch::ByDigest) => self.get::<Batch>(CF_BATCHES, &digest.0)?,
             None => return Ok(None),
         };
@@ -1139,6 +1164,44 @@ pub(super) mod tests {
         let error = Store::open(&file.join("store")).err().unwrap();
         assert!(matches!(error, StoreError::CreateDir { .. }), "{error}");
         assert!(error.to_string().contains("creating the store's directory"));
+    }
+
+    #[test]
+    fn batches_read_from_disk_stay_out_of_the_block_cache_and_their_tables_pin_almost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = SigningKey::from_seed_insecure(3);
+        let log = store.cf(CF_BATCH_LOG).unwrap();
+        let property = |name: &str| store.db.property_int_value_cf(log, name).unwrap().unwrap();
+        let mut digests = Vec::new();
+        let mut pinned = Vec::new();
+        // Twelve tables of the log, each one batch of 200 KiB.
+        for table in 0..12u64 {
+            let transactions = (0..50)
+                .map(|i| {
+                    SignedTransaction::opaque("c", key.public(), table * 100 + i, vec![7; 4096])
+                        .unwrap()
+                })
+                .collect();
+            let batch = Arc::new(Batch { transactions });
+            store.put_batch(&batch.digest(), &batch).unwrap();
+            store.db.flush_cf(log).unwrap();
+            digests.push(batch.digest());
+            store.forget_recent_batches(&digests);
+            for digest in &digests {
+                assert!(store.batch(digest).unwrap().is_some());
+            }
+            pinned.push(property("rocksdb.block-cache-pinned-usage"));
+        }
+        // Every batch was read from disk, none stayed in the cache.
+        let usage = property("rocksdb.block-cache-usage");
+        assert!(usage < 64 * 1024, "{usage} bytes in the cache");
+        // What stays pinned per table is its top-level index: a few dozen bytes.
+        let last = *pinned.last().unwrap();
+        assert!(
+            last < 12 * 256,
+            "{last} bytes pinned for 12 tables: {pinned:?}"
+        );
     }
 
     #[test]

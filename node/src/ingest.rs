@@ -7,6 +7,7 @@ use crate::peer_batches::PeerBatches;
 use crate::wire::EncodedBatch;
 use quorate_crypto::Digest;
 use quorate_ledger::{Batch, ChainRules, SignedTransaction, Store};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use tracing::{error, warn};
@@ -102,4 +103,83 @@ pub async fn ingest_batch(
     }
     let _ = jobs.send(Job::DataArrived);
     true
+}
+
+/// Bytes of pushed batches being verified and stored at once, over all peers (the frame each
+/// came in and its decoded copy, counted as twice the frame). Past it a pushed batch is dropped
+/// unverified and counted: if a block names it, it is fetched then.
+pub const PUSHED_IN_FLIGHT_BYTES: usize = 256 * 1024 * 1024;
+
+/// The bound on pushed batches in flight ([`PUSHED_IN_FLIGHT_BYTES`]): peers pushing faster
+/// than this node verifies and stores cannot pile up batches in memory.
+pub struct InFlight {
+    available: AtomicUsize,
+    refused: AtomicU64,
+}
+
+/// Bytes taken from [`InFlight`], given back when the ingest is done (or dropped).
+pub struct Reserved {
+    budget: Arc<InFlight>,
+    bytes: usize,
+}
+
+impl InFlight {
+    pub fn new(bytes: usize) -> Arc<Self> {
+        Arc::new(InFlight {
+            available: AtomicUsize::new(bytes),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `bytes`, or counts a refusal.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reserved> {
+        let taken = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |available| {
+                available.checked_sub(bytes)
+            });
+        match taken {
+            Ok(_) => Some(Reserved {
+                budget: self.clone(),
+                bytes,
+            }),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Pushed batches dropped at the bound since start.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget
+            .available
+            .fetch_add(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_batches_in_flight_are_bounded_and_their_bytes_come_back() {
+        let budget = InFlight::new(1000);
+        let first = budget.reserve(600).expect("room");
+        assert!(budget.reserve(600).is_none(), "over the bound");
+        let second = budget.reserve(400).expect("what is left");
+        assert!(budget.reserve(1).is_none());
+        assert_eq!(budget.refused_total(), 2);
+        drop(first);
+        drop(second);
+        let all = budget.reserve(1000).expect("everything given back");
+        drop(all);
+        assert_eq!(budget.available.load(Ordering::Acquire), 1000);
+    }
 }

@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Guests (followers) refused at the bound, and guests' requests dropped over their budget.
     pub guests_refused: AtomicU64,
     pub batches_forgotten: AtomicU64,
+    /// Pushed batches dropped unverified at the bound on those in flight.
+    pub batches_refused: AtomicU64,
     /// Bytes of stored batches kept decoded in memory until a little after their block commits.
     pub recent_batch_bytes: AtomicU64,
     /// Transaction index entries kept in memory until they are written in a sorted run.
@@ -194,6 +196,12 @@ impl Metrics {
             "Uncommitted batches deleted because their sender had pushed too many newer ones.",
             "counter",
             get(&self.batches_forgotten),
+        );
+        gauge(
+            "quorate_pushed_batches_refused_total",
+            "Batches peers pushed, dropped unverified because those being verified and stored already held the bound (256 MiB); fetched again if a block names them.",
+            "counter",
+            get(&self.batches_refused),
         );
         gauge(
             "quorate_recent_batch_bytes",

@@ -5,7 +5,7 @@
 
 use crate::executor::{log_head, Executor, ExecutorConfig, Exit, Job};
 use crate::inbox::PeerInbox;
-use crate::ingest::ingest_batch;
+use crate::ingest::{ingest_batch, InFlight, PUSHED_IN_FLIGHT_BYTES};
 use crate::manifests::PeerManifests;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct Shared {
     pub manifests: PeerManifests,
     /// Uncommitted batches peers pushed (bounded per peer; the executor deletes the doomed).
     pub pushed_batches: Arc<PeerBatches>,
+    /// Pushed batches being verified and stored (bounded in bytes over all peers).
+    pub pushed_in_flight: Arc<InFlight>,
     pub max_block_transactions: usize,
     /// The most blocks ledger sync fetches looking for one whose proof commits it.
     pub sync_run_max: u64,
@@ -88,6 +90,7 @@ impl Shared {
             (&m.manifests_forgotten, self.manifests.forgotten_total()),
             (&m.guests_refused, self.net.guests_refused_total()),
             (&m.batches_forgotten, self.pushed_batches.forgotten_total()),
+            (&m.batches_refused, self.pushed_in_flight.refused_total()),
             (
                 &m.recent_batch_bytes,
                 self.store.recent_batch_bytes() as u64,
@@ -145,9 +148,26 @@ impl NetHandler {
             Origin::Validator(i) => i,
             Origin::Guest(_) => shared.validators.len(),
         };
-        if shared.mempool().has_room(batch.transactions.len()) {
+        if !shared.mempool().has_room(batch.transactions.len()) {
+            // Fetched on demand once a block needs it.
+            return NetResponse::Ack;
+        }
+        let frame_bytes = match &encoded {
+            Some(encoded) => encoded.bytes().len(),
+            None => codec::encoded_len(batch.as_ref()).unwrap_or(usize::MAX),
+        };
+        // Its frame and its decoded copy, until stored.
+        let Some(reserved) = shared
+            .pushed_in_flight
+            .reserve(frame_bytes.saturating_mul(2))
+        else {
+            // As when full.
+            return NetResponse::Ack;
+        };
+        {
             let shared = shared.clone();
             tokio::spawn(async move {
+                let _reserved = reserved;
                 let digest = batch.digest();
                 let valid = ingest_batch(
                     &shared.store,
@@ -165,7 +185,6 @@ impl NetHandler {
                 }
             });
         }
-        // When full, the batch is fetched on demand once a block needs it.
         NetResponse::Ack
     }
 }
@@ -670,6 +689,7 @@ async fn run_epoch(
         inbox: inbox.clone(),
         manifests: PeerManifests::new(validators.len(), crate::manifests::PER_PEER_MAX),
         pushed_batches: pushed_batches.clone(),
+        pushed_in_flight: InFlight::new(PUSHED_IN_FLIGHT_BYTES),
         max_block_transactions: genesis.params.max_block_transactions as usize,
         sync_run_max: genesis
             .params

@@ -211,7 +211,15 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 /// A request from its frame; a pushed batch keeps the frame, which holds its encoding.
 fn decode_request(frame: Vec<u8>) -> io::Result<WireRequest> {
     Ok(match decode(&frame)? {
-        NetRequest::Batch(batch) => WireRequest::Batch(batch, EncodedBatch(frame)),
+        NetRequest::Batch(batch) => {
+            // Kept until the batch is stored: without the room it grew into as it was read
+            // (up to twice its length).
+            let mut frame = frame;
+            if frame.capacity() > frame.len() + frame.len() / 8 {
+                frame.shrink_to_fit();
+            }
+            WireRequest::Batch(batch, EncodedBatch(frame))
+        }
         request => WireRequest::Value(request),
     })
 }

@@ -830,18 +830,28 @@ mod tests {
             property("rocksdb.block-cache-capacity"),
             super::super::BLOCK_CACHE_BYTES as u64
         );
-        // Every family reads through the one cache.
+        // Every family reads through the one cache: each sees the blocks the index's lookups
+        // put there.
+        for id in ids(0).step_by(101) {
+            assert!(on_disk(&store, &id));
+        }
+        let usage = property("rocksdb.block-cache-usage");
+        assert!(usage > 0);
         for name in super::super::COLUMN_FAMILIES {
             let other = store.cf(name).unwrap();
-            let capacity = store
-                .db
-                .property_int_value_cf(other, "rocksdb.block-cache-capacity")
-                .unwrap();
+            let in_cache = |property: &str| {
+                store
+                    .db
+                    .property_int_value_cf(other, property)
+                    .unwrap()
+                    .unwrap()
+            };
             assert_eq!(
-                capacity,
-                Some(super::super::BLOCK_CACHE_BYTES as u64),
+                in_cache("rocksdb.block-cache-capacity"),
+                super::super::BLOCK_CACHE_BYTES as u64,
                 "{name}"
             );
+            assert_eq!(in_cache("rocksdb.block-cache-usage"), usage, "{name}");
         }
         // And the filters still answer: every entry is found, a missing id is not.
         for run in 0..4u64 {
