@@ -1172,7 +1172,7 @@ pub(super) mod tests {
         let store = Store::open(dir.path()).unwrap();
         let key = SigningKey::from_seed_insecure(3);
         let log = store.cf(CF_BATCH_LOG).unwrap();
-        let property = |name: &str| store.db.property_int_value_cf(log, name).unwrap().unwrap();
+        let log_property = |name: &str| property(&store, CF_BATCH_LOG, name);
         let mut digests = Vec::new();
         let mut pinned = Vec::new();
         // Twelve tables of the log, each one batch of 200 KiB.
@@ -1191,10 +1191,10 @@ pub(super) mod tests {
             for digest in &digests {
                 assert!(store.batch(digest).unwrap().is_some());
             }
-            pinned.push(property("rocksdb.block-cache-pinned-usage"));
+            pinned.push(log_property("rocksdb.block-cache-pinned-usage"));
         }
         // Every batch was read from disk, none stayed in the cache.
-        let usage = property("rocksdb.block-cache-usage");
+        let usage = log_property("rocksdb.block-cache-usage");
         assert!(usage < 64 * 1024, "{usage} bytes in the cache");
         // What stays pinned per table is its top-level index: a few dozen bytes.
         let last = *pinned.last().unwrap();
@@ -1301,6 +1301,16 @@ pub(super) mod tests {
         assert!(log_keys(&store).is_empty());
         store.delete_batches(&[old.digest()]).unwrap();
         assert!(!store.has_batch(&old.digest()).unwrap());
+    }
+
+    /// RocksDB's integer property `name` of `family` (block cache use, table readers' memory).
+    pub(super) fn property(store: &Store, family: &str, name: &str) -> u64 {
+        let family = store.cf(family).unwrap();
+        store
+            .db
+            .property_int_value_cf(family, name)
+            .unwrap()
+            .unwrap()
     }
 
     /// Writes `value` under `key` in `family`, past every check (a corrupt disk).

@@ -620,7 +620,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{fixture, gov, raw_put, Fixture};
+    use super::super::tests::{fixture, gov, property, raw_put, Fixture};
     use super::*;
     use crate::state::execute;
     use crate::{Batch, ChainRules, SignedTransaction, Transaction, TransactionKind};
@@ -814,20 +814,13 @@ mod tests {
             }
             write_run(&store.db, &entries, Height(1)).unwrap();
         }
-        let family = store.cf(CF_TX_INDEX).unwrap();
-        let property = |name: &str| {
-            store
-                .db
-                .property_int_value_cf(family, name)
-                .unwrap()
-                .unwrap()
-        };
+        let index_property = |name: &str| property(&store, CF_TX_INDEX, name);
         // Outside any cache, a table reader would hold its index and its whole filter (16
         // bits per entry: 400 KB for these 200,000); here it holds neither.
-        let readers = property("rocksdb.estimate-table-readers-mem");
+        let readers = index_property("rocksdb.estimate-table-readers-mem");
         assert!(readers < 64 * 1024, "table readers hold {readers} bytes");
         assert_eq!(
-            property("rocksdb.block-cache-capacity"),
+            index_property("rocksdb.block-cache-capacity"),
             super::super::BLOCK_CACHE_BYTES as u64
         );
         // Every family reads through the one cache: each sees the blocks the index's lookups
@@ -835,17 +828,10 @@ mod tests {
         for id in ids(0).step_by(101) {
             assert!(on_disk(&store, &id));
         }
-        let usage = property("rocksdb.block-cache-usage");
+        let usage = index_property("rocksdb.block-cache-usage");
         assert!(usage > 0);
         for name in super::super::COLUMN_FAMILIES {
-            let other = store.cf(name).unwrap();
-            let in_cache = |property: &str| {
-                store
-                    .db
-                    .property_int_value_cf(other, property)
-                    .unwrap()
-                    .unwrap()
-            };
+            let in_cache = |property_name: &str| property(&store, name, property_name);
             assert_eq!(
                 in_cache("rocksdb.block-cache-capacity"),
                 super::super::BLOCK_CACHE_BYTES as u64,
